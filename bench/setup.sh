@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the tests and benchmarks need when it is missing: Debian's
+# nginx, wrk, prometheus (with promtool) and curl, and the Go modules and
+# tools (benchstat) through the module proxy. As root it installs; as
+# anyone else it says what to install and fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v curl >/dev/null || need+=(curl)
+
+if ((${#need[@]})); then
+	mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+	if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+		echo "setup: missing ${need[*]}; install them (Debian: sudo apt-get install ${need[*]})" >&2
+		exit 1
+	fi
+	echo "setup: installing ${need[*]} from Debian's packages" >&2
+	# Keep the packages' services from starting: tests run their own
+	# nginx and prometheus on loopback ports and leave nothing behind.
+	created_policy=0
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod +x /usr/sbin/policy-rc.d
+		created_policy=1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	((created_policy)) && rm -f /usr/sbin/policy-rc.d
+fi
+
+go mod download
+go tool -n benchstat >/dev/null

@@ -1,0 +1,73 @@
+// Command target is an HTTP/1.1 server whose worker processes get their
+// connections through one of the accept models lbbench compares.
+//
+//	target -model reuseport -workers 2 -addr 127.0.0.1:8080
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/lbbench/lbbench/internal/cli"
+	"github.com/lbbench/lbbench/internal/models"
+)
+
+func main() {
+	if models.IsWorker() {
+		os.Exit(models.RunWorker())
+	}
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// run parses args and runs the target; it returns the exit status.
+func run(args []string, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "target: %v\n", err)
+		return 2
+	}
+	if err := models.Run(context.Background(), cfg, stderr); err != nil {
+		fmt.Fprintf(stderr, "target: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
+	cfg := models.DefaultConfig()
+	fs := flag.NewFlagSet("target", flag.ContinueOnError)
+	fs.StringVar(&cfg.Model, "model", cfg.Model, "accept model: single, shared or reuseport")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes (default: one per CPU)")
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address HOST:PORT")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "Prometheus /metrics address HOST:PORT, or off")
+	fs.StringVar(&cfg.Dispatch, "dispatch", cfg.Dispatch, "single model: rr (round-robin) or least (fewest open connections)")
+	fs.StringVar(&cfg.Accept, "accept", cfg.Accept, "shared and reuseport models: netpoll, blocking or exclusive (EPOLLEXCLUSIVE)")
+	fs.IntVar(&cfg.Backlog, "backlog", cfg.Backlog, "listen backlog (0: net.core.somaxconn)")
+	fs.BoolVar(&cfg.MPTCP, "mptcp", cfg.MPTCP, "listen with MPTCP instead of plain TCP")
+	fs.IntVar(&cfg.GOMAXPROCS, "gomaxprocs", cfg.GOMAXPROCS, "GOMAXPROCS of each worker")
+	fs.BoolVar(&cfg.Pin, "pin", cfg.Pin, "pin worker i to CPU i (round-robin over the allowed CPUs)")
+	fs.DurationVar(&cfg.Work, "work", cfg.Work, "CPU busy time per request")
+	fs.DurationVar(&cfg.Sleep, "sleep", cfg.Sleep, "idle time per request")
+	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM/SIGINT, how long in-flight requests may take")
+	if err := cli.Parse(fs, args, stderr); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := cli.Set(fs)
+	if set["dispatch"] && cfg.Model != models.Single {
+		return cfg, fmt.Errorf("-dispatch applies to the single model only")
+	}
+	if set["accept"] && cfg.Model == models.Single {
+		return cfg, fmt.Errorf("-accept applies to the shared and reuseport models; single uses -dispatch")
+	}
+	return cfg, cfg.Validate()
+}

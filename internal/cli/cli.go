@@ -1,0 +1,34 @@
+// Package cli holds what both commands do with flags: parse without
+// dumping usage on a mistake (one line says what is wrong), print usage
+// on -h, and tell which flags were set.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// Parse parses args into fs. On -h it prints usage to stderr and returns
+// flag.ErrHelp; on a mistake it returns one error and prints nothing.
+func Parse(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stderr)
+		fs.Usage()
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%v (see -h)", err)
+	}
+	return nil
+}
+
+// Set returns the names of the flags given on the command line.
+func Set(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}

@@ -1,0 +1,210 @@
+// Package httpwire is the minimal HTTP/1.1 framing the target and the load
+// generator need: request heads on the server side, response heads on the
+// client side. It is hand-written because net/http's per-request cost
+// (allocation, header maps, goroutine hand-offs) would hide the accept
+// behaviour the suite measures; it parses only what framing needs
+// (method, version, Connection, Content-Length, Transfer-Encoding,
+// and on responses the status and one named header) and refuses the rest
+// with a clear error.
+package httpwire
+
+import (
+	"bytes"
+	"errors"
+)
+
+// MaxHead is the largest request or response head accepted.
+const MaxHead = 8 << 10
+
+var (
+	// ErrMalformed is a head that is not HTTP/1.x.
+	ErrMalformed = errors.New("malformed HTTP head")
+	// ErrTooLarge is a head over MaxHead.
+	ErrTooLarge = errors.New("HTTP head too large")
+	// ErrUnsupported is a framing this package does not implement
+	// (Transfer-Encoding on requests).
+	ErrUnsupported = errors.New("unsupported HTTP framing")
+)
+
+// Request is what the server needs to know about one request.
+type Request struct {
+	// Head is true for HEAD requests (no body in the response).
+	Head bool
+	// HTTP10 is true for HTTP/1.0.
+	HTTP10 bool
+	// Close is true when the connection must close after the response.
+	Close bool
+	// BodyLen is the Content-Length of the request body.
+	BodyLen int64
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// ParseRequest parses the request head at the start of buf. It returns the
+// head's length, or 0 and no error when buf does not hold a whole head yet.
+func ParseRequest(buf []byte, r *Request) (int, error) {
+	end := bytes.Index(buf, crlfcrlf)
+	if end < 0 {
+		if len(buf) >= MaxHead {
+			return 0, ErrTooLarge
+		}
+		return 0, nil
+	}
+	if end+4 > MaxHead {
+		return 0, ErrTooLarge
+	}
+	head := buf[:end+2] // keep the CRLF of the last line
+	*r = Request{}
+
+	line, rest, _ := bytes.Cut(head, crlf)
+	method, line, ok := bytes.Cut(line, sp)
+	if !ok || !isToken(method) {
+		return 0, ErrMalformed
+	}
+	target, version, ok := bytes.Cut(line, sp)
+	if !ok || len(target) == 0 || bytes.IndexByte(target, ' ') >= 0 || hasCTL(target) {
+		return 0, ErrMalformed
+	}
+	switch string(version) {
+	case "HTTP/1.1":
+	case "HTTP/1.0":
+		r.HTTP10 = true
+	default:
+		return 0, ErrMalformed
+	}
+	r.Head = string(method) == "HEAD"
+
+	keepAlive, closeTok, seenLen := false, false, false
+	err := eachHeader(rest, func(name, value []byte) error {
+		switch {
+		case equalFold(name, "connection"):
+			eachToken(value, func(tok []byte) {
+				if equalFold(tok, "close") {
+					closeTok = true
+				} else if equalFold(tok, "keep-alive") {
+					keepAlive = true
+				}
+			})
+		case equalFold(name, "content-length"):
+			n, ok := parseLength(value)
+			if !ok || (seenLen && n != r.BodyLen) {
+				return ErrMalformed
+			}
+			r.BodyLen, seenLen = n, true
+		case equalFold(name, "transfer-encoding"):
+			return ErrUnsupported
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	r.Close = closeTok || (r.HTTP10 && !keepAlive)
+	return end + 4, nil
+}
+
+var (
+	crlf = []byte("\r\n")
+	sp   = []byte(" ")
+)
+
+// eachHeader calls fn for each "name: value" line of lines (each line ends
+// in CRLF), with the value's surrounding blanks trimmed.
+func eachHeader(lines []byte, fn func(name, value []byte) error) error {
+	for len(lines) > 0 {
+		var line []byte
+		var ok bool
+		line, lines, ok = bytes.Cut(lines, crlf)
+		if !ok {
+			return ErrMalformed
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !isToken(name) || hasCTL(value) {
+			return ErrMalformed
+		}
+		if err := fn(name, bytes.Trim(value, " \t")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachToken calls fn for each comma-separated token of v.
+func eachToken(v []byte, fn func([]byte)) {
+	for len(v) > 0 {
+		var tok []byte
+		tok, v, _ = bytes.Cut(v, []byte(","))
+		if tok = bytes.Trim(tok, " \t"); len(tok) > 0 {
+			fn(tok)
+		}
+	}
+}
+
+func parseLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// hasCTL reports whether b holds a control character other than HTAB. A
+// bare LF inside a line is one: other parsers take it as a line break, and
+// disagreeing on where a header ends is how requests get smuggled.
+func hasCTL(b []byte) bool {
+	for _, c := range b {
+		if (c < 0x20 && c != '\t') || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// isToken reports whether b is a non-empty RFC 9110 token.
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !tokenChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenChar = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// equalFold compares b with a lower-case ASCII string, ignoring case.
+func equalFold(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,111 @@
+// Package models runs the target server: a supervisor process and worker
+// processes that get their connections through one of the accept models.
+//
+//   - single: the supervisor accepts every connection and hands the fd to
+//     a worker over a Unix socket (SCM_RIGHTS).
+//   - shared: the supervisor binds one socket; every worker inherits it and
+//     accepts on it (Go netpoller, blocking accept4, or EPOLLEXCLUSIVE).
+//   - reuseport: every worker opens its own SO_REUSEPORT socket.
+package models
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/lbbench/lbbench/internal/sockets"
+)
+
+// Model names.
+const (
+	Single    = "single"
+	Shared    = "shared"
+	ReusePort = "reuseport"
+)
+
+// Models lists the accept models.
+var Models = []string{Single, Shared, ReusePort}
+
+// Accept strategies for workers that call accept themselves.
+const (
+	AcceptNetpoll   = "netpoll"   // Go's netpoller (one epoll per process, edge-triggered)
+	AcceptBlocking  = "blocking"  // accept4 on a blocking socket, on a locked OS thread
+	AcceptExclusive = "exclusive" // the worker's own epoll with EPOLLEXCLUSIVE, then accept4
+)
+
+// AcceptStrategies lists the accept strategies.
+var AcceptStrategies = []string{AcceptNetpoll, AcceptBlocking, AcceptExclusive}
+
+// Dispatch policies of the single model.
+const (
+	DispatchRR    = "rr"
+	DispatchLeast = "least"
+)
+
+// MaxWorkers bounds -workers: beyond this the suite measures the
+// scheduler, not accept.
+const MaxWorkers = 1024
+
+// Config is the target's configuration. The zero value is not valid; use
+// DefaultConfig.
+type Config struct {
+	Model       string        `json:"model"`
+	Workers     int           `json:"workers"`
+	Addr        string        `json:"addr"`
+	MetricsAddr string        `json:"metrics_addr"` // "" or "off" disables
+	Dispatch    string        `json:"dispatch"`     // single only
+	Accept      string        `json:"accept"`       // shared and reuseport
+	Backlog     int           `json:"backlog"`      // 0: net.core.somaxconn
+	MPTCP       bool          `json:"mptcp"`
+	GOMAXPROCS  int           `json:"gomaxprocs"` // per worker
+	Pin         bool          `json:"pin"`
+	Work        time.Duration `json:"work"`  // CPU busy time per request
+	Sleep       time.Duration `json:"sleep"` // idle time per request
+	Grace       time.Duration `json:"grace"` // drain bound on stop
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Model:       ReusePort,
+		Workers:     runtime.NumCPU(),
+		Addr:        "127.0.0.1:8080",
+		MetricsAddr: "127.0.0.1:9100",
+		Dispatch:    DispatchRR,
+		Accept:      AcceptNetpoll,
+		GOMAXPROCS:  1,
+		Grace:       5 * time.Second,
+	}
+}
+
+// Validate checks c and returns one error naming the first problem.
+func (c *Config) Validate() error {
+	switch {
+	case !slices.Contains(Models, c.Model):
+		return fmt.Errorf("unknown model %q (want single, shared or reuseport)", c.Model)
+	case c.Workers < 1 || c.Workers > MaxWorkers:
+		return fmt.Errorf("-workers %d: want 1 to %d", c.Workers, MaxWorkers)
+	case !slices.Contains(AcceptStrategies, c.Accept):
+		return fmt.Errorf("unknown accept strategy %q (want netpoll, blocking or exclusive)", c.Accept)
+	case c.Dispatch != DispatchRR && c.Dispatch != DispatchLeast:
+		return fmt.Errorf("unknown dispatch %q (want rr or least)", c.Dispatch)
+	case c.Backlog < 0:
+		return fmt.Errorf("-backlog %d: must not be negative", c.Backlog)
+	case c.GOMAXPROCS < 1 || c.GOMAXPROCS > 256:
+		return fmt.Errorf("-gomaxprocs %d: want 1 to 256", c.GOMAXPROCS)
+	case c.Work < 0 || c.Sleep < 0 || c.Grace < 0:
+		return fmt.Errorf("-work, -sleep and -grace must not be negative")
+	case c.Work > time.Minute || c.Sleep > time.Minute:
+		return fmt.Errorf("-work and -sleep are per request: at most 1m")
+	}
+	if _, err := sockets.ParseAddr(c.Addr); err != nil {
+		return fmt.Errorf("-addr: %w", err)
+	}
+	if c.MetricsAddr != "" && c.MetricsAddr != "off" {
+		if _, err := sockets.ParseAddr(c.MetricsAddr); err != nil {
+			return fmt.Errorf("-metrics-addr: %w", err)
+		}
+	}
+	return nil
+}

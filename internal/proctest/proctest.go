@@ -1,0 +1,287 @@
+// Package proctest starts the project's real binaries for tests that cross
+// process boundaries: it builds them once, picks free loopback ports,
+// waits for readiness, and makes sure nothing is left running.
+package proctest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Bin returns the path of a freshly built binary of cmd/<name>.
+func Bin(t testing.TB, name string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "lbbench-bin-")
+		if buildErr != nil {
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Target is a running bin/target.
+type Target struct {
+	Addr, MetricsAddr string
+	Cmd               *exec.Cmd
+	Stderr            *SyncBuffer
+	done              chan struct{}
+	err               error
+}
+
+// StartTarget starts bin/target on free loopback ports with extra args and
+// waits until it says it is listening. It is stopped (SIGKILL if need be)
+// when the test ends.
+func StartTarget(t testing.TB, args ...string) *Target {
+	t.Helper()
+	tg := &Target{
+		Addr:        "127.0.0.1:" + strconv.Itoa(FreePort(t)),
+		MetricsAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t)),
+		Stderr:      &SyncBuffer{},
+		done:        make(chan struct{}),
+	}
+	args = append([]string{"-addr", tg.Addr, "-metrics-addr", tg.MetricsAddr}, args...)
+	tg.Cmd = exec.Command(Bin(t, "target"), args...)
+	tg.Cmd.Stderr = tg.Stderr
+	if err := tg.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { tg.err = tg.Cmd.Wait(); close(tg.done) }()
+	t.Cleanup(func() {
+		tg.Cmd.Process.Kill()
+		<-tg.done
+		if t.Failed() {
+			t.Logf("target stderr:\n%s", tg.Stderr.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(tg.Stderr.String(), "listening on") {
+		select {
+		case <-tg.done:
+			t.Fatalf("target exited at start-up: %v\n%s", tg.err, tg.Stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("target not ready after 10s:\n%s", tg.Stderr.String())
+		}
+	}
+	return tg
+}
+
+// Stop sends SIGTERM and waits for the exit status.
+func (tg *Target) Stop(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	tg.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-tg.done:
+		return tg.err
+	case <-time.After(timeout):
+		t.Fatalf("target still running %v after SIGTERM", timeout)
+		return nil
+	}
+}
+
+// Done is closed when the target process has exited.
+func (tg *Target) Done() <-chan struct{} { return tg.done }
+
+// Metrics scrapes the target's /metrics and parses it.
+func (tg *Target) Metrics(t testing.TB) map[string]*Family {
+	t.Helper()
+	return Scrape(t, "http://"+tg.MetricsAddr+"/metrics")
+}
+
+// Family is a parsed metric family.
+type Family = dtoFamily
+
+// Scrape fetches and parses a Prometheus text exposition.
+func Scrape(t testing.TB, url string) map[string]*Family {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse %s: %v", url, err)
+	}
+	return fams
+}
+
+// ByLabel sums a family's counter or gauge values by one label.
+func ByLabel(f *Family, label string) map[string]float64 {
+	out := map[string]float64{}
+	if f == nil {
+		return out
+	}
+	for _, m := range f.Metric {
+		var v float64
+		switch {
+		case m.Counter != nil:
+			v = m.Counter.GetValue()
+		case m.Gauge != nil:
+			v = m.Gauge.GetValue()
+		}
+		for _, l := range m.Label {
+			if l.GetName() == label {
+				out[l.GetValue()] += v
+			}
+		}
+	}
+	return out
+}
+
+// Children lists the pids whose parent is pid.
+func Children(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Alive reports whether pid exists and is not a zombie.
+func Alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
+}
+
+// SyncBuffer is a bytes.Buffer safe for a writer and readers at once.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Get sends one GET on a new connection that it closes, and returns the
+// response's X-Worker-Pid and X-Worker-Id.
+func Get(addr string) (pid, id string, err error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", "", err
+	}
+	defer c.Close()
+	kc := &KeepAliveConn{c: c, r: bufio.NewReader(c)}
+	return kc.do(true)
+}
+
+// KeepAliveConn sends requests on one connection.
+type KeepAliveConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// Dial opens a keep-alive connection.
+func Dial(addr string) (*KeepAliveConn, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &KeepAliveConn{c: c, r: bufio.NewReader(c)}, nil
+}
+
+// Do sends one request and reads the response (net/http parses it, not
+// the code under test).
+func (k *KeepAliveConn) Do() (pid, id string, err error) { return k.do(false) }
+
+// Close closes the connection.
+func (k *KeepAliveConn) Close() error { return k.c.Close() }
+
+func (k *KeepAliveConn) do(closeConn bool) (string, string, error) {
+	k.c.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET / HTTP/1.1\r\nHost: test\r\n\r\n"
+	if closeConn {
+		req = "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+	}
+	if _, err := io.WriteString(k.c, req); err != nil {
+		return "", "", err
+	}
+	resp, err := http.ReadResponse(k.r, nil)
+	if err != nil {
+		return "", "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return "", "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp.Header.Get("X-Worker-Pid"), resp.Header.Get("X-Worker-Id"), nil
+}
+
+type dtoFamily = dto.MetricFamily
