@@ -377,4 +377,3 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
-

@@ -10,10 +10,10 @@ import (
 
 func TestParseRequest(t *testing.T) {
 	cases := []struct {
-		in    string
-		n     int
-		req   Request
-		err   error
+		in  string
+		n   int
+		req Request
+		err error
 	}{
 		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27, Request{}, nil},
 		{"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET", 37, Request{Close: true}, nil},

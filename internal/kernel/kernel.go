@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // TcpExt returns the TcpExt counters of /proc/net/netstat (ListenOverflows,
@@ -167,4 +168,47 @@ func ReadHost() Host {
 		}
 	}
 	return h
+}
+
+// Counters are the TcpExt and Tcp counters a run reports as deltas.
+var Counters = []string{
+	"ListenOverflows", "ListenDrops", "TCPSynRetrans", "TCPReqQFullDrop",
+	"TCPMigrateReqSuccess", "TCPMigrateReqFailure", "TCPAbortOnData", "TCPAbortOnClose",
+	"TcpActiveOpens", "TcpPassiveOpens", "TcpAttemptFails", "TcpEstabResets", "TcpRetransSegs", "TcpOutRsts",
+}
+
+// Snapshot is the kernel's view at one instant.
+type Snapshot struct {
+	Time     time.Time         `json:"-"`
+	TimeWait int64             `json:"time_wait"`
+	Counters map[string]uint64 `json:"counters"`
+}
+
+// Take reads a Snapshot.
+func Take() Snapshot {
+	s := Snapshot{Time: time.Now(), TimeWait: TimeWait(), Counters: map[string]uint64{}}
+	if ext, err := TcpExt(); err == nil {
+		for _, k := range Counters {
+			s.Counters[k] = ext[k]
+		}
+	}
+	return s
+}
+
+// Observation is what the kernel said around a run.
+type Observation struct {
+	TimeWaitBefore int64             `json:"time_wait_before"`
+	TimeWaitAfter  int64             `json:"time_wait_after"`
+	Delta          map[string]int64  `json:"delta"`
+	Sysctls        map[string]string `json:"sysctls"`
+}
+
+// Observe compares two snapshots.
+func Observe(before, after Snapshot) Observation {
+	o := Observation{TimeWaitBefore: before.TimeWait, TimeWaitAfter: after.TimeWait,
+		Delta: map[string]int64{}, Sysctls: ReadSysctls()}
+	for _, k := range Counters {
+		o.Delta[k] = int64(after.Counters[k] - before.Counters[k])
+	}
+	return o
 }

@@ -46,17 +46,17 @@ type Supervisor struct {
 	metricsLn net.Listener
 	watchers  sync.WaitGroup
 
-	mu       sync.Mutex
-	procs    []*proc // by worker id
-	retired  []retiredWorker
+	mu      sync.Mutex
+	procs   []*proc // by worker id
+	retired []retiredWorker
 	// retiredHist holds the request durations of exited workers, so the
 	// histogram never goes backwards.
 	retiredHist nativehist.Counts
-	restarts []uint64
-	handed   []uint64 // single: connections sent to each worker process
-	order    []int    // single: dispatch order scratch
-	stopping bool
-	ready    chan struct{} // closed once all workers are up
+	restarts    []uint64
+	handed      []uint64 // single: connections sent to each worker process
+	order       []int    // single: dispatch order scratch
+	stopping    bool
+	ready       chan struct{} // closed once all workers are up
 
 	dispatchNext int
 }

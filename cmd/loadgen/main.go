@@ -1,0 +1,204 @@
+// Command loadgen drives an HTTP/1.1 server with a closed or open loop,
+// new connections or keep-alive, and attributes every connection and
+// request to the worker pid that served it.
+//
+//	loadgen -c 50 -d 10s -conn close http://127.0.0.1:8080/
+//	loadgen -rate 20000 -d 30s -json run.json -bench run.txt http://127.0.0.1:8080/
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lbbench/lbbench/internal/atomicfile"
+	"github.com/lbbench/lbbench/internal/cli"
+	"github.com/lbbench/lbbench/internal/kernel"
+	"github.com/lbbench/lbbench/internal/load"
+	"github.com/lbbench/lbbench/internal/metrics"
+	"github.com/lbbench/lbbench/internal/report"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// flags are the command line beyond the load options.
+type flags struct {
+	opts        load.Options
+	workers     int
+	jsonPath    string
+	benchPath   string
+	seriesPath  string
+	name        string
+	progress    bool
+	quiet       bool
+	metricsAddr string
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	f := &flags{}
+	o := &f.opts
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: loadgen [flags] http://HOST:PORT/PATH\n")
+		fs.PrintDefaults()
+	}
+	var src string
+	fs.IntVar(&o.Conns, "c", 50, "connections (closed loop), or the pool serving -rate (open loop)")
+	fs.Float64Var(&o.Rate, "rate", 0, "open loop: requests per second (with -conn close, new connections per second)")
+	fs.BoolVar(&o.Poisson, "poisson", false, "open loop: Poisson arrivals instead of evenly spaced")
+	fs.DurationVar(&o.Duration, "d", 0, "measured duration (default 10s in the closed loop when -n is not given)")
+	fs.Int64Var(&o.Requests, "n", 0, "stop after this many measured requests")
+	fs.DurationVar(&o.Warmup, "warmup", 0, "run this long before measuring")
+	fs.StringVar(&o.Mode, "conn", load.ModeKeepAlive, "keepalive, or close (a new TCP connection per request)")
+	fs.IntVar(&o.ReqsPerConn, "reqs-per-conn", 0, "keepalive: close each connection after this many requests")
+	fs.StringVar(&src, "src", "", "local source addresses, e.g. 127.0.0.2-127.0.0.20 (spreads the 4-tuple and the port space)")
+	fs.StringVar(&o.PIDHeader, "pid-header", "X-Worker-Pid", "response header naming the worker pid")
+	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "connect and response timeout")
+	fs.Int64Var(&o.Seed, "seed", 0, "seed for Poisson arrivals (0: from the clock)")
+	fs.IntVar(&f.workers, "workers", 0, "worker processes the target has; those that serve nothing count as zeros in the fairness figures")
+	fs.StringVar(&f.jsonPath, "json", "", "write the full result as JSON to this file")
+	fs.StringVar(&f.benchPath, "bench", "", "write the result in the Go benchmark format to this file")
+	fs.StringVar(&f.seriesPath, "series", "", "write the per-second series as CSV to this file")
+	fs.StringVar(&f.name, "name", "", "benchmark name for -bench (default Loadgen/conn=MODE)")
+	fs.BoolVar(&f.progress, "progress", false, "print a progress line every second even when stderr is not a terminal")
+	fs.BoolVar(&f.quiet, "q", false, "no summary on stdout")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve live Prometheus metrics on HOST:PORT while running")
+	if err := cli.Parse(fs, args, stderr); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 1 {
+		return nil, errors.New("want exactly one URL (see -h)")
+	}
+	o.URL = fs.Arg(0)
+	set := cli.Set(fs)
+	if o.Rate > 0 && !set["d"] && !set["n"] {
+		return nil, errors.New("-rate needs -d DURATION or -n COUNT")
+	}
+	if (set["d"] && o.Duration == 0) || (set["n"] && o.Requests == 0) {
+		return nil, errors.New("-d and -n must be positive")
+	}
+	if !set["d"] && !set["n"] {
+		o.Duration = 10 * time.Second
+	}
+	if src != "" {
+		var err error
+		if o.Src, err = load.ParseSrc(src); err != nil {
+			return nil, err
+		}
+	}
+	if f.workers < 0 {
+		return nil, fmt.Errorf("-workers %d: must not be negative", f.workers)
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if f.name == "" {
+		f.name = "Loadgen/conn=" + o.Mode
+	}
+	return f, nil
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 2
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	var live *metrics.Loadgen
+	if f.metricsAddr != "" {
+		ln, err := net.Listen("tcp", f.metricsAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "loadgen: listen metrics %s: %v\n", f.metricsAddr, errors.Unwrap(err))
+			return 1
+		}
+		live = metrics.NewLoadgen(f.opts.URL, f.opts.Mode, f.opts.Rate, load.ErrorKinds)
+		f.opts.Observe = live.Observe
+		srv := &http.Server{Handler: live.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
+
+	showProgress := f.progress || isTerminal(stderr)
+	start := time.Now()
+	onSecond := func(s load.Second) {
+		if live != nil {
+			live.AddSecond(s.PerPID, s.PerPIDConns, s.ErrorKinds)
+		}
+		if showProgress {
+			fmt.Fprintf(stderr, "[%5.1fs] %9.0f req/s  %6d errors  p99 %v\n",
+				time.Since(start).Seconds(), float64(s.Requests), s.Errors, s.P99.Round(time.Microsecond))
+		}
+	}
+
+	before := kernel.Take()
+	res, err := load.Run(ctx, f.opts, onSecond)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 1
+	}
+	doc := report.Build(res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
+	if !f.quiet {
+		report.Summary(stdout, doc)
+	}
+	if err := writeOutputs(f, doc); err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 1
+	}
+	if doc.Requests == 0 && doc.Errors > 0 {
+		return 1
+	}
+	return 0
+}
+
+func writeOutputs(f *flags, doc *report.Doc) error {
+	if f.jsonPath != "" {
+		b, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.WriteBytes(f.jsonPath, append(b, '\n')); err != nil {
+			return err
+		}
+	}
+	if f.benchPath != "" {
+		err := atomicfile.Write(f.benchPath, func(w io.Writer) error { return report.WriteBench(w, doc, f.name) })
+		if err != nil {
+			return err
+		}
+	}
+	if f.seriesPath != "" {
+		if err := atomicfile.Write(f.seriesPath, func(w io.Writer) error { return report.SeriesCSV(w, doc) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

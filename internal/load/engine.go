@@ -1,0 +1,436 @@
+package load
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/lbbench/lbbench/internal/httpwire"
+)
+
+// Result is what one run measured. Histograms hold nanoseconds.
+type Result struct {
+	Options     Options
+	Start       time.Time     // when the measured part began
+	Duration    time.Duration // length of the measured part
+	Requests    int64         // successful (2xx) responses
+	Connections int64         // connections that carried a measured response
+	Errors      map[string]int64
+	PerPID      map[uint64]*PIDCount
+	Latency     *hdrhistogram.Histogram // from the intended send time
+	Uncorrected *hdrhistogram.Histogram // from the actual send time
+	Connect     *hdrhistogram.Histogram // connect() for new connections
+	TTFB        *hdrhistogram.Histogram // request written to first response byte
+	Lag         *hdrhistogram.Histogram // actual - intended send time (open loop)
+	Series      []Second
+	CPUSeconds  float64 // this process's user+system CPU in the measured part
+	Interrupted bool    // stopped early by the caller (Ctrl-C)
+}
+
+// TotalErrors sums the errors of every kind.
+func (r *Result) TotalErrors() int64 {
+	var n int64
+	for _, v := range r.Errors {
+		n += v
+	}
+	return n
+}
+
+type engine struct {
+	o            Options
+	shards       []*shard
+	sched        *Schedule // nil: closed loop
+	measureStart time.Time
+	end          time.Time // zero: no duration limit
+	tickets      atomic.Int64
+	stopped      atomic.Bool
+	stopCh       chan struct{}
+	stopOnce     sync.Once
+	live         []atomic.Pointer[net.TCPConn]
+	dialers      []*net.Dialer
+	nextDialer   atomic.Uint64
+	reqKeep      []byte
+	reqClose     []byte
+}
+
+// Run runs the load o describes. onSecond, if not nil, is called once a
+// second with the second that just ended (for progress lines and live
+// metrics). Cancelling ctx stops the run early; the result then covers
+// what ran.
+func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	e := &engine{o: o, stopCh: make(chan struct{}), live: make([]atomic.Pointer[net.TCPConn], o.Conns)}
+	nshards := min(o.Conns, 4*runtime.GOMAXPROCS(0))
+	for range nshards {
+		e.shards = append(e.shards, newShard())
+	}
+	e.buildRequests()
+	e.buildDialers()
+
+	start := time.Now()
+	e.measureStart = start.Add(o.Warmup)
+	if o.Duration > 0 {
+		e.end = e.measureStart.Add(o.Duration)
+	}
+	if o.Rate > 0 {
+		e.sched = NewSchedule(start, o.Rate, o.Poisson, o.Seed, e.end, 0)
+	}
+
+	var workers sync.WaitGroup
+	for i := range o.Conns {
+		workers.Go(func() { e.worker(i) })
+	}
+	allDone := make(chan struct{})
+	go func() { workers.Wait(); close(allDone) }()
+
+	res := &Result{Options: o, Start: e.measureStart}
+	var cpu0 float64
+	var series []Second
+	merged := NewHistogram()
+	// Wait for the warm-up to end, then tick once a second.
+	select {
+	case <-time.After(time.Until(e.measureStart)):
+	case <-ctx.Done():
+		res.Interrupted = true
+	case <-allDone:
+	}
+	for _, s := range e.shards {
+		s.reset() // drop what the warm-up recorded
+	}
+	cpu0 = cpuSeconds()
+	var endTimer <-chan time.Time
+	if !e.end.IsZero() {
+		endTimer = time.After(time.Until(e.end))
+	}
+	ticker := time.NewTicker(time.Second)
+	stopAt := time.Now()
+loop:
+	for !res.Interrupted {
+		select {
+		case now := <-ticker.C:
+			sec := tick(e.shards, now.Sub(e.measureStart).Seconds(), merged)
+			series = append(series, sec)
+			if onSecond != nil {
+				onSecond(sec)
+			}
+		case <-endTimer:
+			stopAt = e.end
+			break loop
+		case <-allDone:
+			stopAt = time.Now()
+			break loop
+		case <-ctx.Done():
+			res.Interrupted = true
+			stopAt = time.Now()
+		}
+	}
+	ticker.Stop()
+	e.stop()
+	// In-flight requests are cut: their connections' deadlines are now.
+	for i := range e.live {
+		if c := e.live[i].Load(); c != nil {
+			c.SetDeadline(time.Now())
+		}
+	}
+	<-allDone
+	res.CPUSeconds = cpuSeconds() - cpu0
+
+	if last := tick(e.shards, stopAt.Sub(e.measureStart).Seconds(), merged); last.Requests > 0 || last.Errors > 0 {
+		series = append(series, last)
+		if onSecond != nil {
+			onSecond(last)
+		}
+	}
+	res.Series = series
+	res.Duration = max(stopAt.Sub(e.measureStart), 0)
+	e.collect(res)
+	return res, nil
+}
+
+func (e *engine) stop() {
+	e.stopOnce.Do(func() {
+		e.stopped.Store(true)
+		close(e.stopCh)
+	})
+}
+
+// collect merges the shards into res.
+func (e *engine) collect(res *Result) {
+	res.Latency, res.Uncorrected, res.Connect = NewHistogram(), NewHistogram(), NewHistogram()
+	res.TTFB, res.Lag = NewHistogram(), NewHistogram()
+	c := newCounts()
+	for _, s := range e.shards {
+		s.mu.Lock()
+		res.Latency.Merge(s.latency)
+		res.Uncorrected.Merge(s.uncorrected)
+		res.Connect.Merge(s.connect)
+		res.TTFB.Merge(s.ttfb)
+		res.Lag.Merge(s.lag)
+		c.add(&s.total)
+		s.mu.Unlock()
+	}
+	res.Requests, res.Connections, res.PerPID = c.requests, c.conns, c.pids
+	res.Errors = map[string]int64{}
+	for i, k := range ErrorKinds {
+		res.Errors[k] = c.errs[i]
+	}
+}
+
+func (e *engine) buildRequests() {
+	base := "GET " + e.o.path + " HTTP/1.1\r\nHost: " + e.o.host + ":" + e.o.port + "\r\nUser-Agent: lbbench-loadgen\r\n"
+	e.reqKeep = []byte(base + "\r\n")
+	e.reqClose = []byte(base + "Connection: close\r\n\r\n")
+}
+
+// buildDialers makes one dialer per source address. IP_BIND_ADDRESS_NO_PORT
+// lets the kernel choose the local port at connect time, per destination,
+// instead of at bind time from a much smaller pool.
+func (e *engine) buildDialers() {
+	control := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		})
+		return serr
+	}
+	if len(e.o.Src) == 0 {
+		e.dialers = []*net.Dialer{{Timeout: e.o.Timeout}}
+		return
+	}
+	for _, a := range e.o.Src {
+		e.dialers = append(e.dialers, &net.Dialer{
+			Timeout:   e.o.Timeout,
+			LocalAddr: &net.TCPAddr{IP: a.AsSlice()},
+			Control:   control,
+		})
+	}
+}
+
+func (e *engine) dial() (*net.TCPConn, error) {
+	d := e.dialers[0]
+	if len(e.dialers) > 1 {
+		d = e.dialers[e.nextDialer.Add(1)%uint64(len(e.dialers))]
+	}
+	c, err := d.Dial("tcp", e.o.Addr())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// client is one connection slot: it owns at most one connection at a time.
+type client struct {
+	e       *engine
+	idx     int
+	sh      *shard
+	conn    *net.TCPConn
+	reqs    int  // requests on this connection so far
+	counted bool // this connection was counted for a pid
+	buf     []byte
+	parser  *httpwire.ResponseParser
+	resp    httpwire.Response
+}
+
+func (e *engine) worker(i int) {
+	c := &client{e: e, idx: i, sh: e.shards[i%len(e.shards)], buf: make([]byte, httpwire.MaxHead+4096),
+		parser: httpwire.NewResponseParser(e.o.PIDHeader, e.o.IDHeader)}
+	defer c.closeConn()
+	var x sample
+	for !e.stopped.Load() {
+		var intended time.Time
+		if e.sched != nil {
+			t, ok := e.sched.Next()
+			if !ok {
+				return
+			}
+			if d := time.Until(t); d > 0 {
+				timer := time.NewTimer(d)
+				select {
+				case <-timer.C:
+				case <-e.stopCh:
+					timer.Stop()
+					return
+				}
+			}
+			intended = t
+		} else {
+			intended = time.Now()
+			if !e.end.IsZero() && !intended.Before(e.end) {
+				return
+			}
+		}
+		if e.o.Requests > 0 && !intended.Before(e.measureStart) && e.tickets.Add(1) > e.o.Requests {
+			return
+		}
+		c.do(intended, &x)
+		if e.stopped.Load() {
+			return // cut by the end of the run: not a result
+		}
+		done := time.Now()
+		if intended.Before(e.measureStart) || (!e.end.IsZero() && done.After(e.end)) {
+			continue
+		}
+		c.sh.record(&x)
+		if x.err == "" && e.o.Observe != nil {
+			e.o.Observe(x.latency.Seconds())
+		}
+		if e.sched == nil && (x.err == ErrRefused || x.err == ErrAddrNotAvail) {
+			time.Sleep(time.Millisecond) // a dead target: do not spin
+		}
+	}
+}
+
+func (c *client) closeConn() {
+	if c.conn != nil {
+		c.e.live[c.idx].Store(nil)
+		c.conn.Close()
+		c.conn = nil
+	}
+}
+
+// do sends one request and fills x.
+func (c *client) do(intended time.Time, x *sample) {
+	e := c.e
+	*x = sample{}
+	start := time.Now()
+	if c.conn == nil {
+		conn, err := e.dial()
+		if err != nil {
+			x.err = classify(err)
+			return
+		}
+		x.connect = time.Since(start)
+		c.conn, c.reqs, c.counted = conn, 0, false
+		e.live[c.idx].Store(conn)
+		if e.stopped.Load() {
+			conn.SetDeadline(time.Now())
+		}
+	}
+	closeAfter := e.o.Mode == ModeClose || (e.o.ReqsPerConn > 0 && c.reqs+1 >= e.o.ReqsPerConn)
+	req := e.reqKeep
+	if closeAfter {
+		req = e.reqClose
+	}
+	c.conn.SetDeadline(start.Add(e.o.Timeout))
+	sent := time.Now()
+	if _, err := c.conn.Write(req); err != nil {
+		x.err = classify(err)
+		c.closeConn()
+		return
+	}
+	var first time.Time
+	filled, head := 0, 0
+	for head == 0 {
+		n, err := c.conn.Read(c.buf[filled:])
+		if n > 0 && first.IsZero() {
+			first = time.Now()
+		}
+		filled += n
+		if n > 0 {
+			h, perr := c.parser.Parse(c.buf[:filled], false, &c.resp)
+			if perr != nil {
+				x.err = ErrMalformed
+				c.closeConn()
+				return
+			}
+			head = h
+		}
+		if head == 0 && err != nil {
+			x.err = classify(err)
+			c.closeConn()
+			return
+		}
+		if head == 0 && filled == len(c.buf) {
+			x.err = ErrMalformed
+			c.closeConn()
+			return
+		}
+	}
+	// The pid and worker id alias the buffer: take them before reading
+	// the body into it.
+	pid, _ := httpwire.ParseUint(c.resp.Values[0])
+	if !c.counted && len(c.resp.Values[1]) > 0 {
+		x.worker = append(x.worker[:0], c.resp.Values[1]...)
+	}
+	if err := c.skipBody(filled - head); err != nil {
+		x.err = classify(err)
+		c.closeConn()
+		return
+	}
+	done := time.Now()
+	c.reqs++
+	if c.resp.Close || closeAfter {
+		c.closeConn()
+	}
+	if c.resp.Status < 200 || c.resp.Status > 299 {
+		x.err = ErrStatus
+		return
+	}
+	x.pid = pid
+	x.newConn = !c.counted
+	c.counted = true
+	x.latency = done.Sub(intended)
+	x.uncorrected = done.Sub(start)
+	x.ttfb = first.Sub(sent)
+	if e.sched != nil {
+		x.lag = start.Sub(intended)
+	}
+}
+
+// skipBody reads the rest of the body, of which have bytes are in the
+// buffer already.
+func (c *client) skipBody(have int) error {
+	want := c.resp.BodyLen
+	for want < 0 || int64(have) < want {
+		n, err := c.conn.Read(c.buf)
+		have += n
+		if err != nil {
+			if want < 0 && err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// classify names the kind of a connect, read or write error. A keep-alive
+// connection the server closed before answering counts as reset.
+func classify(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ErrRefused
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return ErrAddrNotAvail
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
+		return ErrTimeout
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return ErrReset
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return ErrTimeout
+	}
+	return ErrOther
+}
+
+// cpuSeconds is this process's user+system CPU time.
+func cpuSeconds() float64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}

@@ -1,0 +1,172 @@
+// Package load is the load engine of cmd/loadgen: closed-loop connections
+// or an open-loop schedule, connection-per-request or keep-alive, with
+// latencies in HDR histograms and every response attributed to the worker
+// pid the server names in a header.
+package load
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Connection modes.
+const (
+	ModeKeepAlive = "keepalive"
+	ModeClose     = "close"
+)
+
+// Options configure one run. Zero values mean the documented defaults
+// where there is one.
+type Options struct {
+	// URL is the target, http://HOST:PORT/PATH with an IP host.
+	URL string
+	// Conns is the number of connections (closed loop), or the size of
+	// the pool that serves the schedule (open loop).
+	Conns int
+	// Rate > 0 selects the open loop: requests per second, sent at their
+	// intended times whatever the server does.
+	Rate float64
+	// Poisson spaces open-loop arrivals exponentially instead of evenly.
+	Poisson bool
+	// Duration and/or Requests bound the measured part of the run.
+	Duration time.Duration
+	Requests int64
+	// Warmup runs before measuring; its results are dropped.
+	Warmup time.Duration
+	// Mode is ModeKeepAlive or ModeClose (a new connection per request).
+	Mode string
+	// ReqsPerConn closes a keep-alive connection after this many requests
+	// (0: never).
+	ReqsPerConn int
+	// Src are the local addresses connections are made from, in turn.
+	Src []netip.Addr
+	// PIDHeader and IDHeader name the response headers that say which
+	// worker process served a request.
+	PIDHeader, IDHeader string
+	// Timeout bounds connect and each request.
+	Timeout time.Duration
+	// Seed seeds Poisson arrivals (0: from the clock).
+	Seed int64
+	// Observe, if set, is called with the latency in seconds of every
+	// measured successful request (live metrics); it must be safe for
+	// concurrent use.
+	Observe func(seconds float64) `json:"-"`
+
+	host, port, path string
+}
+
+// Validate checks o and fills in defaults.
+func (o *Options) Validate() error {
+	u, err := url.Parse(o.URL)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("bad URL %q: want http://HOST:PORT/PATH", o.URL)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return fmt.Errorf("bad URL %q: host must be an IP address", o.URL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("bad URL %q: bad port", o.URL)
+	}
+	o.host, o.port = netip.AddrPortFrom(ip, 0).Addr().String(), port
+	if ip.Is6() {
+		o.host = "[" + o.host + "]"
+	}
+	o.path = u.RequestURI()
+
+	switch {
+	case o.Conns < 1:
+		return fmt.Errorf("-c %d: want at least 1 connection", o.Conns)
+	case o.Conns > 100000:
+		return fmt.Errorf("-c %d: at most 100000", o.Conns)
+	case o.Rate < 0:
+		return fmt.Errorf("-rate %v: must not be negative", o.Rate)
+	case o.Duration < 0 || o.Warmup < 0 || o.Timeout < 0:
+		return errors.New("-d, -warmup and -timeout must not be negative")
+	case o.Requests < 0:
+		return fmt.Errorf("-n %d: must not be negative", o.Requests)
+	case o.Duration == 0 && o.Requests == 0:
+		return errors.New("give -d DURATION or -n COUNT (a run must stop by itself)")
+	case o.Mode != ModeKeepAlive && o.Mode != ModeClose:
+		return fmt.Errorf("-conn %q: want keepalive or close", o.Mode)
+	case o.ReqsPerConn < 0:
+		return fmt.Errorf("-reqs-per-conn %d: must not be negative", o.ReqsPerConn)
+	case o.ReqsPerConn > 0 && o.Mode == ModeClose:
+		return errors.New("-reqs-per-conn goes with -conn keepalive")
+	}
+	if o.PIDHeader == "" {
+		o.PIDHeader = "X-Worker-Pid"
+	}
+	if o.IDHeader == "" {
+		o.IDHeader = "X-Worker-Id"
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.Seed == 0 {
+		o.Seed = time.Now().UnixNano()
+	}
+	for _, s := range o.Src {
+		if s.Is4() != ip.Is4() {
+			return fmt.Errorf("-src %v and the target %v are not the same IP family", s, ip)
+		}
+	}
+	return nil
+}
+
+// Addr is the target's HOST:PORT.
+func (o *Options) Addr() string { return o.host + ":" + o.port }
+
+// ParseSrc parses a -src value: comma-separated addresses or ranges
+// "127.0.0.2-127.0.0.20".
+func ParseSrc(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := netip.ParseAddr(lo)
+		if err != nil {
+			return nil, fmt.Errorf("-src %q: %q is not an IP address", s, lo)
+		}
+		if !isRange {
+			out = append(out, a)
+			continue
+		}
+		b, err := netip.ParseAddr(hi)
+		if err != nil {
+			return nil, fmt.Errorf("-src %q: %q is not an IP address", s, hi)
+		}
+		if a.Is4() != b.Is4() || b.Less(a) {
+			return nil, fmt.Errorf("-src %q: range must go up within one IP family", s)
+		}
+		for x := a; ; x = x.Next() {
+			out = append(out, x)
+			if len(out) > 65536 {
+				return nil, fmt.Errorf("-src %q: more than 65536 addresses", s)
+			}
+			if x == b {
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-src %q: no addresses", s)
+	}
+	return out, nil
+}

@@ -1,0 +1,211 @@
+package load
+
+import (
+	"sync"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Error kinds, as the summary and JSON name them.
+const (
+	ErrRefused      = "refused"      // ECONNREFUSED
+	ErrReset        = "reset"        // ECONNRESET, EPIPE, or closed before a response
+	ErrTimeout      = "timeout"      // connect or response took longer than -timeout
+	ErrAddrNotAvail = "addrnotavail" // EADDRNOTAVAIL: out of local ports for a source address
+	ErrStatus       = "status"       // a response that is not 2xx
+	ErrMalformed    = "malformed"    // a response that is not HTTP/1.x
+	ErrOther        = "other"
+)
+
+// ErrorKinds lists the error kinds in report order.
+var ErrorKinds = []string{ErrRefused, ErrReset, ErrTimeout, ErrAddrNotAvail, ErrStatus, ErrMalformed, ErrOther}
+
+const numKinds = 7
+
+func kindIndex(k string) int {
+	for i, x := range ErrorKinds {
+		if x == k {
+			return i
+		}
+	}
+	return numKinds - 1
+}
+
+// Histogram range: 1 µs to 100 s at 3 significant digits, in nanoseconds.
+const (
+	histLowest  = 1000
+	histHighest = 100e9
+	histDigits  = 3
+)
+
+// NewHistogram returns an HDR histogram of nanoseconds on the range every
+// latency histogram of a run uses (so they merge).
+func NewHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(histLowest, histHighest, histDigits)
+}
+
+// PIDCount counts what one worker process served.
+type PIDCount struct {
+	Requests    int64  `json:"requests"`
+	Connections int64  `json:"connections"`
+	Worker      string `json:"worker,omitempty"` // X-Worker-Id, when sent
+}
+
+// counts is what a shard and a second both hold.
+type counts struct {
+	requests, conns int64
+	errs            [numKinds]int64
+	pids            map[uint64]*PIDCount
+}
+
+func newCounts() counts { return counts{pids: map[uint64]*PIDCount{}} }
+
+func (c *counts) pid(p uint64) *PIDCount {
+	pc := c.pids[p]
+	if pc == nil {
+		pc = &PIDCount{}
+		c.pids[p] = pc
+	}
+	return pc
+}
+
+func (c *counts) add(o *counts) {
+	c.requests += o.requests
+	c.conns += o.conns
+	for i := range c.errs {
+		c.errs[i] += o.errs[i]
+	}
+	for p, pc := range o.pids {
+		x := c.pid(p)
+		x.Requests += pc.Requests
+		x.Connections += pc.Connections
+		if pc.Worker != "" {
+			x.Worker = pc.Worker
+		}
+	}
+}
+
+// shard holds the statistics of a group of connections. Connections are
+// spread over a few shards, each behind its own mutex, so the hot path
+// is one uncontended lock and a few array increments, and memory does
+// not grow with the connection count or the run length.
+type shard struct {
+	mu                            sync.Mutex
+	latency, uncorrected, connect *hdrhistogram.Histogram
+	ttfb, lag                     *hdrhistogram.Histogram
+	second                        *hdrhistogram.Histogram // latency since the last tick
+	total, sec                    counts
+}
+
+func newShard() *shard {
+	return &shard{
+		latency: NewHistogram(), uncorrected: NewHistogram(), connect: NewHistogram(),
+		ttfb: NewHistogram(), lag: NewHistogram(), second: NewHistogram(),
+		total: newCounts(), sec: newCounts(),
+	}
+}
+
+// sample is one finished request as a connection saw it.
+type sample struct {
+	err         string // "" when the request succeeded
+	pid         uint64
+	worker      []byte
+	newConn     bool          // first measured response on this connection
+	latency     time.Duration // from the intended time (open loop) or the start
+	uncorrected time.Duration // from when the request actually started
+	connect     time.Duration // 0 when the connection was reused
+	ttfb        time.Duration
+	lag         time.Duration // actual start - intended start (open loop)
+}
+
+func (s *shard) record(x *sample) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if x.err != "" {
+		k := kindIndex(x.err)
+		s.total.errs[k]++
+		s.sec.errs[k]++
+		return
+	}
+	s.latency.RecordValue(int64(x.latency))
+	s.second.RecordValue(int64(x.latency))
+	s.uncorrected.RecordValue(int64(x.uncorrected))
+	s.ttfb.RecordValue(int64(x.ttfb))
+	if x.connect > 0 {
+		s.connect.RecordValue(int64(x.connect))
+	}
+	if x.lag > 0 {
+		s.lag.RecordValue(int64(x.lag))
+	}
+	s.total.requests++
+	s.sec.requests++
+	tp, sp := s.total.pid(x.pid), s.sec.pid(x.pid)
+	tp.Requests++
+	sp.Requests++
+	if x.newConn {
+		s.total.conns++
+		s.sec.conns++
+		tp.Connections++
+		sp.Connections++
+	}
+	if tp.Worker == "" && len(x.worker) > 0 {
+		tp.Worker = string(x.worker)
+	}
+}
+
+func (s *shard) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range []*hdrhistogram.Histogram{s.latency, s.uncorrected, s.connect, s.ttfb, s.lag, s.second} {
+		h.Reset()
+	}
+	s.total, s.sec = newCounts(), newCounts()
+}
+
+// recordErr counts a failed connection attempt.
+func (s *shard) recordErr(kind string) { s.record(&sample{err: kind}) }
+
+// Second is one second of a run.
+type Second struct {
+	// T is seconds since the measured part began (end of this second).
+	T           float64
+	Requests    int64
+	Connections int64
+	Errors      int64
+	P50, P99    time.Duration
+	PerPID      map[uint64]int64 // requests per worker pid
+	PerPIDConns map[uint64]int64 // new connections per worker pid
+	ErrorKinds  map[string]int64
+}
+
+// tick moves the per-second counts of every shard into one Second.
+func tick(shards []*shard, t float64, merged *hdrhistogram.Histogram) Second {
+	merged.Reset()
+	c := newCounts()
+	for _, s := range shards {
+		s.mu.Lock()
+		merged.Merge(s.second)
+		s.second.Reset()
+		c.add(&s.sec)
+		s.sec = newCounts()
+		s.mu.Unlock()
+	}
+	sec := Second{T: t, Requests: c.requests, Connections: c.conns, PerPID: map[uint64]int64{},
+		PerPIDConns: map[uint64]int64{}, ErrorKinds: map[string]int64{}}
+	for i, e := range c.errs {
+		sec.Errors += e
+		if e > 0 {
+			sec.ErrorKinds[ErrorKinds[i]] = e
+		}
+	}
+	for p, pc := range c.pids {
+		sec.PerPID[p] = pc.Requests
+		sec.PerPIDConns[p] = pc.Connections
+	}
+	if merged.TotalCount() > 0 {
+		sec.P50 = time.Duration(merged.ValueAtQuantile(50))
+		sec.P99 = time.Duration(merged.ValueAtQuantile(99))
+	}
+	return sec
+}

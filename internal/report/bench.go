@@ -1,0 +1,80 @@
+package report
+
+import (
+	"io"
+	"runtime"
+	"strconv"
+
+	"golang.org/x/perf/benchfmt"
+)
+
+// Units and which way is better; declared in every benchmark file.
+var units = []struct{ unit, better string }{
+	{"req/s", "higher"}, {"conn/s", "higher"},
+	{"p50-sec", "lower"}, {"p90-sec", "lower"}, {"p99-sec", "lower"}, {"p999-sec", "lower"},
+	{"req-imbalance", "lower"}, {"conn-imbalance", "lower"}, {"jain", "higher"},
+}
+
+// Config returns the stable file-config lines for a benchmark file:
+// facts of the machine that do not change between runs on it.
+func Config(d *Doc, extra ...benchfmt.Config) []benchfmt.Config {
+	c := []benchfmt.Config{
+		{Key: "goos", Value: []byte(d.Host.GoOS), File: true},
+		{Key: "goarch", Value: []byte(d.Host.GoArch), File: true},
+		{Key: "cpu", Value: []byte(d.Host.CPUModel), File: true},
+		{Key: "cpu-count", Value: []byte(strconv.Itoa(d.Host.CPUs)), File: true},
+		{Key: "kernel", Value: []byte(d.Host.Kernel), File: true},
+		{Key: "go", Value: []byte(runtime.Version()), File: true},
+	}
+	for _, k := range []string{"net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_migrate_req"} {
+		if v, ok := d.Kernel.Sysctls[k]; ok {
+			c = append(c, benchfmt.Config{Key: k, Value: []byte(v), File: true})
+		}
+	}
+	return append(c, extra...)
+}
+
+// WriteUnits declares the units.
+func WriteUnits(w *benchfmt.Writer) error {
+	for _, u := range units {
+		err := w.Write(&benchfmt.UnitMetadata{
+			UnitMetadataKey: benchfmt.UnitMetadataKey{Unit: u.unit, Key: "better"},
+			OrigUnit:        u.unit, Value: u.better,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Result is the benchmark result line of a run. name is the benchmark
+// name without the "Benchmark" prefix, e.g.
+// "Accept/model=reuseport/workers=2/conn=close". Iterations are the
+// successful requests.
+func Result(d *Doc, name string, config []benchfmt.Config) *benchfmt.Result {
+	vals := []benchfmt.Value{
+		{Value: d.RequestsPerSec, Unit: "req/s"},
+		{Value: d.ConnsPerSec, Unit: "conn/s"},
+		{Value: d.Latency.P50, Unit: "p50-sec"},
+		{Value: d.Latency.P90, Unit: "p90-sec"},
+		{Value: d.Latency.P99, Unit: "p99-sec"},
+		{Value: d.Latency.P999, Unit: "p999-sec"},
+		{Value: d.Fairness.Requests.MaxOverMean, Unit: "req-imbalance"},
+		{Value: d.Fairness.Connections.MaxOverMean, Unit: "conn-imbalance"},
+		{Value: d.Fairness.Requests.Jain, Unit: "jain"},
+	}
+	return &benchfmt.Result{Config: config, Name: benchfmt.Name(name), Iters: int(max(d.Requests, 1)), Values: vals}
+}
+
+// WriteBench writes a complete benchmark file for one run.
+func WriteBench(out io.Writer, d *Doc, name string, extra ...benchfmt.Config) error {
+	w := benchfmt.NewWriter(out)
+	if err := WriteUnits(w); err != nil {
+		return err
+	}
+	if d.SelfCheck.Bottleneck {
+		io.WriteString(out, "# loadgen-bound: the load generator may have limited this sample\n")
+	}
+	return w.Write(Result(d, name, Config(d, extra...)))
+}

@@ -1,0 +1,207 @@
+// Package report turns a load.Result into what people and tools read: the
+// JSON document, a wrk-style summary, Go benchmark-format lines and a
+// per-second CSV.
+package report
+
+import (
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/lbbench/lbbench/internal/fairness"
+	"github.com/lbbench/lbbench/internal/kernel"
+	"github.com/lbbench/lbbench/internal/load"
+)
+
+// Quantiles summarises a latency histogram in seconds.
+type Quantiles struct {
+	Count int64   `json:"count"`
+	Mean  float64 `json:"mean"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	Max   float64 `json:"max"`
+}
+
+func quantiles(h *hdrhistogram.Histogram) Quantiles {
+	q := Quantiles{Count: h.TotalCount()}
+	if q.Count == 0 {
+		return q
+	}
+	sec := func(ns int64) float64 { return float64(ns) / 1e9 }
+	q.Mean = h.Mean() / 1e9
+	q.P50 = sec(h.ValueAtQuantile(50))
+	q.P90 = sec(h.ValueAtQuantile(90))
+	q.P99 = sec(h.ValueAtQuantile(99))
+	q.P999 = sec(h.ValueAtQuantile(99.9))
+	q.Max = sec(h.Max())
+	return q
+}
+
+// SelfCheck says whether loadgen itself may have limited the run.
+type SelfCheck struct {
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// CPUUtilization is CPU seconds over (duration x GOMAXPROCS).
+	CPUUtilization float64  `json:"cpu_utilization"`
+	Cores          int      `json:"cores"`
+	RateAchieved   float64  `json:"rate_achieved_ratio,omitempty"` // achieved / -rate
+	Bottleneck     bool     `json:"bottleneck"`
+	Reasons        []string `json:"reasons,omitempty"`
+}
+
+// Fairness holds the fairness figures of a run.
+type Fairness struct {
+	Requests    fairness.Figures `json:"requests"`
+	Connections fairness.Figures `json:"connections"`
+	// PerSecondJain summarises Jain's index over requests per second.
+	PerSecondJainMean float64 `json:"per_second_jain_mean"`
+	PerSecondJainMin  float64 `json:"per_second_jain_min"`
+}
+
+// SecondJSON is one second of the series.
+type SecondJSON struct {
+	T           float64          `json:"t"`
+	Requests    int64            `json:"requests"`
+	Connections int64            `json:"connections"`
+	Errors      int64            `json:"errors"`
+	P50         float64          `json:"p50_seconds"`
+	P99         float64          `json:"p99_seconds"`
+	Jain        float64          `json:"jain"`
+	PerPID      map[string]int64 `json:"per_pid"`
+}
+
+// Doc is the JSON document of a run.
+type Doc struct {
+	URL             string                    `json:"url"`
+	Mode            string                    `json:"conn"`
+	Conns           int                       `json:"connections_configured"`
+	Rate            float64                   `json:"rate,omitempty"`
+	Poisson         bool                      `json:"poisson,omitempty"`
+	ReqsPerConn     int                       `json:"reqs_per_conn,omitempty"`
+	Src             int                       `json:"source_addresses,omitempty"`
+	Requests        int64                     `json:"requests"`
+	Errors          int64                     `json:"errors"`
+	ErrorsByKind    map[string]int64          `json:"errors_by_kind"`
+	Connections     int64                     `json:"connections"`
+	DurationSeconds float64                   `json:"duration_seconds"`
+	RequestsPerSec  float64                   `json:"requests_per_second"`
+	ConnsPerSec     float64                   `json:"connections_per_second"`
+	Latency         Quantiles                 `json:"latency_seconds"`
+	Uncorrected     Quantiles                 `json:"uncorrected_latency_seconds"`
+	Connect         Quantiles                 `json:"connect_seconds"`
+	TTFB            Quantiles                 `json:"ttfb_seconds"`
+	SendLag         Quantiles                 `json:"send_lag_seconds"`
+	PerPID          map[string]*load.PIDCount `json:"per_pid"`
+	Workers         int                       `json:"workers"`
+	Fairness        Fairness                  `json:"fairness"`
+	Kernel          kernel.Observation        `json:"kernel"`
+	Host            kernel.Host               `json:"host"`
+	SelfCheck       SelfCheck                 `json:"self_check"`
+	Interrupted     bool                      `json:"interrupted"`
+	Series          []SecondJSON              `json:"series"`
+}
+
+// Build assembles the document. workers is the number of worker processes
+// the target has (0: as many as answered); pids that never answered count
+// as zeros in the fairness figures.
+func Build(r *load.Result, obs kernel.Observation, host kernel.Host, workers, cores int) *Doc {
+	d := &Doc{
+		URL: r.Options.URL, Mode: r.Options.Mode, Conns: r.Options.Conns, Rate: r.Options.Rate,
+		Poisson: r.Options.Poisson, ReqsPerConn: r.Options.ReqsPerConn, Src: len(r.Options.Src),
+		Requests: r.Requests, Errors: r.TotalErrors(), ErrorsByKind: r.Errors, Connections: r.Connections,
+		DurationSeconds: r.Duration.Seconds(),
+		Latency:         quantiles(r.Latency), Uncorrected: quantiles(r.Uncorrected),
+		Connect: quantiles(r.Connect), TTFB: quantiles(r.TTFB), SendLag: quantiles(r.Lag),
+		PerPID: map[string]*load.PIDCount{}, Kernel: obs, Host: host, Interrupted: r.Interrupted,
+	}
+	if s := r.Duration.Seconds(); s > 0 {
+		d.RequestsPerSec = float64(r.Requests) / s
+		d.ConnsPerSec = float64(r.Connections) / s
+	}
+	var reqs, conns []float64
+	for _, pid := range sortedPIDs(r.PerPID) {
+		pc := r.PerPID[pid]
+		d.PerPID[strconv.FormatUint(pid, 10)] = pc
+		reqs = append(reqs, float64(pc.Requests))
+		conns = append(conns, float64(pc.Connections))
+	}
+	d.Workers = max(workers, len(reqs))
+	for len(reqs) < d.Workers {
+		reqs, conns = append(reqs, 0), append(conns, 0)
+	}
+	d.Fairness.Requests = fairness.Compute(reqs)
+	d.Fairness.Connections = fairness.Compute(conns)
+	d.Fairness.PerSecondJainMin = 1
+	var jsum float64
+	var jn int
+	for _, s := range r.Series {
+		sj := SecondJSON{T: s.T, Requests: s.Requests, Connections: s.Connections, Errors: s.Errors,
+			P50: s.P50.Seconds(), P99: s.P99.Seconds(), PerPID: map[string]int64{}, Jain: 1}
+		var xs []float64
+		for pid, n := range s.PerPID {
+			sj.PerPID[strconv.FormatUint(pid, 10)] = n
+			xs = append(xs, float64(n))
+		}
+		for len(xs) < d.Workers {
+			xs = append(xs, 0)
+		}
+		if s.Requests > 0 {
+			sj.Jain = fairness.Compute(xs).Jain
+			jsum += sj.Jain
+			jn++
+			d.Fairness.PerSecondJainMin = min(d.Fairness.PerSecondJainMin, sj.Jain)
+		}
+		d.Series = append(d.Series, sj)
+	}
+	if jn > 0 {
+		d.Fairness.PerSecondJainMean = jsum / float64(jn)
+	}
+	d.SelfCheck = selfCheck(r, d, cores)
+	return d
+}
+
+// selfCheck flags runs that loadgen, not the server, may have limited.
+func selfCheck(r *load.Result, d *Doc, cores int) SelfCheck {
+	sc := SelfCheck{CPUSeconds: r.CPUSeconds, Cores: cores}
+	if s := r.Duration.Seconds(); s > 0 && cores > 0 {
+		sc.CPUUtilization = r.CPUSeconds / (s * float64(cores))
+	}
+	if sc.CPUUtilization > 0.9 {
+		sc.Reasons = append(sc.Reasons, "loadgen used "+strconv.Itoa(int(sc.CPUUtilization*100+0.5))+"% of its "+strconv.Itoa(cores)+" CPUs")
+	}
+	if r.Options.Rate > 0 && r.Duration > 0 {
+		sc.RateAchieved = float64(r.Requests+r.TotalErrors()) / r.Duration.Seconds() / r.Options.Rate
+		if sc.RateAchieved < 0.95 {
+			sc.Reasons = append(sc.Reasons, "sent "+strconv.Itoa(int(sc.RateAchieved*100+0.5))+"% of the requested rate")
+		}
+		if d.SendLag.P99 > 0.01 {
+			sc.Reasons = append(sc.Reasons, "p99 send lag "+fmtDur(d.SendLag.P99)+": requests left later than scheduled")
+		}
+	}
+	sc.Bottleneck = len(sc.Reasons) > 0
+	return sc
+}
+
+func sortedPIDs(m map[uint64]*load.PIDCount) []uint64 {
+	pids := make([]uint64, 0, len(m))
+	for p := range m {
+		pids = append(pids, p)
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+func fmtDur(sec float64) string {
+	d := time.Duration(sec * 1e9)
+	switch {
+	case d >= time.Second:
+		return strconv.FormatFloat(sec, 'f', 2, 64) + "s"
+	case d >= time.Millisecond:
+		return strconv.FormatFloat(sec*1e3, 'f', 2, 64) + "ms"
+	default:
+		return strconv.FormatFloat(sec*1e6, 'f', 0, 64) + "us"
+	}
+}

@@ -1,0 +1,141 @@
+package report
+
+import (
+	"cmp"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Summary writes a wrk-style summary for people.
+func Summary(w io.Writer, d *Doc) {
+	loop := fmt.Sprintf("closed loop, %d connections", d.Conns)
+	if d.Rate > 0 {
+		arr := "constant"
+		if d.Poisson {
+			arr = "Poisson"
+		}
+		loop = fmt.Sprintf("open loop, %g req/s %s, pool of %d connections", d.Rate, arr, d.Conns)
+	}
+	fmt.Fprintf(w, "%.1fs @ %s (%s, conn=%s)\n", d.DurationSeconds, d.URL, loop, d.Mode)
+	if d.Interrupted {
+		fmt.Fprintf(w, "  interrupted: figures cover what ran\n")
+	}
+	fmt.Fprintf(w, "  Requests     %d ok, %d errors%s\n", d.Requests, d.Errors, errorKinds(d))
+	fmt.Fprintf(w, "  Throughput   %.1f req/s, %.1f new conn/s\n", d.RequestsPerSec, d.ConnsPerSec)
+	latency := "Latency"
+	if d.Rate > 0 {
+		latency = "Latency*" // from intended send times
+	}
+	for _, row := range []struct {
+		name string
+		q    Quantiles
+	}{{latency, d.Latency}, {"Uncorrected", d.Uncorrected}, {"Connect", d.Connect}, {"TTFB", d.TTFB}} {
+		if row.q.Count == 0 || (row.name == "Uncorrected" && d.Rate == 0) {
+			continue
+		}
+		q := row.q
+		fmt.Fprintf(w, "  %-12s p50 %-8s p90 %-8s p99 %-8s p99.9 %-8s max %s\n", row.name,
+			fmtDur(q.P50), fmtDur(q.P90), fmtDur(q.P99), fmtDur(q.P999), fmtDur(q.Max))
+	}
+	if d.Rate > 0 {
+		fmt.Fprintf(w, "  * measured from each request's intended send time (no coordinated omission)\n")
+	}
+	if d.Requests == 0 {
+		fmt.Fprintf(w, "  no successful response: is the target up at %s?\n", d.URL)
+	}
+
+	if len(d.PerPID) > 0 {
+		fmt.Fprintf(w, "\n  %-10s %-7s %12s %7s %12s %7s\n", "pid", "worker", "requests", "share", "connections", "share")
+		pids := make([]string, 0, len(d.PerPID))
+		for p := range d.PerPID {
+			pids = append(pids, p)
+		}
+		slices.SortFunc(pids, func(a, b string) int { return cmp.Compare(d.PerPID[b].Requests, d.PerPID[a].Requests) })
+		for _, p := range pids {
+			pc := d.PerPID[p]
+			name := p
+			if p == "0" {
+				name = "(none)" // no worker-pid header
+			}
+			fmt.Fprintf(w, "  %-10s %-7s %12d %6.1f%% %12d %6.1f%%\n", name, pc.Worker, pc.Requests,
+				pct(pc.Requests, d.Requests), pc.Connections, pct(pc.Connections, d.Connections))
+		}
+		if missing := d.Workers - len(d.PerPID); missing > 0 {
+			fmt.Fprintf(w, "  %d worker(s) served nothing\n", missing)
+		}
+		f := d.Fairness
+		fmt.Fprintf(w, "  Fairness (requests)    max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
+			f.Requests.MaxOverMean, f.Requests.MinOverMean, f.Requests.CoV, f.Requests.Jain, f.Requests.ChiSquare, f.Requests.PValue)
+		fmt.Fprintf(w, "  Fairness (connections) max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
+			f.Connections.MaxOverMean, f.Connections.MinOverMean, f.Connections.CoV, f.Connections.Jain, f.Connections.ChiSquare, f.Connections.PValue)
+		fmt.Fprintf(w, "  Per-second Jain        mean %.4f  min %.4f\n", f.PerSecondJainMean, f.PerSecondJainMin)
+	}
+
+	k := d.Kernel
+	fmt.Fprintf(w, "\n  Kernel: TIME_WAIT %d -> %d; ListenOverflows +%d, ListenDrops +%d, TCPSynRetrans +%d, resets sent +%d\n",
+		k.TimeWaitBefore, k.TimeWaitAfter, k.Delta["ListenOverflows"], k.Delta["ListenDrops"], k.Delta["TCPSynRetrans"], k.Delta["TcpOutRsts"])
+	sc := d.SelfCheck
+	if sc.Bottleneck {
+		fmt.Fprintf(w, "  WARNING: loadgen may be the bottleneck: %s\n", strings.Join(sc.Reasons, "; "))
+	} else {
+		fmt.Fprintf(w, "  Self-check: ok (loadgen CPU %.0f%% of %d CPUs)\n", sc.CPUUtilization*100, sc.Cores)
+	}
+}
+
+func pct(n, total int64) float64 {
+	if total == 0 {
+		return 0
+	}
+	return 100 * float64(n) / float64(total)
+}
+
+func errorKinds(d *Doc) string {
+	var parts []string
+	for _, k := range []string{"refused", "reset", "timeout", "addrnotavail", "status", "malformed", "other"} {
+		if n := d.ErrorsByKind[k]; n > 0 {
+			parts = append(parts, k+" "+strconv.FormatInt(n, 10))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// SeriesCSV writes the per-second series: one row a second, a column per
+// worker pid.
+func SeriesCSV(w io.Writer, d *Doc) error {
+	pidSet := map[string]bool{}
+	for _, s := range d.Series {
+		for p := range s.PerPID {
+			pidSet[p] = true
+		}
+	}
+	var pids []string
+	for p := range pidSet {
+		pids = append(pids, p)
+	}
+	slices.Sort(pids)
+	cw := csv.NewWriter(w)
+	head := []string{"t_seconds", "requests", "connections", "errors", "p50_seconds", "p99_seconds", "jain"}
+	for _, p := range pids {
+		head = append(head, "pid_"+p)
+	}
+	cw.Write(head)
+	for _, s := range d.Series {
+		row := []string{ff(s.T), strconv.FormatInt(s.Requests, 10), strconv.FormatInt(s.Connections, 10),
+			strconv.FormatInt(s.Errors, 10), ff(s.P50), ff(s.P99), ff(s.Jain)}
+		for _, p := range pids {
+			row = append(row, strconv.FormatInt(s.PerPID[p], 10))
+		}
+		cw.Write(row)
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func ff(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
