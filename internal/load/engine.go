@@ -106,9 +106,6 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 		res.Interrupted = true
 	case <-allDone:
 	}
-	for _, s := range e.shards {
-		s.reset() // drop what the warm-up recorded
-	}
 	cpu0 = cpuSeconds()
 	var endTimer <-chan time.Time
 	if !e.end.IsZero() {

@@ -154,15 +154,6 @@ func (s *shard) record(x *sample) {
 	}
 }
 
-func (s *shard) reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, h := range []*hdrhistogram.Histogram{s.latency, s.uncorrected, s.connect, s.ttfb, s.lag, s.second} {
-		h.Reset()
-	}
-	s.total, s.sec = newCounts(), newCounts()
-}
-
 // recordErr counts a failed connection attempt.
 func (s *shard) recordErr(kind string) { s.record(&sample{err: kind}) }
 
