@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbbench/lbbench/internal/httpwire"
+	"github.com/lbbench/lbbench/internal/rawio"
 )
 
 // Result is what one run measured. Histograms hold nanoseconds.
@@ -233,6 +234,7 @@ type client struct {
 	idx     int
 	sh      *shard
 	conn    *net.TCPConn
+	rw      *rawio.Conn
 	reqs    int  // requests on this connection so far
 	counted bool // this connection was counted for a pid
 	buf     []byte
@@ -293,7 +295,7 @@ func (c *client) closeConn() {
 	if c.conn != nil {
 		c.e.live[c.idx].Store(nil)
 		c.conn.Close()
-		c.conn = nil
+		c.conn, c.rw = nil, nil
 	}
 }
 
@@ -309,7 +311,13 @@ func (c *client) do(intended time.Time, x *sample) {
 			return
 		}
 		x.connect = time.Since(start)
-		c.conn, c.reqs, c.counted = conn, 0, false
+		rw, err := rawio.New(conn)
+		if err != nil {
+			conn.Close()
+			x.err = ErrOther
+			return
+		}
+		c.conn, c.rw, c.reqs, c.counted = conn, rw, 0, false
 		e.live[c.idx].Store(conn)
 		if e.stopped.Load() {
 			conn.SetDeadline(time.Now())
@@ -322,7 +330,7 @@ func (c *client) do(intended time.Time, x *sample) {
 	}
 	c.conn.SetDeadline(start.Add(e.o.Timeout))
 	sent := time.Now()
-	if _, err := c.conn.Write(req); err != nil {
+	if err := c.rw.Write(req); err != nil {
 		x.err = classify(err)
 		c.closeConn()
 		return
@@ -330,7 +338,7 @@ func (c *client) do(intended time.Time, x *sample) {
 	var first time.Time
 	filled, head := 0, 0
 	for head == 0 {
-		n, err := c.conn.Read(c.buf[filled:])
+		n, err := c.rw.Read(c.buf[filled:])
 		if n > 0 && first.IsZero() {
 			first = time.Now()
 		}
@@ -391,7 +399,7 @@ func (c *client) do(intended time.Time, x *sample) {
 func (c *client) skipBody(have int) error {
 	want := c.resp.BodyLen
 	for want < 0 || int64(have) < want {
-		n, err := c.conn.Read(c.buf)
+		n, err := c.rw.Read(c.buf)
 		have += n
 		if err != nil {
 			if want < 0 && err == io.EOF {

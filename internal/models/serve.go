@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/httpwire"
+	"github.com/lbbench/lbbench/internal/rawio"
 	"github.com/lbbench/lbbench/internal/shm"
 )
 
@@ -75,6 +76,10 @@ func (s *server) serve(c *conn) {
 		s.wg.Done()
 	}()
 
+	rw, err := rawio.New(c.Conn)
+	if err != nil {
+		return
+	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -83,7 +88,7 @@ func (s *server) serve(c *conn) {
 	var discard int64 // request body bytes still to skip
 	var req httpwire.Request
 	for {
-		n, err := c.Read(buf[filled:])
+		n, err := rw.Read(buf[filled:])
 		if n == 0 || err != nil {
 			return
 		}
@@ -122,7 +127,7 @@ func (s *server) serve(c *conn) {
 		copy(buf, buf[p:filled])
 		filled -= p
 		if len(out) > 0 {
-			if _, err := c.Write(out); err != nil {
+			if err := rw.Write(out); err != nil {
 				return
 			}
 			if nreq > 0 {

@@ -24,6 +24,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/lbbench/lbbench/internal/peers"
 )
 
 var (
@@ -66,69 +68,48 @@ func FreePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// Target is a running bin/target.
+// Target is a running bin/target on free loopback ports.
 type Target struct {
+	*peers.Target
 	Addr, MetricsAddr string
-	Cmd               *exec.Cmd
-	Stderr            *SyncBuffer
-	done              chan struct{}
-	err               error
 }
 
 // StartTarget starts bin/target on free loopback ports with extra args and
-// waits until it says it is listening. It is stopped (SIGKILL if need be)
-// when the test ends.
+// waits until it says it is listening. It is killed when the test ends.
 func StartTarget(t testing.TB, args ...string) *Target {
 	t.Helper()
 	tg := &Target{
 		Addr:        "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		MetricsAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t)),
-		Stderr:      &SyncBuffer{},
-		done:        make(chan struct{}),
 	}
 	args = append([]string{"-addr", tg.Addr, "-metrics-addr", tg.MetricsAddr}, args...)
-	tg.Cmd = exec.Command(Bin(t, "target"), args...)
-	tg.Cmd.Stderr = tg.Stderr
-	if err := tg.Cmd.Start(); err != nil {
+	pt, err := peers.StartTarget(Bin(t, "target"), args...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { tg.err = tg.Cmd.Wait(); close(tg.done) }()
+	tg.Target = pt
 	t.Cleanup(func() {
-		tg.Cmd.Process.Kill()
-		<-tg.done
+		pt.Kill()
 		if t.Failed() {
-			t.Logf("target stderr:\n%s", tg.Stderr.String())
+			t.Logf("target stderr:\n%s", pt.Stderr.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(tg.Stderr.String(), "listening on") {
-		select {
-		case <-tg.done:
-			t.Fatalf("target exited at start-up: %v\n%s", tg.err, tg.Stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("target not ready after 10s:\n%s", tg.Stderr.String())
-		}
-	}
 	return tg
 }
 
-// Stop sends SIGTERM and waits for the exit status.
+// Stop sends SIGTERM and waits for the exit status; the test fails if the
+// target is still running after timeout.
 func (tg *Target) Stop(t testing.TB, timeout time.Duration) error {
 	t.Helper()
 	tg.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-tg.done:
-		return tg.err
+	case <-tg.Done():
+		return tg.Err()
 	case <-time.After(timeout):
 		t.Fatalf("target still running %v after SIGTERM", timeout)
 		return nil
 	}
 }
-
-// Done is closed when the target process has exited.
-func (tg *Target) Done() <-chan struct{} { return tg.done }
 
 // Metrics scrapes the target's /metrics and parses it.
 func (tg *Target) Metrics(t testing.TB) map[string]*Family {
@@ -209,24 +190,6 @@ func Alive(pid int) bool {
 	}
 	i := bytes.LastIndexByte(b, ')')
 	return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
-}
-
-// SyncBuffer is a bytes.Buffer safe for a writer and readers at once.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Get sends one GET on a new connection that it closes, and returns the

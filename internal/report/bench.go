@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"golang.org/x/perf/benchfmt"
+
+	"github.com/lbbench/lbbench/internal/kernel"
 )
 
 // Units and which way is better; declared in every benchmark file.
@@ -17,17 +19,17 @@ var units = []struct{ unit, better string }{
 
 // Config returns the stable file-config lines for a benchmark file:
 // facts of the machine that do not change between runs on it.
-func Config(d *Doc, extra ...benchfmt.Config) []benchfmt.Config {
+func Config(h kernel.Host, sysctls map[string]string, extra ...benchfmt.Config) []benchfmt.Config {
 	c := []benchfmt.Config{
-		{Key: "goos", Value: []byte(d.Host.GoOS), File: true},
-		{Key: "goarch", Value: []byte(d.Host.GoArch), File: true},
-		{Key: "cpu", Value: []byte(d.Host.CPUModel), File: true},
-		{Key: "cpu-count", Value: []byte(strconv.Itoa(d.Host.CPUs)), File: true},
-		{Key: "kernel", Value: []byte(d.Host.Kernel), File: true},
+		{Key: "goos", Value: []byte(h.GoOS), File: true},
+		{Key: "goarch", Value: []byte(h.GoArch), File: true},
+		{Key: "cpu", Value: []byte(h.CPUModel), File: true},
+		{Key: "cpu-count", Value: []byte(strconv.Itoa(h.CPUs)), File: true},
+		{Key: "kernel", Value: []byte(h.Kernel), File: true},
 		{Key: "go", Value: []byte(runtime.Version()), File: true},
 	}
 	for _, k := range []string{"net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_migrate_req"} {
-		if v, ok := d.Kernel.Sysctls[k]; ok {
+		if v, ok := sysctls[k]; ok {
 			c = append(c, benchfmt.Config{Key: k, Value: []byte(v), File: true})
 		}
 	}
@@ -76,5 +78,5 @@ func WriteBench(out io.Writer, d *Doc, name string, extra ...benchfmt.Config) er
 	if d.SelfCheck.Bottleneck {
 		io.WriteString(out, "# loadgen-bound: the load generator may have limited this sample\n")
 	}
-	return w.Write(Result(d, name, Config(d, extra...)))
+	return w.Write(Result(d, name, Config(d.Host, d.Kernel.Sysctls, extra...)))
 }

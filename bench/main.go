@@ -1,0 +1,61 @@
+// Command bench is what `make bench` runs: the scenario matrix, the peer
+// comparisons (target vs nginx, loadgen vs wrk), and the report.
+//
+//	go run ./bench matrix -results DIR [-count 10] [-duration 1s] ...
+//	go run ./bench peers-target -results DIR
+//	go run ./bench peers-loadgen -results DIR
+//	go run ./bench report DIR
+//	go run ./bench compare OLD NEW
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	// matrix
+	"peers-target":  cmdPeersTarget,
+	"peers-loadgen": cmdPeersLoadgen,
+
+
+
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || commands[args[0]] == nil {
+		fmt.Fprintf(stderr, "usage: bench matrix|peers-target|peers-loadgen|report|compare|check [flags]\n")
+		return 2
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	err := commands[args[0]](ctx, args[1:], stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "bench %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "bench %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func usageErr(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
+}

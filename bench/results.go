@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/perf/benchfmt"
+
+	"github.com/lbbench/lbbench/internal/atomicfile"
+	"github.com/lbbench/lbbench/internal/kernel"
+	"github.com/lbbench/lbbench/internal/report"
+)
+
+// results is one results folder. raw.txt is rewritten whole (temp file,
+// rename) after every sample, so an interrupted run keeps every completed
+// sample and never leaves half a line.
+type results struct {
+	dir     string
+	raw     bytes.Buffer
+	w       *benchfmt.Writer
+	samples int
+}
+
+// defaultResultsDir is results/<UTC date>-<host>.
+func defaultResultsDir() string {
+	host, _ := os.Hostname()
+	return filepath.Join("results", time.Now().UTC().Format("2006-01-02")+"-"+host)
+}
+
+func openResults(dir string) (*results, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "json"), 0o755); err != nil {
+		return nil, err
+	}
+	r := &results{dir: dir}
+	r.w = benchfmt.NewWriter(&r.raw)
+	if err := report.WriteUnits(r.w); err != nil {
+		return nil, err
+	}
+	// Config lines go out with the first result.
+	r.raw.WriteString("\n")
+	if err := writeEnv(dir); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// add appends one result and rewrites raw.txt.
+func (r *results) add(res *benchfmt.Result, comment string) error {
+	if comment != "" {
+		r.raw.WriteString("# " + comment + "\n")
+	}
+	if err := r.w.Write(res); err != nil {
+		return err
+	}
+	r.samples++
+	return atomicfile.WriteBytes(filepath.Join(r.dir, "raw.txt"), r.raw.Bytes())
+}
+
+// writeEnv records the machine: kernel, CPUs, Go, sysctls, commit, and
+// what else was running.
+func writeEnv(dir string) error {
+	h := kernel.ReadHost()
+	var b strings.Builder
+	fmt.Fprintf(&b, "date: %s\nhost: %s\nkernel: %s\ncpu: %s\ncpu-count: %d\ngo: %s\ncommit: %s\n",
+		time.Now().UTC().Format(time.RFC3339), h.Hostname, h.Kernel, h.CPUModel, h.CPUs, runtime.Version(), commit())
+	sys := kernel.ReadSysctls()
+	for _, k := range kernel.Sysctls {
+		key := strings.ReplaceAll(k, "/", ".")
+		fmt.Fprintf(&b, "%s: %s\n", key, sys[key])
+	}
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(&b, "loadavg-at-start: %s", la)
+	}
+	if runtime.NumCPU() < 4 {
+		fmt.Fprintf(&b, "cpu-sets: shared (fewer than 4 CPUs: target and loadgen run on the same CPUs)\n")
+	} else {
+		fmt.Fprintf(&b, "cpu-sets: disjoint (target on the first half of the CPUs, loadgen on the rest)\n")
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, "env.txt"), []byte(b.String()))
+}
+
+func commit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// benchstat runs `go tool benchstat args...` and writes its output to
+// file in dir.
+func benchstat(dir, file string, args ...string) error {
+	cmd := exec.Command("go", append([]string{"tool", "benchstat"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("benchstat %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, file), out)
+}
+
+// progress prints "[k/n] what" lines.
+type progress struct {
+	w     io.Writer
+	n, k  int
+	start time.Time
+}
+
+func (p *progress) step(format string, a ...any) {
+	p.k++
+	eta := ""
+	if p.k > 1 {
+		per := time.Since(p.start) / time.Duration(p.k-1)
+		eta = fmt.Sprintf(" (eta %v)", (per * time.Duration(p.n-p.k+1)).Round(time.Second))
+	}
+	fmt.Fprintf(p.w, "[%d/%d]%s %s\n", p.k, p.n, eta, fmt.Sprintf(format, a...))
+}
