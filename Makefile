@@ -1,21 +1,54 @@
 # lbbench: see README.md. `make bench` measures, `make test` checks.
-GO      ?= go
-BIN     := bin
-RESULTS ?=
+GO        ?= go
+BIN       := bin
+RESULTS   ?=
+COUNT     ?= 10
+DURATION  ?= 1s
+WARMUP    ?= 300ms
+MODELS    ?=
+WORKERS   ?=
+SCENARIOS ?= matrix
 
-.PHONY: all build setup test test-short bench bench-quick compare clean
+BENCH_FLAGS = -count $(COUNT) -duration $(DURATION) -warmup $(WARMUP) -scenarios $(SCENARIOS) \
+	$(if $(RESULTS),-results $(RESULTS)) $(if $(MODELS),-models $(MODELS)) $(if $(WORKERS),-workers $(WORKERS))
+
+.PHONY: all build setup test bench bench-quick bench-peers compare report clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+# Installs nginx, wrk, prometheus and curl from Debian when missing (as
+# root), and the Go modules and benchstat through the module proxy.
 setup:
 	@bench/setup.sh
 
 test: setup build
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+# The main job: the scenario matrix, interleaved, into results/<date>-<host>/.
+bench: setup build
+	$(GO) run ./bench matrix $(BENCH_FLAGS)
+
+# The same pipeline, small enough for CI (6 samples per cell).
+bench-quick: setup build
+	$(GO) run ./bench matrix -count 6 -duration 500ms -warmup 200ms -workers $$(nproc) \
+		$(if $(RESULTS),-results $(RESULTS)) $(if $(MODELS),-models $(MODELS))
+
+# The peer comparisons: target vs nginx under wrk, loadgen vs wrk.
+bench-peers: setup build
+	$(GO) run ./bench peers-target $(if $(RESULTS),-results $(RESULTS)/peers-target)
+	$(GO) run ./bench peers-loadgen $(if $(RESULTS),-results $(RESULTS)/peers-loadgen)
+
+compare:
+	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make compare OLD=results/A NEW=results/B" >&2; exit 2; }
+	$(GO) run ./bench compare $(OLD) $(NEW)
+
+report:
+	@test -n "$(RESULTS)" || { echo "usage: make report RESULTS=results/DIR" >&2; exit 2; }
+	$(GO) run ./bench report $(RESULTS)
 
 clean:
 	rm -rf $(BIN)

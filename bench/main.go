@@ -24,12 +24,12 @@ func main() {
 }
 
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
-	// matrix
+	"matrix":        cmdMatrix,
+	"report":        cmdReport,
+	"compare":       cmdCompare,
+	"check":         cmdCheck,
 	"peers-target":  cmdPeersTarget,
 	"peers-loadgen": cmdPeersLoadgen,
-
-
-
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

@@ -97,14 +97,22 @@ func commit() string {
 // benchstat runs `go tool benchstat args...` and writes its output to
 // file in dir.
 func benchstat(dir, file string, args ...string) error {
+	var out bytes.Buffer
+	if err := runBenchstatTo(&out, args...); err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, file), out.Bytes())
+}
+
+// runBenchstatTo runs the benchstat pinned in go.mod (go tool benchstat).
+func runBenchstatTo(w io.Writer, args ...string) error {
 	cmd := exec.Command("go", append([]string{"tool", "benchstat"}, args...)...)
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("benchstat %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	return atomicfile.WriteBytes(filepath.Join(dir, file), out)
+	return nil
 }
 
 // progress prints "[k/n] what" lines.

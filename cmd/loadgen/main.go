@@ -156,7 +156,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 1
 	}
-	doc := report.Build(res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
+	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
 	if !f.quiet {
 		report.Summary(stdout, doc)
 	}

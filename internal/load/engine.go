@@ -282,6 +282,9 @@ func (e *engine) worker(i int) {
 			continue
 		}
 		c.sh.record(&x)
+		if x.err == "" {
+			c.counted = true
+		}
 		if x.err == "" && e.o.Observe != nil {
 			e.o.Observe(x.latency.Seconds())
 		}
@@ -384,8 +387,7 @@ func (c *client) do(intended time.Time, x *sample) {
 		return
 	}
 	x.pid = pid
-	x.newConn = !c.counted
-	c.counted = true
+	x.newConn = !c.counted // the worker sets counted once it records this
 	x.latency = done.Sub(intended)
 	x.uncorrected = done.Sub(start)
 	x.ttfb = first.Sub(sent)

@@ -41,6 +41,32 @@ func quantiles(h *hdrhistogram.Histogram) Quantiles {
 	return q
 }
 
+// CDFPoint is one point of a latency distribution.
+type CDFPoint struct {
+	Quantile float64 `json:"q"`
+	Seconds  float64 `json:"seconds"`
+}
+
+// cdfQuantiles are spaced like an HDR percentile spectrum: dense in the
+// tail.
+var cdfQuantiles = []float64{0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 96, 97, 98, 99,
+	99.25, 99.5, 99.75, 99.9, 99.95, 99.99, 99.999, 100}
+
+func cdf(h *hdrhistogram.Histogram) []CDFPoint {
+	if h.TotalCount() == 0 {
+		return nil
+	}
+	out := make([]CDFPoint, 0, len(cdfQuantiles))
+	for _, q := range cdfQuantiles {
+		v := h.ValueAtQuantile(q)
+		if q == 0 {
+			v = h.Min()
+		}
+		out = append(out, CDFPoint{Quantile: q / 100, Seconds: float64(v) / 1e9})
+	}
+	return out
+}
+
 // SelfCheck says whether loadgen itself may have limited the run.
 type SelfCheck struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
@@ -75,6 +101,7 @@ type SecondJSON struct {
 
 // Doc is the JSON document of a run.
 type Doc struct {
+	Name            string                    `json:"name"` // the benchmark name (-name)
 	URL             string                    `json:"url"`
 	Mode            string                    `json:"conn"`
 	Conns           int                       `json:"connections_configured"`
@@ -90,6 +117,7 @@ type Doc struct {
 	RequestsPerSec  float64                   `json:"requests_per_second"`
 	ConnsPerSec     float64                   `json:"connections_per_second"`
 	Latency         Quantiles                 `json:"latency_seconds"`
+	LatencyCDF      []CDFPoint                `json:"latency_cdf"`
 	Uncorrected     Quantiles                 `json:"uncorrected_latency_seconds"`
 	Connect         Quantiles                 `json:"connect_seconds"`
 	TTFB            Quantiles                 `json:"ttfb_seconds"`
@@ -107,13 +135,14 @@ type Doc struct {
 // Build assembles the document. workers is the number of worker processes
 // the target has (0: as many as answered); pids that never answered count
 // as zeros in the fairness figures.
-func Build(r *load.Result, obs kernel.Observation, host kernel.Host, workers, cores int) *Doc {
+func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host, workers, cores int) *Doc {
 	d := &Doc{
-		URL: r.Options.URL, Mode: r.Options.Mode, Conns: r.Options.Conns, Rate: r.Options.Rate,
+		Name: name,
+		URL:  r.Options.URL, Mode: r.Options.Mode, Conns: r.Options.Conns, Rate: r.Options.Rate,
 		Poisson: r.Options.Poisson, ReqsPerConn: r.Options.ReqsPerConn, Src: len(r.Options.Src),
 		Requests: r.Requests, Errors: r.TotalErrors(), ErrorsByKind: r.Errors, Connections: r.Connections,
 		DurationSeconds: r.Duration.Seconds(),
-		Latency:         quantiles(r.Latency), Uncorrected: quantiles(r.Uncorrected),
+		Latency:         quantiles(r.Latency), LatencyCDF: cdf(r.Latency), Uncorrected: quantiles(r.Uncorrected),
 		Connect: quantiles(r.Connect), TTFB: quantiles(r.TTFB), SendLag: quantiles(r.Lag),
 		PerPID: map[string]*load.PIDCount{}, Kernel: obs, Host: host, Interrupted: r.Interrupted,
 	}

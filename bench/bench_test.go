@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBenchQuick runs `make bench-quick` into a temporary folder and checks
+// its raw.txt with benchstat itself: at least 6 samples per cell, every
+// model a column, latencies in seconds; and that the report was written.
+func TestBenchQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the bench pipeline for about a minute")
+	}
+	root, _ := filepath.Abs("..")
+	dir := t.TempDir()
+	cmd := exec.Command("make", "-s", "bench-quick", "RESULTS="+dir)
+	cmd.Dir = root
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("make bench-quick: %v\n%s", err, out.String())
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(append([]string{"check", dir}, defaultModels...), &stdout, &stderr); code != 0 {
+		t.Fatalf("check: %s%s", stdout.String(), stderr.String())
+	}
+	for _, f := range []string{"raw.txt", "benchstat.txt", "benchstat-workers.txt", "env.txt", "REPORT.md"} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s missing or empty: %v", f, err)
+		}
+	}
+	rep, _ := os.ReadFile(filepath.Join(dir, "REPORT.md"))
+	if !strings.Contains(string(rep), "## Verdict") || !strings.Contains(string(rep), "charts/share-") {
+		t.Errorf("REPORT.md lacks a verdict or charts:\n%s", rep)
+	}
+	charts, _ := filepath.Glob(filepath.Join(dir, "charts", "*.svg"))
+	if len(charts) < 2 {
+		t.Errorf("charts: %v", charts)
+	}
+}
+
+// TestCheckCatchesTooFewSamples: the check is not a test that cannot fail.
+func TestCheckCatchesTooFewSamples(t *testing.T) {
+	dir := t.TempDir()
+	raw := "cpu: x\nBenchmarkAccept/model=a/conn=close 1 100 req/s 0.001 p50-sec 0.002 p99-sec\n" +
+		"BenchmarkAccept/model=b/conn=close 1 90 req/s 0.001 p50-sec 0.003 p99-sec\n"
+	os.WriteFile(filepath.Join(dir, "raw.txt"), []byte(raw), 0o644)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check", dir, "a", "b", "c"}, &stdout, &stderr); code == 0 {
+		t.Fatalf("check passed a folder with 1 sample per cell and a missing model:\n%s", stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "fewer than 6 samples") || !strings.Contains(stderr.String(), "model c is not a column") {
+		t.Errorf("check said: %s", stderr.String())
+	}
+}
+
+func TestMatrixBadInput(t *testing.T) {
+	for _, args := range [][]string{
+		{"matrix", "-count", "0"},
+		{"matrix", "-models", "fastest"},
+		{"matrix", "-workers", "0"},
+		{"matrix", "-conns", "sometimes"},
+		{"matrix", "-scenarios", "nope"},
+		{"nonsense"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, code, stderr.String())
+		}
+		if s := strings.TrimSpace(stderr.String()); strings.Count(s, "\n") > 0 || s == "" {
+			t.Errorf("%v: want one line, got %q", args, s)
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// This file is the scenario table: the one place to read what `make bench`
+// measures, and to add a scenario.
+
+// modelFlags maps each model variant a scenario can name to bin/target
+// flags. The variant is the benchmark's /model= key.
+var modelFlags = map[string][]string{
+	"single":           {"-model", "single", "-dispatch", "rr"},
+	"single-least":     {"-model", "single", "-dispatch", "least"},
+	"shared-netpoll":   {"-model", "shared", "-accept", "netpoll"},
+	"shared-blocking":  {"-model", "shared", "-accept", "blocking"},
+	"shared-exclusive": {"-model", "shared", "-accept", "exclusive"},
+	"reuseport":        {"-model", "reuseport"},
+}
+
+// defaultModels are the variants measured unless MODELS= says otherwise,
+// in the order they appear as benchstat columns (the first is the base).
+var defaultModels = []string{"reuseport", "single", "shared-netpoll", "shared-blocking", "shared-exclusive"}
+
+// Params are what the command line sets for every scenario.
+type Params struct {
+	Models   []string
+	Workers  []int // the matrix's worker counts
+	Conns    []string
+	Duration time.Duration
+	Warmup   time.Duration
+	Clients  int // loadgen -c
+	CPUs     int
+}
+
+// Cell is one measured configuration: a target and a load on it.
+type Cell struct {
+	Name    string // benchmark name, without "Benchmark"
+	Model   string
+	Workers int
+	Conn    string
+	Target  []string // extra bin/target flags
+	Load    []string // extra bin/loadgen flags
+	// Stall pauses worker 0 (SIGSTOP) from After for For.
+	Stall *Stall
+	// RateFraction > 0 runs an open loop at this fraction of the capacity
+	// measured for the slowest model in the scenario's first round.
+	RateFraction float64
+	Duration     time.Duration
+}
+
+// Stall is a worker paused during a run.
+type Stall struct{ After, For time.Duration }
+
+// Scenario expands into cells; cells that differ only in Model are
+// measured side by side, interleaved within each round.
+type Scenario struct {
+	Name  string
+	About string
+	Cells func(p Params) []Cell
+}
+
+var scenarios = []Scenario{
+	{
+		Name:  "matrix",
+		About: "every model, 1, N and 2N workers (N = CPUs), new connection per request and keep-alive",
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, conn := range p.Conns {
+				for _, w := range p.Workers {
+					for _, m := range p.Models {
+						out = append(out, cell("Accept", m, w, conn, p.Duration))
+					}
+				}
+			}
+			return out
+		},
+	},
+	{
+		Name:  "cpu-heavy",
+		About: "a handler that burns 100µs of CPU per request, N workers",
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, conn := range p.Conns {
+				for _, m := range p.Models {
+					c := cell("CPUHeavy", m, p.CPUs, conn, p.Duration)
+					c.Target = []string{"-work", "100us"}
+					out = append(out, c)
+				}
+			}
+			return out
+		},
+	},
+	{
+		Name:  "stalled",
+		About: "worker 0 paused (SIGSTOP) for the middle third of a run, new connection per request, N workers",
+		Cells: func(p Params) []Cell {
+			d := max(3*time.Second, p.Duration)
+			var out []Cell
+			for _, m := range p.Models {
+				c := cell("Stalled", m, p.CPUs, "close", d)
+				c.Stall = &Stall{After: d / 3, For: d / 3}
+				c.Load = []string{"-timeout", "2s"}
+				out = append(out, c)
+			}
+			return out
+		},
+	},
+	{
+		Name:  "open-loop",
+		About: "Poisson arrivals at 70% of the slowest model's capacity, new connection per request, N workers",
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, m := range p.Models {
+				c := cell("OpenLoop", m, p.CPUs, "close", max(2*time.Second, p.Duration))
+				c.RateFraction = 0.7
+				c.Load = []string{"-poisson", "-c", "500"}
+				out = append(out, c)
+			}
+			return out
+		},
+	},
+}
+
+func cell(prefix, model string, workers int, conn string, d time.Duration) Cell {
+	return Cell{
+		Name:  fmt.Sprintf("%s/model=%s/workers=%d/conn=%s", prefix, model, workers, conn),
+		Model: model, Workers: workers, Conn: conn, Duration: d,
+	}
+}
+
+// group is a cell's name without its model: cells of one group are
+// interleaved.
+func (c Cell) group() string {
+	prefix, _, _ := strings.Cut(c.Name, "/")
+	return prefix + "/workers=" + strconv.Itoa(c.Workers) + "/conn=" + c.Conn
+}
+
+func scenarioByName(name string) (Scenario, bool) {
+	for _, s := range scenarios {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Scenario{}, false
+}
