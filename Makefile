@@ -12,7 +12,7 @@ SCENARIOS ?= matrix
 BENCH_FLAGS = -count $(COUNT) -duration $(DURATION) -warmup $(WARMUP) -scenarios $(SCENARIOS) \
 	$(if $(RESULTS),-results $(RESULTS)) $(if $(MODELS),-models $(MODELS)) $(if $(WORKERS),-workers $(WORKERS))
 
-.PHONY: all build setup test bench bench-quick bench-peers compare report clean
+.PHONY: all build setup test bench bench-quick bench-peers compare report observe clean
 
 all: build
 
@@ -49,6 +49,11 @@ compare:
 report:
 	@test -n "$(RESULTS)" || { echo "usage: make report RESULTS=results/DIR" >&2; exit 2; }
 	$(GO) run ./bench report $(RESULTS)
+
+# A target and a real Prometheus (deploy/prometheus) to watch live; Ctrl-C stops both.
+# TARGET_FLAGS go to bin/target, e.g. TARGET_FLAGS="-model shared -workers 4".
+observe: setup build
+	$(GO) run ./bench observe -- $(TARGET_FLAGS)
 
 clean:
 	rm -rf $(BIN)

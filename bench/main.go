@@ -28,13 +28,14 @@ var commands = map[string]func(ctx context.Context, args []string, stdout, stder
 	"report":        cmdReport,
 	"compare":       cmdCompare,
 	"check":         cmdCheck,
+	"observe":       cmdObserve,
 	"peers-target":  cmdPeersTarget,
 	"peers-loadgen": cmdPeersLoadgen,
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || commands[args[0]] == nil {
-		fmt.Fprintf(stderr, "usage: bench matrix|peers-target|peers-loadgen|report|compare|check [flags]\n")
+		fmt.Fprintf(stderr, "usage: bench matrix|peers-target|peers-loadgen|report|compare|check|observe [flags]\n")
 		return 2
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -43,6 +44,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintf(stderr, "bench %s: interrupted\n", args[0])
+		return 130
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):

@@ -46,6 +46,7 @@ type flags struct {
 	progress    bool
 	quiet       bool
 	metricsAddr string
+	linger      time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -77,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.progress, "progress", false, "print a progress line every second even when stderr is not a terminal")
 	fs.BoolVar(&f.quiet, "q", false, "no summary on stdout")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve live Prometheus metrics on HOST:PORT while running")
+	fs.DurationVar(&f.linger, "metrics-linger", 0, "keep serving metrics this long after the run, so a last scrape sees the final counts")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
 	}
@@ -163,6 +165,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := writeOutputs(f, doc); err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 1
+	}
+	if live != nil && f.linger > 0 && ctx.Err() == nil {
+		select {
+		case <-time.After(f.linger):
+		case <-ctx.Done():
+		}
 	}
 	if doc.Requests == 0 && doc.Errors > 0 {
 		return 1
