@@ -56,6 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	fs.DurationVar(&cfg.Work, "work", cfg.Work, "CPU busy time per request")
 	fs.DurationVar(&cfg.Sleep, "sleep", cfg.Sleep, "idle time per request")
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM/SIGINT, how long in-flight requests may take")
+	fs.StringVar(&cfg.Steer, "steer", cfg.Steer, "reuseport: hash (kernel), cpu (cBPF: receiving CPU), incoming-cpu (SO_INCOMING_CPU), bpf-rr or bpf-least (eBPF)")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return cfg, err
 	}

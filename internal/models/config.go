@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/sockets"
+	"github.com/lbbench/lbbench/internal/steer"
 )
 
 // Model names.
@@ -63,6 +64,7 @@ type Config struct {
 	Work        time.Duration `json:"work"`  // CPU busy time per request
 	Sleep       time.Duration `json:"sleep"` // idle time per request
 	Grace       time.Duration `json:"grace"` // drain bound on stop
+	Steer       string        `json:"steer"` // reuseport: hash, cpu, incoming-cpu, bpf-rr, bpf-least
 }
 
 // DefaultConfig returns the documented defaults.
@@ -76,6 +78,7 @@ func DefaultConfig() Config {
 		Accept:      AcceptNetpoll,
 		GOMAXPROCS:  1,
 		Grace:       5 * time.Second,
+		Steer:       steer.Hash,
 	}
 }
 
@@ -98,6 +101,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-work, -sleep and -grace must not be negative")
 	case c.Work > time.Minute || c.Sleep > time.Minute:
 		return fmt.Errorf("-work and -sleep are per request: at most 1m")
+	case !slices.Contains(steer.Modes, c.Steer):
+		return fmt.Errorf("unknown steer %q (want hash, cpu, incoming-cpu, bpf-rr or bpf-least)", c.Steer)
+	case c.Steer != steer.Hash && c.Model != ReusePort:
+		return fmt.Errorf("-steer %s applies to the reuseport model only", c.Steer)
+	case steer.UsesEBPF(c.Steer) && c.Workers > 256:
+		return fmt.Errorf("-steer %s: at most 256 workers", c.Steer)
 	}
 	if _, err := sockets.ParseAddr(c.Addr); err != nil {
 		return fmt.Errorf("-addr: %w", err)

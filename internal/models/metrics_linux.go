@@ -38,8 +38,11 @@ var (
 		"Host-wide TcpExt ListenOverflows: connections dropped because an accept queue was full.", nil, nil)
 	descDrops = prometheus.NewDesc("lbbench_target_host_listen_drops_total",
 		"Host-wide TcpExt ListenDrops: SYNs dropped at a listening socket for any reason.", nil, nil)
+	descLocality = prometheus.NewDesc("lbbench_target_connection_locality_total",
+		"Accepted connections by whether their packets arrive on the CPU the worker accepted them on (SO_INCOMING_CPU vs getcpu).",
+		[]string{"model", "worker", "pid", "locality"}, nil)
 	descInfo = prometheus.NewDesc("lbbench_target_info",
-		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "workers"}, nil)
+		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "steer", "workers"}, nil)
 )
 
 // collector reads the workers' shared-memory counters, /proc and sock_diag
@@ -51,7 +54,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAccepted, descRequests, descOpen, descCPU, descRestarts,
-		descDuration, descQueue, descBacklog, descOverflows, descDrops, descInfo} {
+		descDuration, descQueue, descBacklog, descOverflows, descDrops, descLocality, descInfo} {
 		ch <- d
 	}
 }
@@ -77,6 +80,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(slot.Load(shm.Accepted)), model, w, pid)
 		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(slot.Load(shm.Requests)), model, w, pid)
 		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(slot.Load(shm.Open)), model, w, pid)
+		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(slot.Load(shm.LocalConns)), model, w, pid, "local")
+		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(slot.Load(shm.RemoteConns)), model, w, pid, "remote")
 		if cpu, err := kernel.ProcCPUSeconds(p.pid); err == nil {
 			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu, model, w, pid)
 		}
@@ -95,7 +100,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(ext["ListenDrops"]))
 	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
-		model, s.acceptName(), s.dispatchName(), strconv.Itoa(s.cfg.Workers))
+		model, s.acceptName(), s.dispatchName(), s.cfg.Steer, strconv.Itoa(s.cfg.Workers))
 }
 
 // listenerSockets maps the inodes of this target's listening sockets to

@@ -24,6 +24,11 @@ type server struct {
 	// the Connection header.
 	head []byte
 
+	// loads, if set (bpf-least), is this worker's counter in the eBPF
+	// program's map: the program adds one when it assigns a connection,
+	// the worker takes one off when the connection closes.
+	loads *uint64
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	draining atomic.Bool
@@ -49,14 +54,17 @@ const (
 type conn struct {
 	net.Conn
 	state atomic.Int32
+	// local is "1" when the connection's packets arrive on the CPU the
+	// worker accepted it on (SO_INCOMING_CPU), "0" when not, "" unknown.
+	local string
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 
 // start registers nc (already counted as accepted) and serves it on a new
 // goroutine. Accept loops call it; they have all stopped before drain.
-func (s *server) start(nc net.Conn) {
-	c := &conn{Conn: nc}
+func (s *server) start(nc net.Conn, local string) {
+	c := &conn{Conn: nc, local: local}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
@@ -73,6 +81,9 @@ func (s *server) serve(c *conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 		s.slot.Dec(shm.Open)
+		if s.loads != nil {
+			atomic.AddUint64(s.loads, ^uint64(0))
+		}
 		s.wg.Done()
 	}()
 
@@ -121,7 +132,7 @@ func (s *server) serve(c *conn) {
 			discard = req.BodyLen
 			s.handle()
 			closing = req.Close || s.draining.Load()
-			out = s.appendResponse(out, &req, closing)
+			out = s.appendResponse(out, &req, closing, c.local)
 			nreq++
 		}
 		copy(buf, buf[p:filled])
@@ -163,8 +174,13 @@ func (s *server) handle() {
 	}
 }
 
-func (s *server) appendResponse(out []byte, req *httpwire.Request, closing bool) []byte {
+func (s *server) appendResponse(out []byte, req *httpwire.Request, closing bool, local string) []byte {
 	out = append(out, s.head...)
+	if local != "" {
+		out = append(out, "X-Conn-Local: "...)
+		out = append(out, local...)
+		out = append(out, "\r\n"...)
+	}
 	switch {
 	case closing:
 		out = append(out, "Connection: close\r\n"...)

@@ -16,14 +16,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/lbbench/lbbench/internal/nativehist"
 	"github.com/lbbench/lbbench/internal/shm"
 	"github.com/lbbench/lbbench/internal/sockets"
+	"github.com/lbbench/lbbench/internal/steer"
 )
 
 // startTimeout bounds how long a worker may take to say it is ready.
@@ -42,6 +45,8 @@ type Supervisor struct {
 	metrics  *http.Server
 	spawnCh  chan spawnReq
 	cpus     []int // CPUs workers are pinned to, round-robin
+	bpf      *steer.Objects
+	loads    []byte // bpf-least: the mmap-ed loads map
 
 	metricsLn net.Listener
 	watchers  sync.WaitGroup
@@ -134,10 +139,16 @@ func Start(cfg Config, stderr io.Writer) (_ *Supervisor, err error) {
 	if err := s.preflight(); err != nil {
 		return s, err
 	}
-	if cfg.Pin {
+	if steer.Pinned(cfg.Steer) {
+		s.cfg.Pin = true
+	}
+	if s.cfg.Pin {
 		if s.cpus, err = allowedCPUs(); err != nil {
 			return s, err
 		}
+	}
+	if err := s.loadSteering(); err != nil {
+		return s, err
 	}
 	if s.region, s.counters, err = shm.Create(cfg.Workers); err != nil {
 		return s, err
@@ -288,6 +299,22 @@ func (s *Supervisor) spawn(id int) (*proc, error) {
 	cmd.ExtraFiles = []*os.File{s.counters, child}
 	if s.cfg.Model == Shared {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(s.lfd), "listener"))
+	}
+	if s.bpf != nil {
+		files, err := s.bpf.Files()
+		if err != nil {
+			unix.Close(pair[0])
+			return nil, err
+		}
+		defer func() {
+			for _, f := range files {
+				f.Close()
+			}
+		}()
+		cmd.ExtraFiles = append(append(cmd.ExtraFiles, nil), files...) // fd 5 unused
+	}
+	if s.loads != nil {
+		atomic.StoreUint64((*uint64)(unsafe.Pointer(&s.loads[8*id])), 0)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	s.region.Slot(id).Reset()
@@ -480,6 +507,9 @@ func (s *Supervisor) Stop() error {
 	if s.lfd >= 0 && s.ln == nil {
 		unix.Close(s.lfd)
 	}
+	if s.bpf != nil {
+		s.bpf.Close()
+	}
 	close(s.spawnCh)
 	s.log.Printf("stopped")
 	return nil
@@ -504,6 +534,34 @@ func (s *Supervisor) abort() {
 	if s.metricsLn != nil {
 		s.metricsLn.Close()
 	}
+	if s.bpf != nil {
+		s.bpf.Close()
+	}
+}
+
+// loadSteering checks what a -steer mode needs and loads its eBPF objects.
+func (s *Supervisor) loadSteering() error {
+	mode := s.cfg.Steer
+	if steer.Pinned(mode) {
+		if len(s.cpus) != s.cfg.Workers || s.cpus[len(s.cpus)-1] != len(s.cpus)-1 {
+			return fmt.Errorf("-steer %s needs one worker per CPU, on CPUs 0 to N-1: use -workers %d (allowed CPUs %v)", mode, len(s.cpus), s.cpus)
+		}
+	}
+	if !steer.UsesEBPF(mode) {
+		return nil
+	}
+	objs, err := steer.Load(mode, s.cfg.Workers)
+	if err != nil {
+		return fmt.Errorf("-steer %s: %w", mode, err)
+	}
+	s.bpf = objs
+	if objs.Loads != nil {
+		s.loads, err = unix.Mmap(objs.Loads.FD(), 0, pageRound(8*s.cfg.Workers), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			return fmt.Errorf("-steer %s: mmap loads map: %w", mode, err)
+		}
+	}
+	return nil
 }
 
 // allowedCPUs lists the CPUs this process may run on.

@@ -14,11 +14,14 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/lbbench/lbbench/internal/shm"
 	"github.com/lbbench/lbbench/internal/sockets"
+	"github.com/lbbench/lbbench/internal/steer"
 )
 
 // The supervisor starts a worker by re-executing its own binary with the
@@ -28,6 +31,9 @@ const (
 	fdCounters  = 3 // memfd with the shm slots
 	fdControl   = 4 // SOCK_SEQPACKET to the supervisor
 	fdListener  = 5 // shared model: the inherited listening socket
+	fdProg      = 6 // bpf-rr, bpf-least: the SK_REUSEPORT program
+	fdSocks     = 7 // ... its REUSEPORT_SOCKARRAY
+	fdLoads     = 8 // ... its counter map (bpf-least: mmap-able loads)
 	pollTimeout = 250 * time.Millisecond
 )
 
@@ -88,6 +94,10 @@ func newWorker() (*worker, error) {
 			Blocking: w.spec.Accept == AcceptBlocking,
 		})
 		if err != nil {
+			return nil, err
+		}
+		if err := w.steer(fd); err != nil {
+			unix.Close(fd)
 			return nil, err
 		}
 		return w, w.useListener(fd)
@@ -196,9 +206,82 @@ func (w *worker) run(ctl *os.File) int {
 	return 0
 }
 
+// steer applies the -steer mode to this worker's reuseport socket.
+func (w *worker) steer(fd int) error {
+	switch w.spec.Steer {
+	case steer.CPU:
+		return steer.AttachCPU(fd, w.spec.Workers)
+	case steer.IncomingCPU:
+		cpu, err := currentCPU()
+		if err != nil {
+			return err
+		}
+		return steer.SetIncomingCPU(fd, cpu)
+	case steer.BPFRR, steer.BPFLeast:
+		prog, err := ebpf.NewProgramFromFD(fdProg)
+		if err != nil {
+			return fmt.Errorf("steering program: %w", err)
+		}
+		socks, err := ebpf.NewMapFromFD(fdSocks)
+		if err != nil {
+			return fmt.Errorf("socket array: %w", err)
+		}
+		if err := steer.Join(socks, prog, w.spec.ID, fd); err != nil {
+			return err
+		}
+		if w.spec.Steer == steer.BPFLeast {
+			mem, err := unix.Mmap(fdLoads, 0, pageRound(8*w.spec.Workers), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+			if err != nil {
+				return fmt.Errorf("mmap loads map: %w", err)
+			}
+			w.srv.loads = (*uint64)(unsafe.Pointer(&mem[8*w.spec.ID]))
+		}
+	}
+	return nil
+}
+
+func pageRound(n int) int {
+	ps := os.Getpagesize()
+	return (n + ps - 1) / ps * ps
+}
+
+// currentCPU is the CPU this thread runs on now (getcpu(2)).
+func currentCPU() (int, error) {
+	var cpu uint32
+	if _, _, e := unix.RawSyscall(unix.SYS_GETCPU, uintptr(unsafe.Pointer(&cpu)), 0, 0); e != 0 {
+		return -1, e
+	}
+	return int(cpu), nil
+}
+
+// locality compares the CPU a connection's packets arrive on with the CPU
+// the worker runs on as it accepts.
+func (w *worker) locality(c net.Conn) string {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return ""
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return ""
+	}
+	in := -1
+	rc.Control(func(fd uintptr) { in, err = sockets.IncomingCPU(int(fd)) })
+	mine, err2 := currentCPU()
+	if err != nil || err2 != nil || in < 0 {
+		return ""
+	}
+	if in == mine {
+		w.slot.Add(shm.LocalConns, 1)
+		return "1"
+	}
+	w.slot.Add(shm.RemoteConns, 1)
+	return "0"
+}
+
 func (w *worker) accepted(c net.Conn) {
 	w.slot.Add(shm.Accepted, 1)
-	w.srv.start(c)
+	w.srv.start(c, w.locality(c))
 }
 
 func (w *worker) netpollLoop() {
