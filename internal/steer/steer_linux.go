@@ -203,7 +203,7 @@ func leastProgram(loads, socks, n int) asm.Instructions {
 		asm.Add.Imm(asm.R2, -4),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "pass"),
-		asm.Mov.Imm(asm.R7, 0),                     // best index
+		asm.Mov.Imm(asm.R7, 0),                    // best index
 		asm.LoadMem(asm.R8, asm.R0, 0, asm.DWord), // best value
 	}
 	for i := 1; i < n; i++ {
