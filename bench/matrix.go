@@ -53,6 +53,10 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		return nil, err
 	}
 	f.CPUs = n
+	f.TargetCPUs = n
+	if n >= 4 {
+		f.TargetCPUs = n / 2
+	}
 	if f.dir == "" {
 		f.dir = defaultResultsDir()
 	}

@@ -230,12 +230,13 @@ func writeReport(dir string) error {
 		fmt.Fprintf(&b, "### %s\n\n![%s](charts/%s)\n\n", c.title, c.title, c.file)
 	}
 
-	b.WriteString("## Medians\n\n| cell | req/s | p50 | p99 | conn imbalance | req imbalance | Jain | samples |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("## Medians\n\n| cell | req/s | p50 | p99 | conn imbalance | req imbalance | Jain | locality | samples |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, g := range groups {
 		for _, n := range byGroup[g] {
 			v := s.vals[n]
-			fmt.Fprintf(&b, "| `%s` | %.0f | %s | %s | %.3f | %.3f | %.4f | %d |\n", n, med(v["req/s"]),
-				fmtSec(med(v["p50-sec"])), fmtSec(med(v["p99-sec"])), med(v["conn-imbalance"]), med(v["req-imbalance"]), med(v["jain"]), len(v["req/s"]))
+			fmt.Fprintf(&b, "| `%s` | %.0f | %s | %s | %.3f | %.3f | %.4f | %.2f | %d |\n", n, med(v["req/s"]),
+				fmtSec(med(v["p50-sec"])), fmtSec(med(v["p99-sec"])), med(v["conn-imbalance"]), med(v["req-imbalance"]), med(v["jain"]),
+				med(v["locality"]), len(v["req/s"]))
 		}
 	}
 	b.WriteString("\n## How to read this\n\n" +
@@ -243,6 +244,7 @@ func writeReport(dir string) error {
 		"With `conn=close` every request is a new connection, so connection imbalance is what the kernel's (or the dispatcher's) choice did; " +
 		"with `conn=keepalive` the 50 connections are spread once and request imbalance follows from that.\n" +
 		"- **Jain** is (sum x)^2 / (n sum x^2): 1 when even, 1/n when one worker takes everything.\n" +
+		"- **locality** is the share of connections a worker handled on the CPU their packets arrived on (SO_INCOMING_CPU against getcpu). On loopback a packet arrives on the CPU of the process that sent it, so locality measures how well steering follows the client's CPU; a client that migrates between CPUs caps it below 1.\n" +
 		"- **p99** in the open-loop scenario is measured from each request's intended send time (no coordinated omission).\n" +
 		"- On a machine with fewer than 4 CPUs the load generator shares CPUs with the target, so absolute rates are the pair's, not the server's; compare models, not numbers across machines.\n" +
 		"- Compare your own run with this one: `make compare OLD=<this folder> NEW=<yours>`.\n")

@@ -19,7 +19,16 @@ var modelFlags = map[string][]string{
 	"shared-blocking":  {"-model", "shared", "-accept", "blocking"},
 	"shared-exclusive": {"-model", "shared", "-accept", "exclusive"},
 	"reuseport":        {"-model", "reuseport"},
+	// Steered reuseport (eBPF variants need root).
+	"reuseport-cpu":          {"-model", "reuseport", "-steer", "cpu"},
+	"reuseport-incoming-cpu": {"-model", "reuseport", "-steer", "incoming-cpu"},
+	"reuseport-bpf-rr":       {"-model", "reuseport", "-steer", "bpf-rr"},
+	"reuseport-bpf-least":    {"-model", "reuseport", "-steer", "bpf-least"},
 }
+
+// steeringModels are the variants the steering scenario compares; plain
+// reuseport (the kernel's hash) is the base.
+var steeringModels = []string{"reuseport", "reuseport-cpu", "reuseport-incoming-cpu", "reuseport-bpf-rr", "reuseport-bpf-least"}
 
 // defaultModels are the variants measured unless MODELS= says otherwise,
 // in the order they appear as benchstat columns (the first is the base).
@@ -34,6 +43,9 @@ type Params struct {
 	Warmup   time.Duration
 	Clients  int // loadgen -c
 	CPUs     int
+	// TargetCPUs is how many CPUs the target may use: all of them below
+	// 4 CPUs, the first half otherwise (loadgen has the rest).
+	TargetCPUs int
 }
 
 // Cell is one measured configuration: a target and a load on it.
@@ -102,6 +114,26 @@ var scenarios = []Scenario{
 			var out []Cell
 			for _, m := range p.Models {
 				c := cell("Stalled", m, p.CPUs, "close", d)
+				c.Stall = &Stall{After: d / 3, For: d / 3}
+				c.Load = []string{"-timeout", "2s"}
+				out = append(out, c)
+			}
+			return out
+		},
+	},
+	{
+		Name:  "steering",
+		About: "reuseport steered by CPU (cBPF, SO_INCOMING_CPU) and by eBPF (round-robin, least loaded) against the kernel's hash, N pinned-capable workers; also with worker 0 paused",
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, conn := range p.Conns {
+				for _, m := range steeringModels {
+					out = append(out, cell("Steering", m, p.TargetCPUs, conn, p.Duration))
+				}
+			}
+			d := max(3*time.Second, p.Duration)
+			for _, m := range steeringModels {
+				c := cell("SteeringStalled", m, p.TargetCPUs, "close", d)
 				c.Stall = &Stall{After: d / 3, For: d / 3}
 				c.Load = []string{"-timeout", "2s"}
 				out = append(out, c)

@@ -336,6 +336,9 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-accept", "fast"}, `unknown accept strategy "fast"`},
 		{[]string{"-model", "shared", "-dispatch", "least"}, "-dispatch applies to the single model only"},
 		{[]string{"-nonsense"}, "flag provided but not defined: -nonsense"},
+		{[]string{"-model", "shared", "-steer", "bpf-rr"}, "-steer bpf-rr applies to the reuseport model only"},
+		{[]string{"-steer", "magic"}, `unknown steer "magic"`},
+		{[]string{"-steer", "cpu", "-workers", "3"}, "-steer cpu needs one worker per CPU"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

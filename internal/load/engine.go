@@ -26,16 +26,19 @@ type Result struct {
 	Duration    time.Duration // length of the measured part
 	Requests    int64         // successful (2xx) responses
 	Connections int64         // connections that carried a measured response
-	Errors      map[string]int64
-	PerPID      map[uint64]*PIDCount
-	Latency     *hdrhistogram.Histogram // from the intended send time
-	Uncorrected *hdrhistogram.Histogram // from the actual send time
-	Connect     *hdrhistogram.Histogram // connect() for new connections
-	TTFB        *hdrhistogram.Histogram // request written to first response byte
-	Lag         *hdrhistogram.Histogram // actual - intended send time (open loop)
-	Series      []Second
-	CPUSeconds  float64 // this process's user+system CPU in the measured part
-	Interrupted bool    // stopped early by the caller (Ctrl-C)
+	// LocalConnections of LocalityKnown connections were handled on the
+	// CPU their packets arrived on (the server's X-Conn-Local header).
+	LocalConnections, LocalityKnown int64
+	Errors                          map[string]int64
+	PerPID                          map[uint64]*PIDCount
+	Latency                         *hdrhistogram.Histogram // from the intended send time
+	Uncorrected                     *hdrhistogram.Histogram // from the actual send time
+	Connect                         *hdrhistogram.Histogram // connect() for new connections
+	TTFB                            *hdrhistogram.Histogram // request written to first response byte
+	Lag                             *hdrhistogram.Histogram // actual - intended send time (open loop)
+	Series                          []Second
+	CPUSeconds                      float64 // this process's user+system CPU in the measured part
+	Interrupted                     bool    // stopped early by the caller (Ctrl-C)
 }
 
 // TotalErrors sums the errors of every kind.
@@ -180,6 +183,7 @@ func (e *engine) collect(res *Result) {
 		s.mu.Unlock()
 	}
 	res.Requests, res.Connections, res.PerPID = c.requests, c.conns, c.pids
+	res.LocalConnections, res.LocalityKnown = c.localConns, c.localKnown
 	res.Errors = map[string]int64{}
 	for i, k := range ErrorKinds {
 		res.Errors[k] = c.errs[i]
@@ -244,7 +248,7 @@ type client struct {
 
 func (e *engine) worker(i int) {
 	c := &client{e: e, idx: i, sh: e.shards[i%len(e.shards)], buf: make([]byte, httpwire.MaxHead+4096),
-		parser: httpwire.NewResponseParser(e.o.PIDHeader, e.o.IDHeader)}
+		parser: httpwire.NewResponseParser(e.o.PIDHeader, e.o.IDHeader, "X-Conn-Local")}
 	defer c.closeConn()
 	var x sample
 	for !e.stopped.Load() {
@@ -369,8 +373,14 @@ func (c *client) do(intended time.Time, x *sample) {
 	// The pid and worker id alias the buffer: take them before reading
 	// the body into it.
 	pid, _ := httpwire.ParseUint(c.resp.Values[0])
-	if !c.counted && len(c.resp.Values[1]) > 0 {
-		x.worker = append(x.worker[:0], c.resp.Values[1]...)
+	x.local = -1
+	if !c.counted {
+		if len(c.resp.Values[1]) > 0 {
+			x.worker = append(x.worker[:0], c.resp.Values[1]...)
+		}
+		if v := c.resp.Values[2]; len(v) == 1 && (v[0] == '0' || v[0] == '1') {
+			x.local = int8(v[0] - '0')
+		}
 	}
 	if err := c.skipBody(filled - head); err != nil {
 		x.err = classify(err)

@@ -55,8 +55,11 @@ type PIDCount struct {
 // counts is what a shard and a second both hold.
 type counts struct {
 	requests, conns int64
-	errs            [numKinds]int64
-	pids            map[uint64]*PIDCount
+	// localConns and localKnown count connections whose server said
+	// whether they are handled on the CPU their packets arrive on.
+	localConns, localKnown int64
+	errs                   [numKinds]int64
+	pids                   map[uint64]*PIDCount
 }
 
 func newCounts() counts { return counts{pids: map[uint64]*PIDCount{}} }
@@ -73,6 +76,8 @@ func (c *counts) pid(p uint64) *PIDCount {
 func (c *counts) add(o *counts) {
 	c.requests += o.requests
 	c.conns += o.conns
+	c.localConns += o.localConns
+	c.localKnown += o.localKnown
 	for i := range c.errs {
 		c.errs[i] += o.errs[i]
 	}
@@ -112,6 +117,7 @@ type sample struct {
 	pid         uint64
 	worker      []byte
 	newConn     bool          // first measured response on this connection
+	local       int8          // X-Conn-Local: 1, 0, or -1 when not sent
 	latency     time.Duration // from the intended time (open loop) or the start
 	uncorrected time.Duration // from when the request actually started
 	connect     time.Duration // 0 when the connection was reused
@@ -143,6 +149,10 @@ func (s *shard) record(x *sample) {
 	tp, sp := s.total.pid(x.pid), s.sec.pid(x.pid)
 	tp.Requests++
 	sp.Requests++
+	if x.newConn && x.local >= 0 {
+		s.total.localKnown++
+		s.total.localConns += int64(x.local)
+	}
 	if x.newConn {
 		s.total.conns++
 		s.sec.conns++

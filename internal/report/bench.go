@@ -15,6 +15,7 @@ var units = []struct{ unit, better string }{
 	{"req/s", "higher"}, {"conn/s", "higher"},
 	{"p50-sec", "lower"}, {"p90-sec", "lower"}, {"p99-sec", "lower"}, {"p999-sec", "lower"},
 	{"req-imbalance", "lower"}, {"conn-imbalance", "lower"}, {"jain", "higher"},
+	{"locality", "higher"},
 }
 
 // Config returns the stable file-config lines for a benchmark file:
@@ -65,6 +66,9 @@ func Result(d *Doc, name string, config []benchfmt.Config) *benchfmt.Result {
 		{Value: d.Fairness.Requests.MaxOverMean, Unit: "req-imbalance"},
 		{Value: d.Fairness.Connections.MaxOverMean, Unit: "conn-imbalance"},
 		{Value: d.Fairness.Requests.Jain, Unit: "jain"},
+	}
+	if d.Locality != nil && d.Locality.Share > 0 {
+		vals = append(vals, benchfmt.Value{Value: d.Locality.Share, Unit: "locality"})
 	}
 	return &benchfmt.Result{Config: config, Name: benchfmt.Name(name), Iters: int(max(d.Requests, 1)), Values: vals}
 }

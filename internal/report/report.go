@@ -78,6 +78,14 @@ type SelfCheck struct {
 	Reasons        []string `json:"reasons,omitempty"`
 }
 
+// Locality is the share of connections the server handled on the CPU
+// their packets arrived on, as it reported in X-Conn-Local.
+type Locality struct {
+	Connections int64   `json:"connections"`
+	Local       int64   `json:"local"`
+	Share       float64 `json:"share"`
+}
+
 // Fairness holds the fairness figures of a run.
 type Fairness struct {
 	Requests    fairness.Figures `json:"requests"`
@@ -123,6 +131,7 @@ type Doc struct {
 	TTFB            Quantiles                 `json:"ttfb_seconds"`
 	SendLag         Quantiles                 `json:"send_lag_seconds"`
 	PerPID          map[string]*load.PIDCount `json:"per_pid"`
+	Locality        *Locality                 `json:"locality,omitempty"`
 	Workers         int                       `json:"workers"`
 	Fairness        Fairness                  `json:"fairness"`
 	Kernel          kernel.Observation        `json:"kernel"`
@@ -145,6 +154,10 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 		Latency:         quantiles(r.Latency), LatencyCDF: cdf(r.Latency), Uncorrected: quantiles(r.Uncorrected),
 		Connect: quantiles(r.Connect), TTFB: quantiles(r.TTFB), SendLag: quantiles(r.Lag),
 		PerPID: map[string]*load.PIDCount{}, Kernel: obs, Host: host, Interrupted: r.Interrupted,
+	}
+	if r.LocalityKnown > 0 {
+		d.Locality = &Locality{Connections: r.LocalityKnown, Local: r.LocalConnections,
+			Share: float64(r.LocalConnections) / float64(r.LocalityKnown)}
 	}
 	if s := r.Duration.Seconds(); s > 0 {
 		d.RequestsPerSec = float64(r.Requests) / s

@@ -73,6 +73,9 @@ func Summary(w io.Writer, d *Doc) {
 		fmt.Fprintf(w, "  Fairness (connections) max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
 			f.Connections.MaxOverMean, f.Connections.MinOverMean, f.Connections.CoV, f.Connections.Jain, f.Connections.ChiSquare, f.Connections.PValue)
 		fmt.Fprintf(w, "  Per-second Jain        mean %.4f  min %.4f\n", f.PerSecondJainMean, f.PerSecondJainMin)
+		if l := d.Locality; l != nil {
+			fmt.Fprintf(w, "  Locality               %.1f%% of %d connections handled on the CPU they arrived on\n", 100*l.Share, l.Connections)
+		}
 	}
 
 	k := d.Kernel

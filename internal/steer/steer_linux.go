@@ -210,7 +210,7 @@ func leastProgram(loads, socks, n int) asm.Instructions {
 		skip := fmt.Sprintf("skip%d", i)
 		insns = append(insns,
 			asm.LoadMem(asm.R3, asm.R0, int16(8*i), asm.DWord),
-			asm.JGE.Reg(asm.R3, asm.R8, skip),
+			asm.JSGE.Reg(asm.R3, asm.R8, skip), // signed: a count driven below 0 is still small
 			asm.Mov.Reg(asm.R8, asm.R3),
 			asm.Mov.Imm(asm.R7, int32(i)),
 			asm.Mov.Imm(asm.R9, 0).WithSymbol(skip), // a landing pad for the jump
