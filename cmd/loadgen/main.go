@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
@@ -47,6 +48,7 @@ type flags struct {
 	quiet       bool
 	metricsAddr string
 	linger      time.Duration
+	restartsURL string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -78,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.progress, "progress", false, "print a progress line every second even when stderr is not a terminal")
 	fs.BoolVar(&f.quiet, "q", false, "no summary on stdout")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve live Prometheus metrics on HOST:PORT while running")
+	fs.StringVar(&f.restartsURL, "restarts", "", "the target's restart list (http://METRICS-ADDR/restarts): count what each rolling restart cost")
 	fs.DurationVar(&f.linger, "metrics-linger", 0, "keep serving metrics this long after the run, so a last scrape sees the final counts")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
@@ -110,6 +113,12 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if f.name == "" {
 		f.name = "Loadgen/conn=" + o.Mode
+	}
+	if f.restartsURL != "" {
+		if u, err := url.Parse(f.restartsURL); err != nil || u.Scheme != "http" {
+			return nil, fmt.Errorf("-restarts %q: want http://HOST:PORT/restarts", f.restartsURL)
+		}
+		o.KeepSecondHistograms = true
 	}
 	return f, nil
 }
@@ -159,6 +168,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
+	if f.restartsURL != "" {
+		strategy, events, err := fetchRestarts(f.restartsURL)
+		if err != nil {
+			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		} else {
+			doc.AddRestarts(res, strategy, events)
+		}
+	}
 	if !f.quiet {
 		report.Summary(stdout, doc)
 	}
@@ -209,4 +226,22 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// fetchRestarts reads the target's /restarts list.
+func fetchRestarts(u string) (string, []report.RestartEvent, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(u)
+	if err != nil {
+		return "", nil, fmt.Errorf("restarts: %w", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Strategy string                `json:"strategy"`
+		Restarts []report.RestartEvent `json:"restarts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return "", nil, fmt.Errorf("restarts %s: %w", u, err)
+	}
+	return body.Strategy, body.Restarts, nil
 }

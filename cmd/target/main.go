@@ -56,6 +56,8 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	fs.DurationVar(&cfg.Work, "work", cfg.Work, "CPU busy time per request")
 	fs.DurationVar(&cfg.Sleep, "sleep", cfg.Sleep, "idle time per request")
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM/SIGINT, how long in-flight requests may take")
+	fs.StringVar(&cfg.Restart, "restart", "", "rolling-restart strategy: reuseport-overlap, reuseport-migrate, fd-handoff (reuseport), shared-inherit (shared), dispatch (single); default: the model's own")
+	fs.DurationVar(&cfg.RestartEvery, "restart-every", 0, "replace one worker (in turn) this often; SIGHUP replaces them all once")
 	fs.StringVar(&cfg.Steer, "steer", cfg.Steer, "reuseport: hash (kernel), cpu (cBPF: receiving CPU), incoming-cpu (SO_INCOMING_CPU), bpf-rr or bpf-least (eBPF)")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return cfg, err

@@ -338,6 +338,9 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-nonsense"}, "flag provided but not defined: -nonsense"},
 		{[]string{"-model", "shared", "-steer", "bpf-rr"}, "-steer bpf-rr applies to the reuseport model only"},
 		{[]string{"-steer", "magic"}, `unknown steer "magic"`},
+		{[]string{"-model", "shared", "-restart", "fd-handoff"}, "-restart fd-handoff goes with -model reuseport"},
+		{[]string{"-restart", "gently"}, `unknown restart strategy "gently"`},
+		{[]string{"-restart-every", "1ms"}, "-restart-every 1ms"},
 		{[]string{"-steer", "cpu", "-workers", "3"}, "-steer cpu needs one worker per CPU"},
 	}
 	for _, c := range cases {

@@ -37,8 +37,11 @@ type Result struct {
 	TTFB                            *hdrhistogram.Histogram // request written to first response byte
 	Lag                             *hdrhistogram.Histogram // actual - intended send time (open loop)
 	Series                          []Second
-	CPUSeconds                      float64 // this process's user+system CPU in the measured part
-	Interrupted                     bool    // stopped early by the caller (Ctrl-C)
+	// SecondHists are the per-second latency histograms, aligned with
+	// Series, when Options.KeepSecondHistograms is set.
+	SecondHists []*hdrhistogram.Histogram
+	CPUSeconds  float64 // this process's user+system CPU in the measured part
+	Interrupted bool    // stopped early by the caller (Ctrl-C)
 }
 
 // TotalErrors sums the errors of every kind.
@@ -123,6 +126,9 @@ loop:
 		case now := <-ticker.C:
 			sec := tick(e.shards, now.Sub(e.measureStart).Seconds(), merged)
 			series = append(series, sec)
+			if o.KeepSecondHistograms {
+				res.SecondHists = append(res.SecondHists, merged.Clone())
+			}
 			if onSecond != nil {
 				onSecond(sec)
 			}
@@ -150,6 +156,9 @@ loop:
 
 	if last := tick(e.shards, stopAt.Sub(e.measureStart).Seconds(), merged); last.Requests > 0 || last.Errors > 0 {
 		series = append(series, last)
+		if o.KeepSecondHistograms {
+			res.SecondHists = append(res.SecondHists, merged.Clone())
+		}
 		if onSecond != nil {
 			onSecond(last)
 		}

@@ -52,6 +52,9 @@ type Options struct {
 	Timeout time.Duration
 	// Seed seeds Poisson arrivals (0: from the clock).
 	Seed int64
+	// KeepSecondHistograms keeps each second's latency histogram in the
+	// result (for latency around restarts); it costs ~250 KiB a second.
+	KeepSecondHistograms bool
 	// Observe, if set, is called with the latency in seconds of every
 	// measured successful request (live metrics); it must be safe for
 	// concurrent use.

@@ -65,7 +65,32 @@ type Config struct {
 	Sleep       time.Duration `json:"sleep"` // idle time per request
 	Grace       time.Duration `json:"grace"` // drain bound on stop
 	Steer       string        `json:"steer"` // reuseport: hash, cpu, incoming-cpu, bpf-rr, bpf-least
+	// Restart is how a worker is replaced in a rolling restart (SIGHUP or
+	// RestartEvery); "" picks the model's natural way.
+	Restart      string        `json:"restart"`
+	RestartEvery time.Duration `json:"restart_every"` // 0: only on SIGHUP
 }
+
+// Restart strategies.
+const (
+	RestartOverlap  = "reuseport-overlap" // new worker opens its own socket, then the old one closes its
+	RestartMigrate  = "reuseport-migrate" // the same with net.ipv4.tcp_migrate_req=1
+	RestartHandoff  = "fd-handoff"        // the worker's socket outlives it: the successor inherits it
+	RestartInherit  = "shared-inherit"    // the shared model's one socket, workers replaced under it
+	RestartDispatch = "dispatch"          // single: the dispatcher switches to the new worker
+)
+
+// RestartStrategies lists the strategies.
+var RestartStrategies = []string{RestartOverlap, RestartMigrate, RestartHandoff, RestartInherit, RestartDispatch}
+
+// restartModel is the model each strategy works with.
+var restartModel = map[string]string{
+	RestartOverlap: ReusePort, RestartMigrate: ReusePort, RestartHandoff: ReusePort,
+	RestartInherit: Shared, RestartDispatch: Single,
+}
+
+// defaultRestart is each model's natural strategy.
+var defaultRestart = map[string]string{ReusePort: RestartOverlap, Shared: RestartInherit, Single: RestartDispatch}
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
@@ -107,6 +132,15 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-steer %s applies to the reuseport model only", c.Steer)
 	case steer.UsesEBPF(c.Steer) && c.Workers > 256:
 		return fmt.Errorf("-steer %s: at most 256 workers", c.Steer)
+	case c.Restart != "" && !slices.Contains(RestartStrategies, c.Restart):
+		return fmt.Errorf("unknown restart strategy %q (want reuseport-overlap, reuseport-migrate, fd-handoff, shared-inherit or dispatch)", c.Restart)
+	case c.Restart != "" && restartModel[c.Restart] != c.Model:
+		return fmt.Errorf("-restart %s goes with -model %s", c.Restart, restartModel[c.Restart])
+	case c.RestartEvery < 0 || (c.RestartEvery > 0 && c.RestartEvery < 10*time.Millisecond):
+		return fmt.Errorf("-restart-every %v: want 0 (off) or at least 10ms", c.RestartEvery)
+	}
+	if c.Restart == "" {
+		c.Restart = defaultRestart[c.Model]
 	}
 	if _, err := sockets.ParseAddr(c.Addr); err != nil {
 		return fmt.Errorf("-addr: %w", err)

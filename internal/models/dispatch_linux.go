@@ -82,7 +82,7 @@ func (s *Supervisor) dispatchOrder() []int {
 		for i := range n {
 			id := (start + i) % n
 			// Open connections plus those sent but not yet received.
-			slot := s.region.Slot(id)
+			slot := s.region.Slot(s.procs[id].slot)
 			open := slot.Load(shm.Open) + s.handed[id] - slot.Load(shm.Accepted)
 			if open < bestOpen {
 				best, bestOpen = id, open

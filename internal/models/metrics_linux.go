@@ -41,6 +41,10 @@ var (
 	descLocality = prometheus.NewDesc("lbbench_target_connection_locality_total",
 		"Accepted connections by whether their packets arrive on the CPU the worker accepted them on (SO_INCOMING_CPU vs getcpu).",
 		[]string{"model", "worker", "pid", "locality"}, nil)
+	descRolling = prometheus.NewDesc("lbbench_target_rolling_restarts_total",
+		"Rolling-restart steps (a worker replaced by a new process on SIGHUP or -restart-every).", []string{"model", "worker", "strategy"}, nil)
+	descLastRestart = prometheus.NewDesc("lbbench_target_last_rolling_restart_timestamp_seconds",
+		"When the last rolling-restart step told the old process to stop (0: none yet). All instants: /restarts.", []string{"model"}, nil)
 	descInfo = prometheus.NewDesc("lbbench_target_info",
 		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "steer", "workers"}, nil)
 )
@@ -54,7 +58,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAccepted, descRequests, descOpen, descCPU, descRestarts,
-		descDuration, descQueue, descBacklog, descOverflows, descDrops, descLocality, descInfo} {
+		descDuration, descQueue, descBacklog, descOverflows, descDrops, descLocality, descRolling, descLastRestart, descInfo} {
 		ch <- d
 	}
 }
@@ -71,12 +75,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, r.cpuSeconds, model, w, pid)
 	}
 	hist.Add(&s.retiredHist)
-	for _, p := range s.procs {
+	for _, p := range append(append([]*proc(nil), s.procs...), s.draining...) {
 		if p == nil || p.ctl < 0 {
 			continue
 		}
 		w, pid := strconv.Itoa(p.id), strconv.Itoa(p.pid)
-		slot := s.region.Slot(p.id)
+		slot := s.region.Slot(p.slot)
 		ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(slot.Load(shm.Accepted)), model, w, pid)
 		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(slot.Load(shm.Requests)), model, w, pid)
 		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(slot.Load(shm.Open)), model, w, pid)
@@ -89,7 +93,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for id, n := range s.restarts {
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(n), model, strconv.Itoa(id))
+		ch <- prometheus.MustNewConstMetric(descRolling, prometheus.CounterValue, float64(s.rolling[id]), model, strconv.Itoa(id), s.cfg.Restart)
 	}
+	last := 0.0
+	if n := len(s.history); n > 0 {
+		last = float64(s.history[n-1].UnixNano) / 1e9
+	}
+	ch <- prometheus.MustNewConstMetric(descLastRestart, prometheus.GaugeValue, last, model)
 	sockets := s.listenerSockets()
 	s.mu.Unlock()
 
@@ -159,6 +169,7 @@ func (s *Supervisor) serveMetrics() {
 	reg.MustRegister(&collector{s: s, created: time.Now()})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler(reg))
+	mux.HandleFunc("/restarts", s.serveRestarts)
 	s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go s.metrics.Serve(s.metricsLn)
 }

@@ -44,9 +44,12 @@ func newServer(slot *shm.Slot, id, pid int, work, sleep time.Duration) *server {
 }
 
 // Connection states. A connection is idle between requests; drain closes
-// idle connections at once and lets active ones finish their request.
+// idle connections at once and lets new and active ones finish their
+// request. A new connection has not sent its first request yet: closing
+// it would reset a client that did nothing wrong.
 const (
-	stateIdle int32 = iota
+	stateNew int32 = iota
+	stateIdle
 	stateActive
 	stateClosed
 )
@@ -103,7 +106,7 @@ func (s *server) serve(c *conn) {
 		if n == 0 || err != nil {
 			return
 		}
-		if !c.state.CompareAndSwap(stateIdle, stateActive) {
+		if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
 			return // closed by drain
 		}
 		filled += n

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,19 +42,29 @@ type Supervisor struct {
 	region   *shm.Region
 	counters *os.File
 	lfd      int          // supervisor's listening socket (single, shared); -1 otherwise
+	lfds     []int        // reuseport with fd-handoff: one socket per worker id, held here
 	ln       net.Listener // single: the accept loop's listener
 	metrics  *http.Server
 	spawnCh  chan spawnReq
 	cpus     []int // CPUs workers are pinned to, round-robin
 	bpf      *steer.Objects
-	loads    []byte // bpf-least: the mmap-ed loads map
+	// migrateWas is net.ipv4.tcp_migrate_req before reuseport-migrate
+	// set it ("" when untouched).
+	migrateWas string
+	loads      []byte // bpf-least: the mmap-ed loads map
 
 	metricsLn net.Listener
 	watchers  sync.WaitGroup
 
-	mu      sync.Mutex
-	procs   []*proc // by worker id
-	retired []retiredWorker
+	restartMu sync.Mutex // one rolling restart step at a time
+
+	mu       sync.Mutex
+	procs    []*proc // current process of each worker id
+	draining []*proc // replaced processes still finishing their requests
+	slotFree []int   // free shm slots (2 per worker id: an old and a new process overlap)
+	rolling  []uint64
+	history  []RestartEvent
+	retired  []retiredWorker
 	// retiredHist holds the request durations of exited workers, so the
 	// histogram never goes backwards.
 	retiredHist nativehist.Counts
@@ -68,13 +79,15 @@ type Supervisor struct {
 
 // proc is one running worker process.
 type proc struct {
-	id      int
-	pid     int
-	cmd     *exec.Cmd
-	ctl     int // supervisor's end of the control socket
-	inode   uint64
-	started time.Time
-	exited  chan struct{}
+	id       int
+	slot     int // shm slot
+	replaced bool
+	pid      int
+	cmd      *exec.Cmd
+	ctl      int // supervisor's end of the control socket
+	inode    uint64
+	started  time.Time
+	exited   chan struct{}
 }
 
 // retiredWorker keeps the final counts of a worker process that exited,
@@ -104,14 +117,22 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return err
 	}
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	select {
-	case <-ctx.Done():
-	case sig := <-sigs:
-		s.log.Printf("%v: stopping (grace %v)", sig, cfg.Grace)
+	for {
+		select {
+		case <-ctx.Done():
+			return s.Stop()
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				s.log.Printf("SIGHUP: rolling restart (%s)", s.cfg.Restart)
+				go s.RollingRestart()
+				continue
+			}
+			s.log.Printf("%v: stopping (grace %v)", sig, cfg.Grace)
+			return s.Stop()
+		}
 	}
-	return s.Stop()
 }
 
 // Start starts the supervisor and its workers and returns once every
@@ -120,6 +141,7 @@ func Start(cfg Config, stderr io.Writer) (_ *Supervisor, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Validate filled in defaults (the restart strategy) on cfg.
 	s := &Supervisor{
 		cfg:      cfg,
 		log:      log.New(stderr, "target: ", 0),
@@ -127,6 +149,7 @@ func Start(cfg Config, stderr io.Writer) (_ *Supervisor, err error) {
 		lfd:      -1,
 		procs:    make([]*proc, cfg.Workers),
 		restarts: make([]uint64, cfg.Workers),
+		rolling:  make([]uint64, cfg.Workers),
 		handed:   make([]uint64, cfg.Workers),
 		spawnCh:  make(chan spawnReq),
 		ready:    make(chan struct{}),
@@ -150,7 +173,13 @@ func Start(cfg Config, stderr io.Writer) (_ *Supervisor, err error) {
 	if err := s.loadSteering(); err != nil {
 		return s, err
 	}
-	if s.region, s.counters, err = shm.Create(cfg.Workers); err != nil {
+	if s.region, s.counters, err = shm.Create(2 * cfg.Workers); err != nil {
+		return s, err
+	}
+	for i := range 2 * cfg.Workers {
+		s.slotFree = append(s.slotFree, i)
+	}
+	if err := s.prepareRestarts(); err != nil {
 		return s, err
 	}
 	if err := s.listenMetrics(); err != nil {
@@ -177,6 +206,9 @@ func Start(cfg Config, stderr io.Writer) (_ *Supervisor, err error) {
 	}
 	s.serveMetrics()
 	close(s.ready)
+	if cfg.RestartEvery > 0 {
+		go s.restartEvery(cfg.RestartEvery)
+	}
 	s.log.Printf("model=%s accept=%s workers=%d pids=%s listening on %s, metrics on %s",
 		cfg.Model, s.acceptName(), cfg.Workers, s.pidList(), cfg.Addr, s.metricsURL())
 	return s, nil
@@ -237,6 +269,19 @@ func (s *Supervisor) listen() error {
 			return err
 		}
 		s.lfd = fd
+	case ReusePort:
+		if s.cfg.Restart != RestartHandoff {
+			return nil
+		}
+		// The supervisor holds every worker's socket, so a successor
+		// inherits it with its accept queue intact.
+		for range s.cfg.Workers {
+			fd, err := sockets.Listen(s.cfg.Addr, sockets.ListenOptions{ReusePort: true, Backlog: s.cfg.Backlog, MPTCP: s.cfg.MPTCP, Blocking: true})
+			if err != nil {
+				return err
+			}
+			s.lfds = append(s.lfds, fd)
+		}
 	case Single:
 		fd, err := sockets.Listen(s.cfg.Addr, sockets.ListenOptions{Backlog: s.cfg.Backlog, MPTCP: s.cfg.MPTCP})
 		if err != nil {
@@ -287,7 +332,24 @@ func (s *Supervisor) spawn(id int) (*proc, error) {
 	child := os.NewFile(uintptr(pair[1]), "control")
 	defer child.Close()
 
-	spec, _ := json.Marshal(workerSpec{Config: s.cfg, ID: id})
+	s.mu.Lock()
+	if len(s.slotFree) == 0 {
+		s.mu.Unlock()
+		unix.Close(pair[0])
+		return nil, fmt.Errorf("start worker %d: no free counter slot", id)
+	}
+	slot := s.slotFree[0]
+	s.slotFree = s.slotFree[1:]
+	s.mu.Unlock()
+	ok := false
+	defer func() {
+		if !ok {
+			s.freeSlot(slot)
+		}
+	}()
+	s.region.Slot(slot).Reset()
+
+	spec, _ := json.Marshal(workerSpec{Config: s.cfg, ID: id, Slot: slot, Slots: s.region.Slots()})
 	exe, err := os.Executable()
 	if err != nil {
 		unix.Close(pair[0])
@@ -297,8 +359,13 @@ func (s *Supervisor) spawn(id int) (*proc, error) {
 	cmd.Env = append(os.Environ(), workerEnv+"="+string(spec), "GOMAXPROCS="+strconv.Itoa(s.cfg.GOMAXPROCS))
 	cmd.Stdout, cmd.Stderr = s.stderr, s.stderr
 	cmd.ExtraFiles = []*os.File{s.counters, child}
-	if s.cfg.Model == Shared {
+	switch {
+	case s.cfg.Model == Shared:
 		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(s.lfd), "listener"))
+	case len(s.lfds) > 0:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(s.lfds[id]), "listener"))
+	case s.bpf != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, nil) // fd 5 unused
 	}
 	if s.bpf != nil {
 		files, err := s.bpf.Files()
@@ -311,13 +378,12 @@ func (s *Supervisor) spawn(id int) (*proc, error) {
 				f.Close()
 			}
 		}()
-		cmd.ExtraFiles = append(append(cmd.ExtraFiles, nil), files...) // fd 5 unused
+		cmd.ExtraFiles = append(cmd.ExtraFiles, files...)
 	}
 	if s.loads != nil {
 		atomic.StoreUint64((*uint64)(unsafe.Pointer(&s.loads[8*id])), 0)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	s.region.Slot(id).Reset()
 
 	cpu := -1
 	if len(s.cpus) > 0 {
@@ -329,11 +395,12 @@ func (s *Supervisor) spawn(id int) (*proc, error) {
 		unix.Close(pair[0])
 		return nil, fmt.Errorf("start worker %d: %w", id, err)
 	}
-	p := &proc{id: id, pid: cmd.Process.Pid, cmd: cmd, ctl: pair[0], started: time.Now(), exited: make(chan struct{})}
+	p := &proc{id: id, slot: slot, pid: cmd.Process.Pid, cmd: cmd, ctl: pair[0], started: time.Now(), exited: make(chan struct{})}
 	msg, err := readControl(p.ctl, startTimeout)
 	if err == nil {
-		if rest, ok := strings.CutPrefix(msg, "ready "); ok {
+		if rest, found := strings.CutPrefix(msg, "ready "); found {
 			p.inode, _ = strconv.ParseUint(rest, 10, 64)
+			ok = true
 			return p, nil
 		}
 		err = errors.New(strings.TrimPrefix(msg, "error "))
@@ -372,61 +439,74 @@ func readControl(fd int, timeout time.Duration) (string, error) {
 	return string(buf[:n]), nil
 }
 
-// watch waits for a worker process to exit and, unless the target is
-// stopping, starts a new one in its place (with a new pid).
+// watch waits for a worker process to exit. A process that was replaced
+// by a rolling restart, or exits while the target stops, is done; any
+// other exit is a crash, and a new process takes the worker's place.
 func (s *Supervisor) watch(p *proc) {
 	defer s.watchers.Done()
-	for {
-		err := p.cmd.Wait()
-		cpu := p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
-		close(p.exited)
-		s.mu.Lock()
-		slot := s.region.Slot(p.id)
-		s.retired = append(s.retired, retiredWorker{
-			id: p.id, pid: p.pid, cpuSeconds: cpu.Seconds(),
-			accepted: slot.Load(shm.Accepted), requests: slot.Load(shm.Requests),
-		})
-		slot.AddHistogramTo(&s.retiredHist)
-		s.trimRetired(p.id)
-		stopping := s.stopping
-		if !stopping {
-			s.restarts[p.id]++
-		}
-		unix.Close(p.ctl)
-		p.ctl = -1
-		s.mu.Unlock()
-		if stopping {
-			return
-		}
-		status := "exited"
-		if err != nil {
-			status = err.Error()
-		}
-		s.log.Printf("worker %d (pid %d) %s; restarting", p.id, p.pid, status)
-		var np *proc
-		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-			if np, err = s.spawn(p.id); err == nil {
-				break
-			}
-			s.log.Printf("restart worker %d: %v", p.id, err)
-			time.Sleep(backoff)
-			if s.isStopping() {
+	err := p.cmd.Wait()
+	cpu := p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
+	close(p.exited)
+	s.mu.Lock()
+	slot := s.region.Slot(p.slot)
+	s.retired = append(s.retired, retiredWorker{
+		id: p.id, pid: p.pid, cpuSeconds: cpu.Seconds(),
+		accepted: slot.Load(shm.Accepted), requests: slot.Load(shm.Requests),
+	})
+	slot.AddHistogramTo(&s.retiredHist)
+	s.trimRetired(p.id)
+	s.draining = slices.DeleteFunc(s.draining, func(d *proc) bool { return d == p })
+	s.slotFree = append(s.slotFree, p.slot)
+	crashed := !s.stopping && !p.replaced
+	if crashed {
+		s.restarts[p.id]++
+	}
+	unix.Close(p.ctl)
+	p.ctl = -1
+	s.mu.Unlock()
+	if !crashed {
+		return
+	}
+	status := "exited"
+	if err != nil {
+		status = err.Error()
+	}
+	s.log.Printf("worker %d (pid %d) %s; restarting", p.id, p.pid, status)
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		s.restartMu.Lock()
+		np, err := s.spawn(p.id)
+		if err == nil {
+			s.mu.Lock()
+			if s.stopping {
+				s.mu.Unlock()
+				s.restartMu.Unlock()
+				np.cmd.Process.Kill()
+				np.cmd.Wait()
+				unix.Close(np.ctl)
 				return
 			}
-		}
-		s.mu.Lock()
-		if s.stopping {
+			s.procs[p.id] = np
+			s.handed[p.id] = 0
+			s.watchers.Add(1)
 			s.mu.Unlock()
-			np.cmd.Process.Signal(syscall.SIGTERM)
-			p = np
-			continue
+			s.restartMu.Unlock()
+			go s.watch(np)
+			s.log.Printf("worker %d restarted as pid %d", p.id, np.pid)
+			return
 		}
-		s.procs[p.id] = np
-		s.handed[p.id] = 0
-		s.mu.Unlock()
-		s.log.Printf("worker %d restarted as pid %d", p.id, np.pid)
-		p = np
+		s.restartMu.Unlock()
+		s.log.Printf("restart worker %d: %v", p.id, err)
+		time.Sleep(backoff)
+		if s.isStopping() {
+			return
+		}
 	}
+}
+
+func (s *Supervisor) freeSlot(slot int) {
+	s.mu.Lock()
+	s.slotFree = append(s.slotFree, slot)
+	s.mu.Unlock()
 }
 
 func (s *Supervisor) trimRetired(id int) {
@@ -474,10 +554,12 @@ func (s *Supervisor) pidList() string {
 // Stop stops accepting, lets workers drain within the grace period, and
 // returns when every worker process has exited.
 func (s *Supervisor) Stop() error {
+	s.restartMu.Lock() // no rolling restart step half done
 	s.mu.Lock()
 	s.stopping = true
-	procs := append([]*proc(nil), s.procs...)
+	procs := append(append([]*proc(nil), s.procs...), s.draining...)
 	s.mu.Unlock()
+	s.restartMu.Unlock()
 	if s.ln != nil {
 		s.ln.Close()
 	}
@@ -492,9 +574,11 @@ func (s *Supervisor) Stop() error {
 	case <-done:
 	case <-time.After(s.cfg.Grace + 2*time.Second):
 		s.mu.Lock()
-		for _, p := range s.procs {
-			s.log.Printf("worker %d (pid %d) still running after grace; killing", p.id, p.pid)
-			p.cmd.Process.Kill()
+		for _, p := range append(append([]*proc(nil), s.procs...), s.draining...) {
+			if p.ctl >= 0 {
+				s.log.Printf("worker %d (pid %d) still running after grace; killing", p.id, p.pid)
+				p.cmd.Process.Kill()
+			}
 		}
 		s.mu.Unlock()
 		<-done
@@ -507,9 +591,13 @@ func (s *Supervisor) Stop() error {
 	if s.lfd >= 0 && s.ln == nil {
 		unix.Close(s.lfd)
 	}
+	for _, fd := range s.lfds {
+		unix.Close(fd)
+	}
 	if s.bpf != nil {
 		s.bpf.Close()
 	}
+	s.restoreRestarts()
 	close(s.spawnCh)
 	s.log.Printf("stopped")
 	return nil
@@ -531,6 +619,10 @@ func (s *Supervisor) abort() {
 	} else if s.lfd >= 0 {
 		unix.Close(s.lfd)
 	}
+	for _, fd := range s.lfds {
+		unix.Close(fd)
+	}
+	s.restoreRestarts()
 	if s.metricsLn != nil {
 		s.metricsLn.Close()
 	}

@@ -40,7 +40,9 @@ const (
 // workerSpec is what a worker process is told.
 type workerSpec struct {
 	Config
-	ID int `json:"id"`
+	ID    int `json:"id"`
+	Slot  int `json:"slot"`  // shm slot
+	Slots int `json:"slots"` // shm slots in all
 }
 
 // IsWorker reports whether this process was started as a worker.
@@ -75,11 +77,11 @@ func newWorker() (*worker, error) {
 	if err := json.Unmarshal([]byte(os.Getenv(workerEnv)), &w.spec); err != nil {
 		return nil, fmt.Errorf("bad worker spec: %w", err)
 	}
-	region, err := shm.Map(os.NewFile(fdCounters, "counters"), w.spec.ID+1)
+	region, err := shm.Map(os.NewFile(fdCounters, "counters"), w.spec.Slots)
 	if err != nil {
 		return nil, err
 	}
-	w.slot = region.Slot(w.spec.ID)
+	w.slot = region.Slot(w.spec.Slot)
 	w.slot.Store(shm.PID, uint64(os.Getpid()))
 	w.srv = newServer(w.slot, w.spec.ID, os.Getpid(), w.spec.Work, w.spec.Sleep)
 
@@ -89,6 +91,14 @@ func newWorker() (*worker, error) {
 	case Shared:
 		return w, w.useListener(fdListener)
 	case ReusePort:
+		if w.spec.Restart == RestartHandoff {
+			// The supervisor holds this worker's socket; a predecessor
+			// may have left connections in its queue.
+			if err := w.steer(fdListener); err != nil {
+				return nil, err
+			}
+			return w, w.useListener(fdListener)
+		}
 		fd, err := sockets.Listen(w.spec.Addr, sockets.ListenOptions{
 			ReusePort: true, Backlog: w.spec.Backlog, MPTCP: w.spec.MPTCP,
 			Blocking: w.spec.Accept == AcceptBlocking,
@@ -200,6 +210,9 @@ func (w *worker) run(ctl *os.File) int {
 		unix.Shutdown(fdControl, unix.SHUT_RD)
 	}
 	loops.Wait()
+	if w.lfd >= 0 {
+		unix.Close(w.lfd) // blocking and exclusive accept: the listener goes now
+	}
 	if !w.srv.drain(w.spec.Grace) {
 		log.Printf("grace %v over with connections still open; closing them", w.spec.Grace)
 	}

@@ -89,7 +89,10 @@ func StartTarget(t testing.TB, args ...string) *Target {
 	}
 	tg.Target = pt
 	t.Cleanup(func() {
-		pt.Kill()
+		// SIGTERM first: the target restores what it changed (sysctls).
+		if err := pt.Stop(5 * time.Second); err != nil {
+			t.Logf("target: %v", err)
+		}
 		if t.Failed() {
 			t.Logf("target stderr:\n%s", pt.Stderr.String())
 		}

@@ -16,6 +16,7 @@ var units = []struct{ unit, better string }{
 	{"p50-sec", "lower"}, {"p90-sec", "lower"}, {"p99-sec", "lower"}, {"p999-sec", "lower"},
 	{"req-imbalance", "lower"}, {"conn-imbalance", "lower"}, {"jain", "higher"},
 	{"locality", "higher"},
+	{"failed/restart", "lower"}, {"resets/1M-conn", "lower"}, {"p99-restart-sec", "lower"},
 }
 
 // Config returns the stable file-config lines for a benchmark file:
@@ -66,6 +67,15 @@ func Result(d *Doc, name string, config []benchfmt.Config) *benchfmt.Result {
 		{Value: d.Fairness.Requests.MaxOverMean, Unit: "req-imbalance"},
 		{Value: d.Fairness.Connections.MaxOverMean, Unit: "conn-imbalance"},
 		{Value: d.Fairness.Requests.Jain, Unit: "jain"},
+	}
+	if r := d.Restarts; r != nil && r.Count > 0 {
+		// A zero would break benchstat's geomean; 1e-9 reads as zero.
+		vals = append(vals,
+			benchfmt.Value{Value: max(r.FailedPerRestart, 1e-9), Unit: "failed/restart"},
+			benchfmt.Value{Value: max(r.ResetsPerMillion, 1e-9), Unit: "resets/1M-conn"})
+		if r.P99WithRestart > 0 {
+			vals = append(vals, benchfmt.Value{Value: r.P99WithRestart, Unit: "p99-restart-sec"})
+		}
 	}
 	if d.Locality != nil && d.Locality.Share > 0 {
 		vals = append(vals, benchfmt.Value{Value: d.Locality.Share, Unit: "locality"})

@@ -86,6 +86,80 @@ type Locality struct {
 	Share       float64 `json:"share"`
 }
 
+// Restarts is what the run lost to the target's rolling restarts.
+type Restarts struct {
+	Strategy string `json:"strategy"`
+	// Count is the restarts during the measured part.
+	Count            int     `json:"count"`
+	FailedPerRestart float64 `json:"failed_per_restart"`
+	Refused          int64   `json:"refused"`
+	Reset            int64   `json:"reset"`
+	Timeout          int64   `json:"timeout"`
+	// ResetsPerMillion is resets per million connection attempts.
+	ResetsPerMillion float64 `json:"resets_per_million_connections"`
+	// P99WithRestart is the p99 of the seconds in which a restart
+	// happened; P99Without of the others (0 when there are none).
+	P99WithRestart float64 `json:"p99_seconds_with_restart"`
+	P99Without     float64 `json:"p99_seconds_without_restart"`
+	SecondsWith    int     `json:"seconds_with_restart"`
+	// Instants are the restarts, in seconds since the measured part began.
+	Instants []float64 `json:"instants"`
+}
+
+// RestartEvent is what the target lists at /restarts.
+type RestartEvent struct {
+	Worker   int   `json:"worker"`
+	OldPID   int   `json:"old_pid"`
+	NewPID   int   `json:"new_pid"`
+	UnixNano int64 `json:"unix_nano"`
+}
+
+// AddRestarts fills d.Restarts from the target's restart events.
+func (d *Doc) AddRestarts(r *load.Result, strategy string, events []RestartEvent) {
+	rs := &Restarts{Strategy: strategy, Refused: r.Errors[load.ErrRefused], Reset: r.Errors[load.ErrReset], Timeout: r.Errors[load.ErrTimeout]}
+	start, end := r.Start.UnixNano(), r.Start.Add(r.Duration).UnixNano()
+	withRestart := make([]bool, len(r.Series))
+	for _, ev := range events {
+		if ev.UnixNano < start || ev.UnixNano > end {
+			continue
+		}
+		t := float64(ev.UnixNano-start) / 1e9
+		rs.Count++
+		rs.Instants = append(rs.Instants, t)
+		// Series[i] covers (T[i-1], T[i]].
+		for i, s := range r.Series {
+			if t <= s.T {
+				withRestart[i] = true
+				break
+			}
+		}
+	}
+	if rs.Count > 0 {
+		rs.FailedPerRestart = float64(r.TotalErrors()) / float64(rs.Count)
+	}
+	if attempts := r.Connections + r.TotalErrors(); attempts > 0 {
+		rs.ResetsPerMillion = 1e6 * float64(rs.Reset) / float64(attempts)
+	}
+	if len(r.SecondHists) == len(r.Series) {
+		with, without := load.NewHistogram(), load.NewHistogram()
+		for i, h := range r.SecondHists {
+			if withRestart[i] {
+				with.Merge(h)
+				rs.SecondsWith++
+			} else {
+				without.Merge(h)
+			}
+		}
+		if with.TotalCount() > 0 {
+			rs.P99WithRestart = float64(with.ValueAtQuantile(99)) / 1e9
+		}
+		if without.TotalCount() > 0 {
+			rs.P99Without = float64(without.ValueAtQuantile(99)) / 1e9
+		}
+	}
+	d.Restarts = rs
+}
+
 // Fairness holds the fairness figures of a run.
 type Fairness struct {
 	Requests    fairness.Figures `json:"requests"`
@@ -132,6 +206,7 @@ type Doc struct {
 	SendLag         Quantiles                 `json:"send_lag_seconds"`
 	PerPID          map[string]*load.PIDCount `json:"per_pid"`
 	Locality        *Locality                 `json:"locality,omitempty"`
+	Restarts        *Restarts                 `json:"restarts,omitempty"`
 	Workers         int                       `json:"workers"`
 	Fairness        Fairness                  `json:"fairness"`
 	Kernel          kernel.Observation        `json:"kernel"`

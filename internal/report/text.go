@@ -78,6 +78,13 @@ func Summary(w io.Writer, d *Doc) {
 		}
 	}
 
+	if r := d.Restarts; r != nil {
+		fmt.Fprintf(w, "\n  Restarts (%s): %d during the run; %.2f failed requests per restart (refused %d, reset %d, timeout %d); %.0f resets per 1M connections\n",
+			r.Strategy, r.Count, r.FailedPerRestart, r.Refused, r.Reset, r.Timeout, r.ResetsPerMillion)
+		if r.SecondsWith > 0 {
+			fmt.Fprintf(w, "  p99 in seconds with a restart %s, without %s\n", fmtDur(r.P99WithRestart), fmtDur(r.P99Without))
+		}
+	}
 	k := d.Kernel
 	fmt.Fprintf(w, "\n  Kernel: TIME_WAIT %d -> %d; ListenOverflows +%d, ListenDrops +%d, TCPSynRetrans +%d, resets sent +%d\n",
 		k.TimeWaitBefore, k.TimeWaitAfter, k.Delta["ListenOverflows"], k.Delta["ListenDrops"], k.Delta["TCPSynRetrans"], k.Delta["TcpOutRsts"])
