@@ -53,6 +53,11 @@ func writeCharts(dir string, s *sampleSet, groups []string, byGroup map[string][
 			}
 		}
 	}
+	if p := churnChart(s, groups, byGroup); p != nil {
+		if err := add(p, "Failed requests per restart, by restart strategy", "churn-failures.svg", 6*vg.Inch, 3.5*vg.Inch); err != nil {
+			return nil, err
+		}
+	}
 	for _, conn := range []string{"close", "keepalive"} {
 		unit := "req-imbalance"
 		if conn == "close" {
@@ -264,4 +269,42 @@ func scalingChart(s *sampleSet, prefix, conn, unit, label string) *plot.Plot {
 	p.Legend.TextStyle.Font.Size = vg.Points(9)
 	p.Add(plotter.NewGrid())
 	return p
+}
+
+// churnChart: failed requests per restart and resets per 1M connections,
+// a bar per strategy (medians).
+func churnChart(s *sampleSet, groups []string, byGroup map[string][]string) *plot.Plot {
+	for _, g := range groups {
+		names := byGroup[g]
+		if parseName(names[0]).prefix != "Churn" {
+			continue
+		}
+		p := plot.New()
+		p.Title.Text = "Failed requests per rolling restart (median)"
+		p.Y.Label.Text = "failed requests / restart"
+		var vals plotter.Values
+		var labels []string
+		for _, n := range names {
+			v := median(s.vals[n]["failed/restart"])
+			if v < 1e-6 {
+				v = 0
+			}
+			vals = append(vals, v)
+			labels = append(labels, parseName(n).model)
+		}
+		bars, err := plotter.NewBarChart(vals, vg.Points(40))
+		if err != nil {
+			return nil
+		}
+		bars.Color = plotutil.Color(0)
+		bars.LineStyle.Width = 0
+		p.Add(bars)
+		p.NominalX(labels...)
+		p.Y.Min = 0
+		if p.Y.Max < 0.01 {
+			p.Y.Max = 1
+		}
+		return p
+	}
+	return nil
 }

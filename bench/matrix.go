@@ -53,6 +53,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		return nil, err
 	}
 	f.CPUs = n
+	f.Count = f.count
 	f.TargetCPUs = n
 	if n >= 4 {
 		f.TargetCPUs = n / 2
@@ -153,6 +154,12 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var plan []planned
 	total := 0
 	for _, sc := range f.scenarios {
+		if sc.Measure != nil {
+			if err := sc.Measure(f.Params, res); err != nil {
+				return fmt.Errorf("%s: %w", sc.Name, err)
+			}
+			continue
+		}
 		cells := sc.Cells(f.Params)
 		plan = append(plan, planned{sc, cells})
 		total += len(cells) * f.count
@@ -283,7 +290,13 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 	if err != nil {
 		return nil, err
 	}
-	targs := append([]string{"-addr", addr, "-metrics-addr", "off", "-workers", strconv.Itoa(c.Workers)}, modelFlags[c.Model]...)
+	metricsAddr := "off"
+	if c.Restarts {
+		if metricsAddr, err = freeLoopbackAddr(); err != nil {
+			return nil, err
+		}
+	}
+	targs := append([]string{"-addr", addr, "-metrics-addr", metricsAddr, "-workers", strconv.Itoa(c.Workers)}, modelFlags[c.Model]...)
 	targs = append(targs, c.Target...)
 	tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targs, f.CPUs, true)
 	tg, err := peers.StartTarget(tbin, targs...)
@@ -323,6 +336,12 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		"-conn", c.Conn, "-workers", strconv.Itoa(c.Workers), "-src", f.src, "-json", jsonPath, "-name", c.Name}
 	if c.RateFraction > 0 && rate > 0 {
 		largs = append(largs, "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
+	}
+	if c.Rate > 0 {
+		largs = append(largs, "-rate", strconv.FormatFloat(c.Rate, 'f', 0, 64))
+	}
+	if c.Restarts {
+		largs = append(largs, "-restarts", "http://"+metricsAddr+"/restarts")
 	}
 	largs = append(largs, c.Load...)
 	largs = append(largs, "http://"+addr+"/")

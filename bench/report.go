@@ -101,7 +101,11 @@ type metric struct {
 	higher      bool
 }
 
-func verdictMetrics(conn string) []metric {
+func verdictMetrics(prefix, conn string) []metric {
+	if prefix == "Churn" {
+		return []metric{{"failed/restart", "failed requests per restart", false}, {"resets/1M-conn", "resets per million connections", false},
+			{"p99-restart-sec", "p99 latency in seconds with a restart", false}}
+	}
 	imb := metric{"req-imbalance", "request imbalance (max/mean)", false}
 	if conn == "close" {
 		imb = metric{"conn-imbalance", "connection imbalance (max/mean)", false}
@@ -188,7 +192,8 @@ func writeReport(dir string) error {
 	clear := 0
 	var js []*judgement
 	for _, g := range groups {
-		for _, m := range verdictMetrics(parseName(byGroup[g][0]).conn) {
+		k := parseName(byGroup[g][0])
+		for _, m := range verdictMetrics(k.prefix, k.conn) {
 			if j := judge(s, g, byGroup[g], m); j != nil {
 				js = append(js, j)
 				if j.winsClearly {
@@ -230,10 +235,15 @@ func writeReport(dir string) error {
 		fmt.Fprintf(&b, "### %s\n\n![%s](charts/%s)\n\n", c.title, c.title, c.file)
 	}
 
+	writeChurnAndRemap(&b, s, groups, byGroup)
+
 	b.WriteString("## Medians\n\n| cell | req/s | p50 | p99 | conn imbalance | req imbalance | Jain | locality | samples |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, g := range groups {
 		for _, n := range byGroup[g] {
 			v := s.vals[n]
+			if len(v["req/s"]) == 0 {
+				continue // not a load run (remap)
+			}
 			fmt.Fprintf(&b, "| `%s` | %.0f | %s | %s | %.3f | %.3f | %.4f | %.2f | %d |\n", n, med(v["req/s"]),
 				fmtSec(med(v["p50-sec"])), fmtSec(med(v["p99-sec"])), med(v["conn-imbalance"]), med(v["req-imbalance"]), med(v["jain"]),
 				med(v["locality"]), len(v["req/s"]))
@@ -249,6 +259,72 @@ func writeReport(dir string) error {
 		"- On a machine with fewer than 4 CPUs the load generator shares CPUs with the target, so absolute rates are the pair's, not the server's; compare models, not numbers across machines.\n" +
 		"- Compare your own run with this one: `make compare OLD=<this folder> NEW=<yours>`.\n")
 	return atomicfile.WriteBytes(filepath.Join(dir, "REPORT.md"), []byte(b.String()))
+}
+
+// writeChurnAndRemap adds the restart-strategy table and the hash-remap
+// table when those scenarios ran.
+func writeChurnAndRemap(b *strings.Builder, s *sampleSet, groups []string, byGroup map[string][]string) {
+	for _, g := range groups {
+		k := parseName(byGroup[g][0])
+		switch k.prefix {
+		case "Churn":
+			fmt.Fprintf(b, "## Restart strategies under load (`%s`)\n\n", g)
+			b.WriteString("Rolling restarts every 100ms while loadgen opens 3000 connections per second; medians over the samples.\n\n")
+			b.WriteString("| strategy | restarts per sample | failed requests per restart | resets per 1M connections | p99 (seconds with a restart) | TCPMigrateReqSuccess | TCPMigrateReqFailure | ListenDrops |\n|---|---|---|---|---|---|---|---|\n")
+			for _, n := range byGroup[g] {
+				v := s.vals[n]
+				restarts := math.NaN()
+				if docs := s.docs[n]; len(docs) > 0 {
+					var cs []float64
+					for _, d := range docs {
+						if d.Restarts != nil {
+							cs = append(cs, float64(d.Restarts.Count))
+						}
+					}
+					restarts = med(cs)
+				}
+				fmt.Fprintf(b, "| %s | %.0f | %s | %s | %s | %.0f | %.0f | %.0f |\n", parseName(n).model, restarts, tiny(med(v["failed/restart"]), 3),
+					tiny(med(v["resets/1M-conn"]), 0), fmtSec(med(v["p99-restart-sec"])),
+					kernelDelta(s.docs[n], "TCPMigrateReqSuccess"), kernelDelta(s.docs[n], "TCPMigrateReqFailure"), kernelDelta(s.docs[n], "ListenDrops"))
+			}
+			b.WriteString("\n")
+		case "Remap":
+			if parseName(byGroup[g][0]).workers != 1 {
+				continue
+			}
+			b.WriteString("## Hash remapping when a listener joins\n\n")
+			b.WriteString("Fraction of 2000 fixed client 4-tuples that land on a different socket when a reuseport group grows from N to N+1 listeners (median over the samples), " +
+				"against modulo hashing (1 - 1/(N+1)) and the kernel's reciprocal_scale (index = hash * N >> 32), which always moves about half.\n\n")
+			b.WriteString("| N -> N+1 | measured | reciprocal_scale | modulo |\n|---|---|---|---|\n")
+			for _, g2 := range groups {
+				n := byGroup[g2][0]
+				k2 := parseName(n)
+				if k2.prefix != "Remap" {
+					continue
+				}
+				v := s.vals[n]
+				fmt.Fprintf(b, "| %d -> %d | %.3f | %.3f | %.3f |\n", k2.workers, k2.workers+1, med(v["moved-fraction"]), med(v["scale-fraction"]), med(v["modulo-fraction"]))
+			}
+			b.WriteString("\n")
+		}
+	}
+}
+
+// kernelDelta is the median over samples of a TcpExt counter's change.
+func kernelDelta(docs []*report.Doc, key string) float64 {
+	var xs []float64
+	for _, d := range docs {
+		xs = append(xs, float64(d.Kernel.Delta[key]))
+	}
+	return med(xs)
+}
+
+// tiny prints the 1e-9 placeholder for zero as 0.
+func tiny(v float64, prec int) string {
+	if v < 1e-6 {
+		return "0"
+	}
+	return strconv.FormatFloat(v, 'f', prec, 64)
 }
 
 func fmtMetric(label string, v float64) string {

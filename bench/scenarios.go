@@ -24,7 +24,16 @@ var modelFlags = map[string][]string{
 	"reuseport-incoming-cpu": {"-model", "reuseport", "-steer", "incoming-cpu"},
 	"reuseport-bpf-rr":       {"-model", "reuseport", "-steer", "bpf-rr"},
 	"reuseport-bpf-least":    {"-model", "reuseport", "-steer", "bpf-least"},
+	// Rolling-restart strategies (the churn scenario).
+	"reuseport-overlap": {"-model", "reuseport", "-restart", "reuseport-overlap"},
+	"reuseport-migrate": {"-model", "reuseport", "-restart", "reuseport-migrate"},
+	"fd-handoff":        {"-model", "reuseport", "-restart", "fd-handoff"},
+	"shared-inherit":    {"-model", "shared", "-restart", "shared-inherit"},
+	"single-dispatch":   {"-model", "single", "-restart", "dispatch"},
 }
+
+// churnStrategies are the restart strategies the churn scenario compares.
+var churnStrategies = []string{"reuseport-overlap", "reuseport-migrate", "fd-handoff", "shared-inherit", "single-dispatch"}
 
 // steeringModels are the variants the steering scenario compares; plain
 // reuseport (the kernel's hash) is the base.
@@ -42,6 +51,7 @@ type Params struct {
 	Duration time.Duration
 	Warmup   time.Duration
 	Clients  int // loadgen -c
+	Count    int // samples per cell
 	CPUs     int
 	// TargetCPUs is how many CPUs the target may use: all of them below
 	// 4 CPUs, the first half otherwise (loadgen has the rest).
@@ -58,6 +68,11 @@ type Cell struct {
 	Load    []string // extra bin/loadgen flags
 	// Stall pauses worker 0 (SIGSTOP) from After for For.
 	Stall *Stall
+	// Restarts asks the target for its restart list, so loadgen counts
+	// what each restart cost.
+	Restarts bool
+	// Rate > 0 runs an open loop at this fixed rate.
+	Rate float64
 	// RateFraction > 0 runs an open loop at this fraction of the capacity
 	// measured for the slowest model in the scenario's first round.
 	RateFraction float64
@@ -73,6 +88,9 @@ type Scenario struct {
 	Name  string
 	About string
 	Cells func(p Params) []Cell
+	// Measure, for scenarios that are not a target under load, writes
+	// its own results.
+	Measure func(p Params, res *results) error
 }
 
 var scenarios = []Scenario{
@@ -140,6 +158,27 @@ var scenarios = []Scenario{
 			}
 			return out
 		},
+	},
+	{
+		Name:  "churn",
+		About: "rolling restarts every 100ms under 3000 new connections per second, by restart strategy, N workers",
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, m := range churnStrategies {
+				c := cell("Churn", m, p.TargetCPUs, "close", max(3*time.Second, p.Duration))
+				c.Target = []string{"-restart-every", "100ms"}
+				c.Load = []string{"-c", "300", "-timeout", "2s"}
+				c.Rate = 3000
+				c.Restarts = true
+				out = append(out, c)
+			}
+			return out
+		},
+	},
+	{
+		Name:    "remap",
+		About:   "the fraction of fixed 4-tuples that change socket when a reuseport group grows from N to N+1",
+		Measure: measureRemap,
 	},
 	{
 		Name:  "open-loop",

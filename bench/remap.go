@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/perf/benchfmt"
+
+	"github.com/lbbench/lbbench/internal/churn"
+)
+
+// measureRemap measures, for groups of 1 to 2N reuseport listeners, the
+// fraction of 2000 fixed 4-tuples that land on another socket when one
+// listener joins, against what modulo hashing and the kernel's
+// reciprocal_scale predict.
+func measureRemap(p Params, res *results) error {
+	const tuples = 2000
+	for round := range p.Count {
+		for n := 1; n <= max(2*p.CPUs, 4); n++ {
+			// Fresh source ports each round: another sample of the hash.
+			moved, err := churn.Remap(n, tuples, 10000+(round%20)*2500)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "remap %d -> %d listeners: %.3f of %d 4-tuples moved (reciprocal_scale %.3f, modulo %.3f)\n",
+				n, n+1, moved, tuples, churn.ExpectedScale(n), churn.ExpectedModulo(n))
+			err = res.add(&benchfmt.Result{Config: fileConfig(), Name: benchfmt.Name(fmt.Sprintf("Remap/workers=%d", n)), Iters: tuples,
+				Values: []benchfmt.Value{
+					{Value: max(moved, 1e-9), Unit: "moved-fraction"},
+					{Value: churn.ExpectedScale(n), Unit: "scale-fraction"},
+					{Value: churn.ExpectedModulo(n), Unit: "modulo-fraction"},
+				}}, "")
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
