@@ -54,7 +54,7 @@ func writeCharts(dir string, s *sampleSet, groups []string, byGroup map[string][
 		}
 	}
 	if p := churnChart(s, groups, byGroup); p != nil {
-		if err := add(p, "Failed requests per restart, by restart strategy", "churn-failures.svg", 6*vg.Inch, 3.5*vg.Inch); err != nil {
+		if err := add(p, "Failed requests per restart, by restart strategy", "churn-failures.svg", 8*vg.Inch, 3.5*vg.Inch); err != nil {
 			return nil, err
 		}
 	}
@@ -300,6 +300,7 @@ func churnChart(s *sampleSet, groups []string, byGroup map[string][]string) *plo
 		bars.LineStyle.Width = 0
 		p.Add(bars)
 		p.NominalX(labels...)
+		p.X.Tick.Label.Font.Size = vg.Points(8)
 		p.Y.Min = 0
 		if p.Y.Max < 0.01 {
 			p.Y.Max = 1
