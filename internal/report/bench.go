@@ -77,8 +77,10 @@ func Result(d *Doc, name string, config []benchfmt.Config) *benchfmt.Result {
 			vals = append(vals, benchfmt.Value{Value: r.P99WithRestart, Unit: "p99-restart-sec"})
 		}
 	}
-	if d.Locality != nil && d.Locality.Share > 0 {
-		vals = append(vals, benchfmt.Value{Value: d.Locality.Share, Unit: "locality"})
+	if d.Locality != nil {
+		// Every sample carries it (a missing value would leave the cell
+		// short of samples); 1e-9 stands for 0, which breaks geomeans.
+		vals = append(vals, benchfmt.Value{Value: max(d.Locality.Share, 1e-9), Unit: "locality"})
 	}
 	return &benchfmt.Result{Config: config, Name: benchfmt.Name(name), Iters: int(max(d.Requests, 1)), Values: vals}
 }
