@@ -18,7 +18,7 @@ func measureRemap(p Params, res *results) error {
 	for round := range p.Count {
 		for n := 1; n <= max(2*p.CPUs, 4); n++ {
 			// Fresh source ports each round: another sample of the hash.
-			moved, err := churn.Remap(n, tuples, 10000+(round%20)*2500)
+			moved, err := churn.Remap(n, tuples, 10000+(round%8)*2500) // below the ephemeral range
 			if err != nil {
 				return err
 			}

@@ -43,28 +43,45 @@ func Remap(n, tuples, firstPort int) (float64, error) {
 		fds = append(fds, fd)
 	}
 	port := sa.(*unix.SockaddrInet4).Port
-	before := make([]int, tuples)
-	for i := range tuples {
-		if before[i], err = trace(fds, port, firstPort+i); err != nil {
+	// Source ports in use elsewhere are skipped; the same ports are used
+	// again after the group grows.
+	var sports, before []int
+	for sp := firstPort; len(sports) < tuples; sp++ {
+		if sp > 65535 {
+			return 0, errors.New("remap: ran out of source ports")
+		}
+		idx, err := trace(fds, port, sp)
+		if errors.Is(err, unix.EADDRINUSE) {
+			continue
+		}
+		if err != nil {
 			return 0, err
 		}
+		sports, before = append(sports, sp), append(before, idx)
 	}
 	fd, err := sockets.Listen(addr, sockets.ListenOptions{ReusePort: true, Backlog: 64})
 	if err != nil {
 		return 0, err
 	}
 	fds = append(fds, fd)
-	moved := 0
-	for i := range tuples {
-		after, err := trace(fds, port, firstPort+i)
+	moved, traced := 0, 0
+	for i, sp := range sports {
+		after, err := trace(fds, port, sp)
+		if errors.Is(err, unix.EADDRINUSE) {
+			continue // taken meanwhile by someone else
+		}
 		if err != nil {
 			return 0, err
 		}
+		traced++
 		if after != before[i] {
 			moved++
 		}
 	}
-	return float64(moved) / float64(tuples), nil
+	if traced == 0 {
+		return 0, errors.New("remap: no source port could be used twice")
+	}
+	return float64(moved) / float64(traced), nil
 }
 
 var linger0 = &unix.Linger{Onoff: 1, Linger: 0}
