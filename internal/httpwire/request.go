@@ -74,33 +74,51 @@ func ParseRequest(buf []byte, r *Request) (int, error) {
 	}
 	r.Head = string(method) == "HEAD"
 
-	keepAlive, closeTok, seenLen := false, false, false
+	var f framing
 	err := eachHeader(rest, func(name, value []byte) error {
-		switch {
-		case equalFold(name, "connection"):
-			eachToken(value, func(tok []byte) {
-				if equalFold(tok, "close") {
-					closeTok = true
-				} else if equalFold(tok, "keep-alive") {
-					keepAlive = true
-				}
-			})
-		case equalFold(name, "content-length"):
-			n, ok := parseLength(value)
-			if !ok || (seenLen && n != r.BodyLen) {
-				return ErrMalformed
-			}
-			r.BodyLen, seenLen = n, true
-		case equalFold(name, "transfer-encoding"):
-			return ErrUnsupported
-		}
-		return nil
+		_, err := f.header(name, value)
+		return err
 	})
 	if err != nil {
 		return 0, err
 	}
-	r.Close = closeTok || (r.HTTP10 && !keepAlive)
+	r.BodyLen = max(f.length, 0)
+	r.Close = f.close || (r.HTTP10 && !f.keepAlive)
 	return end + 4, nil
+}
+
+// framing collects the headers that decide where a message ends and
+// whether the connection stays open.
+type framing struct {
+	close, keepAlive bool
+	length           int64 // -1 until a Content-Length is seen
+	seenLength       bool
+}
+
+// header takes one header; handled is false for headers framing does not
+// care about. Transfer-Encoding is refused: neither side here chunks.
+func (f *framing) header(name, value []byte) (handled bool, err error) {
+	switch {
+	case equalFold(name, "connection"):
+		eachToken(value, func(tok []byte) {
+			if equalFold(tok, "close") {
+				f.close = true
+			} else if equalFold(tok, "keep-alive") {
+				f.keepAlive = true
+			}
+		})
+	case equalFold(name, "content-length"):
+		n, ok := parseLength(value)
+		if !ok || (f.seenLength && n != f.length) {
+			return true, ErrMalformed
+		}
+		f.length, f.seenLength = n, true
+	case equalFold(name, "transfer-encoding"):
+		return true, ErrUnsupported
+	default:
+		return false, nil
+	}
+	return true, nil
 }
 
 var (

@@ -72,30 +72,15 @@ func (p *ResponseParser) Parse(buf []byte, head bool, r *Response) (int, error) 
 		return 0, ErrMalformed
 	}
 
-	keepAlive, seenLen := false, false
+	f := framing{length: -1}
 	err := eachHeader(rest, func(name, value []byte) error {
-		switch {
-		case equalFold(name, "connection"):
-			eachToken(value, func(tok []byte) {
-				if equalFold(tok, "close") {
-					r.Close = true
-				} else if equalFold(tok, "keep-alive") {
-					keepAlive = true
-				}
-			})
-		case equalFold(name, "content-length"):
-			n, ok := parseLength(value)
-			if !ok || (seenLen && n != r.BodyLen) {
-				return ErrMalformed
-			}
-			r.BodyLen, seenLen = n, true
-		case equalFold(name, "transfer-encoding"):
-			return ErrUnsupported
-		default:
-			for i, c := range p.capture {
-				if r.Values[i] == nil && equalFold(name, c) {
-					r.Values[i] = value
-				}
+		handled, err := f.header(name, value)
+		if handled {
+			return err
+		}
+		for i, c := range p.capture {
+			if r.Values[i] == nil && equalFold(name, c) {
+				r.Values[i] = value
 			}
 		}
 		return nil
@@ -103,9 +88,8 @@ func (p *ResponseParser) Parse(buf []byte, head bool, r *Response) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	if http10 && !keepAlive {
-		r.Close = true
-	}
+	r.BodyLen = f.length
+	r.Close = f.close || (http10 && !f.keepAlive)
 	if head || r.Status/100 == 1 || r.Status == 204 || r.Status == 304 {
 		r.BodyLen = 0
 	}
