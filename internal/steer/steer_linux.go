@@ -167,6 +167,20 @@ func selectAndPass(socks int) asm.Instructions {
 	}
 }
 
+// lookupFirst keeps the context in r6 and leaves in r0 a pointer to
+// element 0 of the array map m (to "pass" if there is none).
+func lookupFirst(m int) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, m),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "pass"),
+	}
+}
+
 // rrProgram: key = counter++ % n. The counter is read and written
 // without BPF_FETCH: on this kernel (6.18) an atomic fetch-add
 // incremented the counter but left the old value out of the source
@@ -174,38 +188,24 @@ func selectAndPass(socks int) asm.Instructions {
 // same instant on two CPUs can take the same slot; sequential connections
 // go round exactly.
 func rrProgram(counter, socks, n int) asm.Instructions {
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1), // ctx
-		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, counter),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pass"),
+	insns := append(lookupFirst(counter),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.Mov.Reg(asm.R2, asm.R1),
 		asm.Add.Imm(asm.R2, 1),
 		asm.StoreMem(asm.R0, 0, asm.R2, asm.DWord),
 		asm.Mod.Imm(asm.R1, int32(n)),
 		asm.StoreMem(asm.RFP, -8, asm.R1, asm.Word),
-	}
+	)
 	return append(insns, selectAndPass(socks)...)
 }
 
 // leastProgram: the index of the smallest of n counters (first on ties),
 // incremented atomically, then selected.
 func leastProgram(loads, socks, n int) asm.Instructions {
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, loads),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pass"),
+	insns := append(lookupFirst(loads),
 		asm.Mov.Imm(asm.R7, 0),                    // best index
 		asm.LoadMem(asm.R8, asm.R0, 0, asm.DWord), // best value
-	}
+	)
 	for i := 1; i < n; i++ {
 		skip := fmt.Sprintf("skip%d", i)
 		insns = append(insns,
