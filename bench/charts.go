@@ -65,7 +65,7 @@ func writeCharts(dir string, s *sampleSet, groups []string, byGroup map[string][
 		}
 		for _, m := range []struct{ unit, label, file string }{
 			{"req/s", "requests per second", "throughput"},
-			{unit, unit + " (max/mean, 1 = even)", "imbalance"},
+			{unit, unit + " (max/mean)", "imbalance"},
 		} {
 			if p := scalingChart(s, "Accept", conn, m.unit, m.label); p != nil {
 				if err := add(p, fmt.Sprintf("%s against worker count, conn=%s", m.label, conn), m.file+"-"+conn+".svg", 6*vg.Inch, 3.5*vg.Inch); err != nil {
