@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -63,8 +64,8 @@ type engine struct {
 	stopped      atomic.Bool
 	stopCh       chan struct{}
 	stopOnce     sync.Once
-	live         []atomic.Pointer[net.TCPConn]
-	dialers      []*net.Dialer
+	live         []atomic.Pointer[os.File]
+	remote       netip.AddrPort
 	nextDialer   atomic.Uint64
 	reqKeep      []byte
 	reqClose     []byte
@@ -78,13 +79,13 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	e := &engine{o: o, stopCh: make(chan struct{}), live: make([]atomic.Pointer[net.TCPConn], o.Conns)}
+	e := &engine{o: o, stopCh: make(chan struct{}), live: make([]atomic.Pointer[os.File], o.Conns)}
 	nshards := min(o.Conns, 4*runtime.GOMAXPROCS(0))
 	for range nshards {
 		e.shards = append(e.shards, newShard())
 	}
 	e.buildRequests()
-	e.buildDialers()
+	e.remote = netip.MustParseAddrPort(o.Addr())
 
 	start := time.Now()
 	e.measureStart = start.Add(o.Warmup)
@@ -205,40 +206,13 @@ func (e *engine) buildRequests() {
 	e.reqClose = []byte(base + "Connection: close\r\n\r\n")
 }
 
-// buildDialers makes one dialer per source address. IP_BIND_ADDRESS_NO_PORT
-// lets the kernel choose the local port at connect time, per destination,
-// instead of at bind time from a much smaller pool.
-func (e *engine) buildDialers() {
-	control := func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-		})
-		return serr
+// dial connects from the next source address in turn.
+func (e *engine) dial() (*rawio.Dialed, error) {
+	var local netip.Addr
+	if n := len(e.o.Src); n > 0 {
+		local = e.o.Src[e.nextDialer.Add(1)%uint64(n)]
 	}
-	if len(e.o.Src) == 0 {
-		e.dialers = []*net.Dialer{{Timeout: e.o.Timeout}}
-		return
-	}
-	for _, a := range e.o.Src {
-		e.dialers = append(e.dialers, &net.Dialer{
-			Timeout:   e.o.Timeout,
-			LocalAddr: &net.TCPAddr{IP: a.AsSlice()},
-			Control:   control,
-		})
-	}
-}
-
-func (e *engine) dial() (*net.TCPConn, error) {
-	d := e.dialers[0]
-	if len(e.dialers) > 1 {
-		d = e.dialers[e.nextDialer.Add(1)%uint64(len(e.dialers))]
-	}
-	c, err := d.Dial("tcp", e.o.Addr())
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
+	return rawio.Dial(local, e.remote, e.o.Timeout)
 }
 
 // client is one connection slot: it owns at most one connection at a time.
@@ -246,7 +220,7 @@ type client struct {
 	e       *engine
 	idx     int
 	sh      *shard
-	conn    *net.TCPConn
+	conn    *os.File // the socket; nil between connections
 	rw      *rawio.Conn
 	reqs    int  // requests on this connection so far
 	counted bool // this connection was counted for a pid
@@ -321,22 +295,16 @@ func (c *client) do(intended time.Time, x *sample) {
 	*x = sample{}
 	start := time.Now()
 	if c.conn == nil {
-		conn, err := e.dial()
+		d, err := e.dial()
 		if err != nil {
 			x.err = classify(err)
 			return
 		}
 		x.connect = time.Since(start)
-		rw, err := rawio.New(conn)
-		if err != nil {
-			conn.Close()
-			x.err = ErrOther
-			return
-		}
-		c.conn, c.rw, c.reqs, c.counted = conn, rw, 0, false
-		e.live[c.idx].Store(conn)
+		c.conn, c.rw, c.reqs, c.counted = d.File, d.Conn, 0, false
+		e.live[c.idx].Store(d.File)
 		if e.stopped.Load() {
-			conn.SetDeadline(time.Now())
+			d.File.SetDeadline(time.Now())
 		}
 	}
 	closeAfter := e.o.Mode == ModeClose || (e.o.ReqsPerConn > 0 && c.reqs+1 >= e.o.ReqsPerConn)

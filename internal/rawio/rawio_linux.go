@@ -36,6 +36,10 @@ func New(c net.Conn) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newConn(rc), nil
+}
+
+func newConn(rc syscall.RawConn) *Conn {
 	r := &Conn{rc: rc}
 	r.readFn = func(fd uintptr) bool {
 		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.p[0])), uintptr(len(r.p)))
@@ -56,7 +60,7 @@ func New(c net.Conn) (*Conn, error) {
 		}
 		return true
 	}
-	return r, nil
+	return r
 }
 
 func (r *Conn) Read(p []byte) (int, error) {
