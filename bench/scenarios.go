@@ -127,17 +127,7 @@ var scenarios = []Scenario{
 	{
 		Name:  "stalled",
 		About: "worker 0 paused (SIGSTOP) for the middle third of a run, new connection per request, N workers",
-		Cells: func(p Params) []Cell {
-			d := max(3*time.Second, p.Duration)
-			var out []Cell
-			for _, m := range p.Models {
-				c := cell("Stalled", m, p.CPUs, "close", d)
-				c.Stall = &Stall{After: d / 3, For: d / 3}
-				c.Load = []string{"-timeout", "2s"}
-				out = append(out, c)
-			}
-			return out
-		},
+		Cells: func(p Params) []Cell { return stalledCells("Stalled", p.Models, p.CPUs, p.Duration) },
 	},
 	{
 		Name:  "steering",
@@ -149,14 +139,7 @@ var scenarios = []Scenario{
 					out = append(out, cell("Steering", m, p.TargetCPUs, conn, p.Duration))
 				}
 			}
-			d := max(3*time.Second, p.Duration)
-			for _, m := range steeringModels {
-				c := cell("SteeringStalled", m, p.TargetCPUs, "close", d)
-				c.Stall = &Stall{After: d / 3, For: d / 3}
-				c.Load = []string{"-timeout", "2s"}
-				out = append(out, c)
-			}
-			return out
+			return append(out, stalledCells("SteeringStalled", steeringModels, p.TargetCPUs, p.Duration)...)
 		},
 	},
 	{
@@ -201,6 +184,20 @@ func cell(prefix, model string, workers int, conn string, d time.Duration) Cell 
 		Name:  fmt.Sprintf("%s/model=%s/workers=%d/conn=%s", prefix, model, workers, conn),
 		Model: model, Workers: workers, Conn: conn, Duration: d,
 	}
+}
+
+// stalledCells: worker 0 paused (SIGSTOP) for the middle third of a run
+// of at least 3 s, a new connection per request.
+func stalledCells(prefix string, models []string, workers int, d time.Duration) []Cell {
+	d = max(3*time.Second, d)
+	var out []Cell
+	for _, m := range models {
+		c := cell(prefix, m, workers, "close", d)
+		c.Stall = &Stall{After: d / 3, For: d / 3}
+		c.Load = []string{"-timeout", "2s"}
+		out = append(out, c)
+	}
+	return out
 }
 
 // group is a cell's name without its model: cells of one group are
