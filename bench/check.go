@@ -25,7 +25,7 @@ func cmdCheck(_ context.Context, args []string, stdout, _ io.Writer) error {
 	text := out.String()
 	var problems []string
 	if strings.Contains(text, "need >= 6 samples") {
-		problems = append(problems, "a cell has fewer than 6 samples (benchstat: need >= 6 samples)")
+		problems = append(problems, "a cell has fewer than 6 samples (benchstat: need >= 6 samples)"+shortCells(dir))
 	}
 	header := ""
 	for _, l := range strings.Split(text, "\n") {
@@ -50,4 +50,24 @@ func cmdCheck(_ context.Context, args []string, stdout, _ io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: ok (every cell >= 6 samples; columns %s; latencies in seconds)\n", dir, strings.Join(models, ", "))
 	return nil
+}
+
+// shortCells names the cells and units with fewer than 6 samples.
+func shortCells(dir string) string {
+	s, err := loadSamples(dir)
+	if err != nil {
+		return ""
+	}
+	var short []string
+	for _, n := range s.names {
+		for unit, v := range s.vals[n] {
+			if len(v) < 6 {
+				short = append(short, fmt.Sprintf("%s %s: %d", n, unit, len(v)))
+			}
+		}
+	}
+	if len(short) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(short, ", ")
 }

@@ -30,7 +30,10 @@ func Config(h kernel.Host, sysctls map[string]string, extra ...benchfmt.Config) 
 		{Key: "kernel", Value: []byte(h.Kernel), File: true},
 		{Key: "go", Value: []byte(runtime.Version()), File: true},
 	}
-	for _, k := range []string{"net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_migrate_req"} {
+	// Only settings nothing in the suite changes: a value that changes
+	// mid-run splits benchstat's tables (tcp_migrate_req, which
+	// -restart reuseport-migrate sets, is in env.txt and the JSON).
+	for _, k := range []string{"net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_tw_reuse"} {
 		if v, ok := sysctls[k]; ok {
 			c = append(c, benchfmt.Config{Key: k, Value: []byte(v), File: true})
 		}
