@@ -384,5 +384,5 @@ func cmdCompare(_ context.Context, args []string, stdout, _ io.Writer) error {
 		}
 		in = append(in, []string{"old", "new"}[i]+"="+raw)
 	}
-	return runBenchstatTo(stdout, append([]string{"-col", ".file", "-row", ".fullname", "-ignore", "kernel,cpu,go,cpu-count"}, in...)...)
+	return runBenchstatTo(stdout, append([]string{"-col", ".file", "-row", ".fullname", "-ignore", "kernel,cpu,go,cpu-count,net.ipv4.tcp_migrate_req"}, in...)...)
 }
