@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -281,8 +280,6 @@ func calibrate(ctx context.Context, f *matrixFlags, cells []Cell, stderr io.Writ
 	return cells[0].RateFraction * slowest, nil
 }
 
-var pidsRe = regexp.MustCompile(`pids=([\d,]+)`)
-
 // runCell starts a fresh target, runs loadgen on it, stops the target and
 // returns loadgen's document. round < 0 is a calibration run (not kept).
 func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float64) (*report.Doc, error) {
@@ -310,11 +307,7 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		assertPortFree(addr)
 	}()
 	if c.Stall != nil {
-		m := pidsRe.FindStringSubmatch(tg.Stderr.String())
-		if m == nil {
-			return nil, errors.New("cannot tell the worker pids from the target's log")
-		}
-		pid, _ := strconv.Atoi(strings.Split(m[1], ",")[0])
+		pid := tg.Ready.Workers[0].PID
 		stop := time.AfterFunc(f.Warmup+c.Stall.After, func() {
 			syscall.Kill(pid, syscall.SIGSTOP)
 			time.AfterFunc(c.Stall.For, func() { syscall.Kill(pid, syscall.SIGCONT) })

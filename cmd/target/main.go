@@ -59,6 +59,10 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	fs.StringVar(&cfg.Restart, "restart", "", "rolling-restart strategy: reuseport-overlap, reuseport-migrate, fd-handoff (reuseport), shared-inherit (shared), dispatch (single); default: the model's own")
 	fs.DurationVar(&cfg.RestartEvery, "restart-every", 0, "replace one worker (in turn) this often; SIGHUP replaces them all once")
 	fs.StringVar(&cfg.Steer, "steer", cfg.Steer, "reuseport: hash (kernel), cpu (cBPF: receiving CPU), incoming-cpu (SO_INCOMING_CPU), bpf-rr or bpf-least (eBPF)")
+	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "close a connection whose request head is not complete this long after accept (or after its first byte), with 408")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a keep-alive connection idle this long")
+	fs.BoolVar(&cfg.Locality, "locality", cfg.Locality, "check every connection's arrival CPU against the worker's (X-Conn-Local; two system calls per connection; on with -steer cpu|incoming-cpu)")
+	fs.IntVar(&cfg.ReadyFD, "ready-fd", 0, "write one JSON line (supervisor and worker pids, addresses) to this inherited descriptor once every worker serves, then close it")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return cfg, err
 	}

@@ -28,22 +28,6 @@ const (
 // Models lists the accept models.
 var Models = []string{Single, Shared, ReusePort}
 
-// Accept strategies for workers that call accept themselves.
-const (
-	AcceptNetpoll   = "netpoll"   // Go's netpoller (one epoll per process, edge-triggered)
-	AcceptBlocking  = "blocking"  // accept4 on a blocking socket, on a locked OS thread
-	AcceptExclusive = "exclusive" // the worker's own epoll with EPOLLEXCLUSIVE, then accept4
-)
-
-// AcceptStrategies lists the accept strategies.
-var AcceptStrategies = []string{AcceptNetpoll, AcceptBlocking, AcceptExclusive}
-
-// Dispatch policies of the single model.
-const (
-	DispatchRR    = "rr"
-	DispatchLeast = "least"
-)
-
 // MaxWorkers bounds -workers: beyond this the suite measures the
 // scheduler, not accept.
 const MaxWorkers = 1024
@@ -69,55 +53,47 @@ type Config struct {
 	// RestartEvery); "" picks the model's natural way.
 	Restart      string        `json:"restart"`
 	RestartEvery time.Duration `json:"restart_every"` // 0: only on SIGHUP
+	// HeaderTimeout bounds the wait for a complete request head, from
+	// accept or from a later request's first byte (nginx's
+	// client_header_timeout); IdleTimeout the wait for the next request
+	// on a keep-alive connection (nginx's keepalive_timeout).
+	HeaderTimeout time.Duration `json:"header_timeout"`
+	IdleTimeout   time.Duration `json:"idle_timeout"`
+	// Locality checks for every accepted connection whether its packets
+	// arrive on the CPU the worker runs on (SO_INCOMING_CPU and getcpu:
+	// two system calls); on by default with -steer cpu and incoming-cpu.
+	Locality bool `json:"locality"`
+	// ReadyFD, if > 0, is a descriptor the target writes its Ready
+	// document to (one JSON line) once every worker serves, then closes.
+	ReadyFD int `json:"-"`
 }
-
-// Restart strategies.
-const (
-	RestartOverlap  = "reuseport-overlap" // new worker opens its own socket, then the old one closes its
-	RestartMigrate  = "reuseport-migrate" // the same with net.ipv4.tcp_migrate_req=1
-	RestartHandoff  = "fd-handoff"        // the worker's socket outlives it: the successor inherits it
-	RestartInherit  = "shared-inherit"    // the shared model's one socket, workers replaced under it
-	RestartDispatch = "dispatch"          // single: the dispatcher switches to the new worker
-)
-
-// RestartStrategies lists the strategies.
-var RestartStrategies = []string{RestartOverlap, RestartMigrate, RestartHandoff, RestartInherit, RestartDispatch}
-
-// restartModel is the model each strategy works with.
-var restartModel = map[string]string{
-	RestartOverlap: ReusePort, RestartMigrate: ReusePort, RestartHandoff: ReusePort,
-	RestartInherit: Shared, RestartDispatch: Single,
-}
-
-// defaultRestart is each model's natural strategy.
-var defaultRestart = map[string]string{ReusePort: RestartOverlap, Shared: RestartInherit, Single: RestartDispatch}
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Model:       ReusePort,
-		Workers:     runtime.NumCPU(),
-		Addr:        "127.0.0.1:8080",
-		MetricsAddr: "127.0.0.1:9100",
-		Dispatch:    DispatchRR,
-		Accept:      AcceptNetpoll,
-		GOMAXPROCS:  1,
-		Grace:       5 * time.Second,
-		Steer:       steer.Hash,
+		Model:         ReusePort,
+		Workers:       runtime.NumCPU(),
+		Addr:          "127.0.0.1:8080",
+		MetricsAddr:   "127.0.0.1:9100",
+		Dispatch:      DispatchRR,
+		Accept:        AcceptNetpoll,
+		GOMAXPROCS:    1,
+		Grace:         5 * time.Second,
+		Steer:         steer.Hash,
+		HeaderTimeout: DefaultHeaderTimeout,
+		IdleTimeout:   DefaultIdleTimeout,
 	}
 }
 
-// Validate checks c and returns one error naming the first problem.
+// Validate checks c, fills in what follows from it (the model's own
+// restart strategy, pinning for CPU steering), and returns one error
+// naming the first problem.
 func (c *Config) Validate() error {
 	switch {
-	case !slices.Contains(Models, c.Model):
-		return fmt.Errorf("unknown model %q (want single, shared or reuseport)", c.Model)
 	case c.Workers < 1 || c.Workers > MaxWorkers:
 		return fmt.Errorf("-workers %d: want 1 to %d", c.Workers, MaxWorkers)
 	case !slices.Contains(AcceptStrategies, c.Accept):
 		return fmt.Errorf("unknown accept strategy %q (want netpoll, blocking or exclusive)", c.Accept)
-	case c.Dispatch != DispatchRR && c.Dispatch != DispatchLeast:
-		return fmt.Errorf("unknown dispatch %q (want rr or least)", c.Dispatch)
 	case c.Backlog < 0:
 		return fmt.Errorf("-backlog %d: must not be negative", c.Backlog)
 	case c.GOMAXPROCS < 1 || c.GOMAXPROCS > 256:
@@ -126,21 +102,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-work, -sleep and -grace must not be negative")
 	case c.Work > time.Minute || c.Sleep > time.Minute:
 		return fmt.Errorf("-work and -sleep are per request: at most 1m")
+	case c.HeaderTimeout <= 0 || c.IdleTimeout <= 0:
+		return fmt.Errorf("-header-timeout and -idle-timeout must be positive")
 	case !slices.Contains(steer.Modes, c.Steer):
 		return fmt.Errorf("unknown steer %q (want hash, cpu, incoming-cpu, bpf-rr or bpf-least)", c.Steer)
-	case c.Steer != steer.Hash && c.Model != ReusePort:
-		return fmt.Errorf("-steer %s applies to the reuseport model only", c.Steer)
 	case steer.UsesEBPF(c.Steer) && c.Workers > 256:
 		return fmt.Errorf("-steer %s: at most 256 workers", c.Steer)
 	case c.Restart != "" && !slices.Contains(RestartStrategies, c.Restart):
 		return fmt.Errorf("unknown restart strategy %q (want reuseport-overlap, reuseport-migrate, fd-handoff, shared-inherit or dispatch)", c.Restart)
-	case c.Restart != "" && restartModel[c.Restart] != c.Model:
-		return fmt.Errorf("-restart %s goes with -model %s", c.Restart, restartModel[c.Restart])
 	case c.RestartEvery < 0 || (c.RestartEvery > 0 && c.RestartEvery < 10*time.Millisecond):
 		return fmt.Errorf("-restart-every %v: want 0 (off) or at least 10ms", c.RestartEvery)
-	}
-	if c.Restart == "" {
-		c.Restart = defaultRestart[c.Model]
 	}
 	if _, err := sockets.ParseAddr(c.Addr); err != nil {
 		return fmt.Errorf("-addr: %w", err)
@@ -149,6 +120,40 @@ func (c *Config) Validate() error {
 		if _, err := sockets.ParseAddr(c.MetricsAddr); err != nil {
 			return fmt.Errorf("-metrics-addr: %w", err)
 		}
+		if sameAddr(c.Addr, c.MetricsAddr) {
+			return fmt.Errorf("-addr and -metrics-addr are both %s: give the metrics their own port (or -metrics-addr off)", c.Addr)
+		}
+	}
+	if steer.Pinned(c.Steer) {
+		c.Pin, c.Locality = true, true
+	}
+	// The model checks the flags that are its own and picks its restart
+	// strategy.
+	_, err := newModel(c)
+	return err
+}
+
+// sameAddr reports whether two HOST:PORT addresses would collide.
+func sameAddr(a, b string) bool {
+	x, err1 := sockets.ParseAddr(a)
+	y, err2 := sockets.ParseAddr(b)
+	if err1 != nil || err2 != nil || x.Port() != y.Port() {
+		return false
+	}
+	return x.Addr() == y.Addr() || x.Addr().IsUnspecified() || y.Addr().IsUnspecified()
+}
+
+// checkOwn checks the strategies of a model that are the model's own:
+// steering belongs to reuseport, each restart strategy to one model.
+// An empty restart strategy becomes the model's natural one.
+func checkOwn(c *Config, own string) error {
+	if c.Steer != steer.Hash && own != ReusePort {
+		return fmt.Errorf("-steer %s applies to the reuseport model only", c.Steer)
+	}
+	if c.Restart == "" {
+		c.Restart = defaultRestart[own]
+	} else if restartModel[c.Restart] != own {
+		return fmt.Errorf("-restart %s goes with -model %s", c.Restart, restartModel[c.Restart])
 	}
 	return nil
 }

@@ -1,9 +1,13 @@
 package models
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,9 +25,16 @@ var (
 	descAccepted = prometheus.NewDesc("lbbench_target_accepted_connections_total",
 		"Connections accepted by (or, in the single model, handed to) each worker process.", workerLabels, nil)
 	descRequests = prometheus.NewDesc("lbbench_target_requests_total",
-		"HTTP responses written by each worker process.", workerLabels, nil)
+		"HTTP responses written by each worker process, by status class (code: 2xx, 4xx, ...).", append(workerLabels, "code"), nil)
 	descOpen = prometheus.NewDesc("lbbench_target_open_connections",
 		"Connections each worker process holds open now.", workerLabels, nil)
+	descClosed = prometheus.NewDesc("lbbench_target_closed_connections_total",
+		"Connections each worker process closed, by reason: client (closed first), server (Connection: close), idle (keep-alive timeout), "+
+			"header_timeout, bad_request, drain (stop or restart), error (reset).", append(workerLabels, "reason"), nil)
+	descAcceptErrors = prometheus.NewDesc("lbbench_target_accept_errors_total",
+		"Failed accept calls, by reason: fd_limit (EMFILE/ENFILE: the connection stays queued and is retried), no_memory, aborted (client gave up first), "+
+			"handoff_lost (single: a worker could not receive a handed-over connection). worker=\"supervisor\" is the single model's accept loop.",
+		append(workerLabels, "reason"), nil)
 	descCPU = prometheus.NewDesc("lbbench_target_worker_cpu_seconds_total",
 		"User and system CPU time of each worker process, from /proc.", workerLabels, nil)
 	descRestarts = prometheus.NewDesc("lbbench_target_worker_restarts_total",
@@ -39,7 +50,7 @@ var (
 	descDrops = prometheus.NewDesc("lbbench_target_host_listen_drops_total",
 		"Host-wide TcpExt ListenDrops: SYNs dropped at a listening socket for any reason.", nil, nil)
 	descLocality = prometheus.NewDesc("lbbench_target_connection_locality_total",
-		"Accepted connections by whether their packets arrive on the CPU the worker accepted them on (SO_INCOMING_CPU vs getcpu).",
+		"Accepted connections by whether their packets arrive on the CPU the worker accepted them on (SO_INCOMING_CPU vs getcpu; only with -locality).",
 		[]string{"model", "worker", "pid", "locality"}, nil)
 	descRolling = prometheus.NewDesc("lbbench_target_rolling_restarts_total",
 		"Rolling-restart steps (a worker replaced by a new process on SIGHUP or -restart-every).", []string{"model", "worker", "strategy"}, nil)
@@ -49,6 +60,25 @@ var (
 		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "steer", "workers"}, nil)
 )
 
+// statusClasses label the Status* words.
+var statusClasses = []struct {
+	word  int
+	label string
+}{{shm.Status1xx, "1xx"}, {shm.Status2xx, "2xx"}, {shm.Status3xx, "3xx"}, {shm.Status4xx, "4xx"}, {shm.Status5xx, "5xx"}}
+
+// closeReasons label the Close* words.
+var closeReasons = []struct {
+	word  int
+	label string
+}{{shm.CloseClient, "client"}, {shm.CloseServer, "server"}, {shm.CloseIdle, "idle"}, {shm.CloseHeader, "header_timeout"},
+	{shm.CloseBadRequest, "bad_request"}, {shm.CloseDrain, "drain"}, {shm.CloseError, "error"}}
+
+// acceptReasons label the Accept* words.
+var acceptReasons = []struct {
+	word  int
+	label string
+}{{shm.AcceptFDLimit, "fd_limit"}, {shm.AcceptNoMemory, "no_memory"}, {shm.AcceptAborted, "aborted"}, {shm.HandoffLost, "handoff_lost"}}
+
 // collector reads the workers' shared-memory counters, /proc and sock_diag
 // at scrape time, so the hot path never touches Prometheus.
 type collector struct {
@@ -57,9 +87,25 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAccepted, descRequests, descOpen, descCPU, descRestarts,
+	for _, d := range []*prometheus.Desc{descAccepted, descRequests, descOpen, descClosed, descAcceptErrors, descCPU, descRestarts,
 		descDuration, descQueue, descBacklog, descOverflows, descDrops, descLocality, descRolling, descLastRestart, descInfo} {
 		ch <- d
+	}
+}
+
+// counts sends the counters of one worker process (live or retired).
+func counts(ch chan<- prometheus.Metric, model, w, pid string, v *[shm.Counters]uint64) {
+	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(v[shm.Accepted]), model, w, pid)
+	for _, sc := range statusClasses {
+		if n := v[sc.word]; n > 0 || sc.word == shm.Status2xx {
+			ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(n), model, w, pid, sc.label)
+		}
+	}
+	for _, r := range closeReasons {
+		ch <- prometheus.MustNewConstMetric(descClosed, prometheus.CounterValue, float64(v[r.word]), model, w, pid, r.label)
+	}
+	for _, r := range acceptReasons {
+		ch <- prometheus.MustNewConstMetric(descAcceptErrors, prometheus.CounterValue, float64(v[r.word]), model, w, pid, r.label)
 	}
 }
 
@@ -70,26 +116,29 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Lock()
 	for _, r := range s.retired {
 		w, pid := strconv.Itoa(r.id), strconv.Itoa(r.pid)
-		ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(r.accepted), model, w, pid)
-		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(r.requests), model, w, pid)
+		counts(ch, model, w, pid, &r.counts)
 		ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, r.cpuSeconds, model, w, pid)
 	}
 	hist.Add(&s.retiredHist)
-	for _, p := range append(append([]*proc(nil), s.procs...), s.draining...) {
-		if p == nil || p.ctl < 0 {
-			continue
-		}
+	live := s.live()
+	for _, p := range live {
 		w, pid := strconv.Itoa(p.id), strconv.Itoa(p.pid)
 		slot := s.region.Slot(p.slot)
-		ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(slot.Load(shm.Accepted)), model, w, pid)
-		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(slot.Load(shm.Requests)), model, w, pid)
-		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(slot.Load(shm.Open)), model, w, pid)
-		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(slot.Load(shm.LocalConns)), model, w, pid, "local")
-		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(slot.Load(shm.RemoteConns)), model, w, pid, "remote")
+		v := slot.Snapshot()
+		counts(ch, model, w, pid, &v)
+		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(v[shm.Open]), model, w, pid)
+		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(v[shm.LocalConns]), model, w, pid, "local")
+		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(v[shm.RemoteConns]), model, w, pid, "remote")
 		if cpu, err := kernel.ProcCPUSeconds(p.pid); err == nil {
 			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu, model, w, pid)
 		}
 		slot.AddHistogramTo(&hist)
+	}
+	if sv := s.ownSlot(); sv.Load(shm.AcceptFDLimit)+sv.Load(shm.AcceptNoMemory)+sv.Load(shm.AcceptAborted) > 0 {
+		pid := strconv.FormatUint(sv.Load(shm.PID), 10)
+		for _, r := range acceptReasons[:3] {
+			ch <- prometheus.MustNewConstMetric(descAcceptErrors, prometheus.CounterValue, float64(sv.Load(r.word)), model, "supervisor", pid, r.label)
+		}
 	}
 	for id, n := range s.restarts {
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(n), model, strconv.Itoa(id))
@@ -100,35 +149,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		last = float64(s.history[n-1].UnixNano) / 1e9
 	}
 	ch <- prometheus.MustNewConstMetric(descLastRestart, prometheus.GaugeValue, last, model)
-	sockets := s.listenerSockets()
+	mine := s.model.listeners(live)
 	s.mu.Unlock()
 
 	ch <- metrics.NewCountsHistogram(descDuration, &hist, c.created, model)
-	c.collectQueues(ch, sockets)
+	c.collectQueues(ch, mine)
 	if ext, err := kernel.TcpExt(); err == nil {
 		ch <- prometheus.MustNewConstMetric(descOverflows, prometheus.CounterValue, float64(ext["ListenOverflows"]))
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(ext["ListenDrops"]))
 	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
-		model, s.acceptName(), s.dispatchName(), s.cfg.Steer, strconv.Itoa(s.cfg.Workers))
-}
-
-// listenerSockets maps the inodes of this target's listening sockets to
-// their socket label. s.mu is held.
-func (s *Supervisor) listenerSockets() map[uint64]string {
-	out := map[uint64]string{}
-	if s.lfd >= 0 {
-		if ino, err := sockets.Inode(s.lfd); err == nil {
-			out[ino] = "0"
-		}
-		return out
-	}
-	for _, p := range s.procs {
-		if p != nil && p.inode != 0 {
-			out[p.inode] = strconv.Itoa(p.id)
-		}
-	}
-	return out
+		model, s.model.acceptName(), s.model.dispatchName(), s.cfg.Steer, strconv.Itoa(s.cfg.Workers))
 }
 
 func (c *collector) collectQueues(ch chan<- prometheus.Metric, mine map[uint64]string) {
@@ -147,29 +178,63 @@ func (c *collector) collectQueues(ch chan<- prometheus.Metric, mine map[uint64]s
 	}
 }
 
-// listenMetrics binds the metrics address before any worker starts, so a
-// taken port fails start-up cleanly.
-func (s *Supervisor) listenMetrics() error {
-	if s.cfg.MetricsAddr == "" || s.cfg.MetricsAddr == "off" {
-		return nil
-	}
-	ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
-	if err != nil {
-		return metricsListenError(s.cfg.MetricsAddr, err)
-	}
-	s.metricsLn = ln
-	return nil
+// metricsServer is the supervisor's HTTP endpoint: /metrics, /restarts
+// and /workers.
+type metricsServer struct {
+	s    *Supervisor
+	addr string
+	ln   net.Listener
+	srv  *http.Server
 }
 
-func (s *Supervisor) serveMetrics() {
-	if s.metricsLn == nil {
+// listenMetrics binds the metrics address before any worker starts, so a
+// taken port fails start-up cleanly. -metrics-addr off gives a server
+// that serves nothing.
+func listenMetrics(s *Supervisor) (*metricsServer, error) {
+	m := &metricsServer{s: s, addr: s.cfg.MetricsAddr}
+	if !m.on() {
+		return m, nil
+	}
+	ln, err := net.Listen("tcp", m.addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("listen metrics %s: address already in use", m.addr)
+		}
+		return nil, fmt.Errorf("listen metrics %s: %v", m.addr, errors.Unwrap(err))
+	}
+	m.ln = ln
+	return m, nil
+}
+
+func (m *metricsServer) on() bool { return m.addr != "" && m.addr != "off" }
+
+func (m *metricsServer) url() string {
+	if !m.on() {
+		return "(off)"
+	}
+	return "http://" + m.addr + "/metrics"
+}
+
+func (m *metricsServer) serve() {
+	if m.ln == nil {
 		return
 	}
 	reg := metrics.NewRegistry()
-	reg.MustRegister(&collector{s: s, created: time.Now()})
+	reg.MustRegister(&collector{s: m.s, created: time.Now()})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler(reg))
-	mux.HandleFunc("/restarts", s.serveRestarts)
-	s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go s.metrics.Serve(s.metricsLn)
+	mux.HandleFunc("/restarts", m.s.serveRestarts)
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go m.srv.Serve(m.ln)
+}
+
+func (m *metricsServer) close() {
+	switch {
+	case m.srv != nil:
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		m.srv.Shutdown(ctx)
+		cancel()
+	case m.ln != nil:
+		m.ln.Close()
+	}
 }

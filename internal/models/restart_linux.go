@@ -3,15 +3,38 @@ package models
 import (
 	"encoding/json"
 	"fmt"
+	"log"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/lbbench/lbbench/internal/sockets"
 )
+
+// Restart strategies: how a worker is replaced in a rolling restart. The
+// successor starts and listens first; then the old process stops
+// accepting and drains.
+const (
+	RestartOverlap  = "reuseport-overlap" // new worker opens its own socket, then the old one closes its
+	RestartMigrate  = "reuseport-migrate" // the same with net.ipv4.tcp_migrate_req=1
+	RestartHandoff  = "fd-handoff"        // the worker's socket outlives it: the successor inherits it
+	RestartInherit  = "shared-inherit"    // the shared model's one socket, workers replaced under it
+	RestartDispatch = "dispatch"          // single: the dispatcher switches to the new worker
+)
+
+// RestartStrategies lists the strategies.
+var RestartStrategies = []string{RestartOverlap, RestartMigrate, RestartHandoff, RestartInherit, RestartDispatch}
+
+// restartModel is the model each strategy works with.
+var restartModel = map[string]string{
+	RestartOverlap: ReusePort, RestartMigrate: ReusePort, RestartHandoff: ReusePort,
+	RestartInherit: Shared, RestartDispatch: Single,
+}
+
+// defaultRestart is each model's natural strategy.
+var defaultRestart = map[string]string{ReusePort: RestartOverlap, Shared: RestartInherit, Single: RestartDispatch}
 
 // RestartEvent is one rolling-restart step: the instant the old process
 // was told to stop (and, with reuseport-overlap, closed its socket).
@@ -29,39 +52,36 @@ const maxHistory = 100000
 
 const migrateSysctl = "net/ipv4/tcp_migrate_req"
 
-// prepareRestarts sets and checks what the restart strategy needs:
-// reuseport-migrate turns net.ipv4.tcp_migrate_req on (restored on stop)
-// and proves on a scratch socket group that this kernel migrates.
-func (s *Supervisor) prepareRestarts() error {
-	if s.cfg.Restart != RestartMigrate {
-		return nil
-	}
+// enableMigration sets net.ipv4.tcp_migrate_req=1 for reuseport-migrate
+// and proves on a scratch socket group that this kernel then moves a
+// closing listener's queue. It returns the value to restore ("" when it
+// changed nothing).
+func enableMigration(lg *log.Logger) (was string, err error) {
 	old, err := os.ReadFile("/proc/sys/" + migrateSysctl)
 	if err != nil {
-		return fmt.Errorf("-restart reuseport-migrate: this kernel has no net.ipv4.tcp_migrate_req (5.14+): %v", err)
+		return "", fmt.Errorf("-restart reuseport-migrate: this kernel has no net.ipv4.tcp_migrate_req (5.14+): %v", err)
 	}
-	s.migrateWas = strings.TrimSpace(string(old))
+	was = strings.TrimSpace(string(old))
 	if err := os.WriteFile("/proc/sys/"+migrateSysctl, []byte("1"), 0o644); err != nil {
-		s.migrateWas = ""
-		return fmt.Errorf("-restart reuseport-migrate: cannot set net.ipv4.tcp_migrate_req=1 (needs root): %v", err)
+		return "", fmt.Errorf("-restart reuseport-migrate: cannot set net.ipv4.tcp_migrate_req=1 (needs root): %v", err)
 	}
-	if s.migrateWas != "1" {
-		s.log.Printf("set net.ipv4.tcp_migrate_req=1 (was %s; restored on stop)", s.migrateWas)
+	if was != "1" {
+		lg.Printf("set net.ipv4.tcp_migrate_req=1 (was %s; restored on stop)", was)
 	}
 	lost, total, err := sockets.CheckMigration()
 	if err != nil {
-		return fmt.Errorf("-restart reuseport-migrate: checking migration: %v", err)
+		return was, fmt.Errorf("-restart reuseport-migrate: checking migration: %v", err)
 	}
 	if lost > 0 {
-		return fmt.Errorf("-restart reuseport-migrate: net.ipv4.tcp_migrate_req=1 but closing a listener lost %d of %d queued connections: this kernel does not migrate", lost, total)
+		return was, fmt.Errorf("-restart reuseport-migrate: net.ipv4.tcp_migrate_req=1 but closing a listener lost %d of %d queued connections: this kernel does not migrate", lost, total)
 	}
-	return nil
+	return was, nil
 }
 
-func (s *Supervisor) restoreRestarts() {
-	if s.migrateWas != "" && s.migrateWas != "1" {
-		os.WriteFile("/proc/sys/"+migrateSysctl, []byte(s.migrateWas), 0o644)
-		s.migrateWas = ""
+// restoreMigration puts back what enableMigration changed.
+func restoreMigration(was string) {
+	if was != "" && was != "1" {
+		os.WriteFile("/proc/sys/"+migrateSysctl, []byte(was), 0o644)
 	}
 }
 
@@ -104,7 +124,6 @@ func (s *Supervisor) replace(id int) {
 	s.mu.Lock()
 	old := s.procs[id]
 	s.procs[id] = np
-	s.handed[id] = 0
 	old.replaced = true
 	s.draining = append(s.draining, old)
 	s.rolling[id]++
@@ -132,5 +151,3 @@ func (s *Supervisor) serveRestarts(w http.ResponseWriter, _ *http.Request) {
 		Restarts []RestartEvent `json:"restarts"`
 	}{s.cfg.Restart, evs})
 }
-
-var _ = strconv.Itoa

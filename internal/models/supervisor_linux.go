@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -17,45 +15,43 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/lbbench/lbbench/internal/nativehist"
 	"github.com/lbbench/lbbench/internal/shm"
 	"github.com/lbbench/lbbench/internal/sockets"
-	"github.com/lbbench/lbbench/internal/steer"
 )
 
 // startTimeout bounds how long a worker may take to say it is ready.
 const startTimeout = 5 * time.Second
 
-// Supervisor runs the workers of one target.
+// exitGraceOver is a worker's exit status when its grace period ran out
+// with connections still open (it closed them).
+const exitGraceOver = 3
+
+// Supervisor runs the workers of one target: the process table, spawn,
+// watch and restart, and the one teardown every way out goes through.
+// What differs between accept models is its model.
 type Supervisor struct {
 	cfg    Config
 	log    *log.Logger
 	stderr io.Writer
+	model  model
 
 	region   *shm.Region
 	counters *os.File
-	lfd      int          // supervisor's listening socket (single, shared); -1 otherwise
-	lfds     []int        // reuseport with fd-handoff: one socket per worker id, held here
-	ln       net.Listener // single: the accept loop's listener
-	metrics  *http.Server
-	spawnCh  chan spawnReq
 	cpus     []int // CPUs workers are pinned to, round-robin
-	bpf      *steer.Objects
-	// migrateWas is net.ipv4.tcp_migrate_req before reuseport-migrate
-	// set it ("" when untouched).
-	migrateWas string
-	loads      []byte // bpf-least: the mmap-ed loads map
+	spawnCh  chan spawnReq
+	metrics  *metricsServer
 
-	metricsLn net.Listener
+	// closers release what Start acquired, in reverse order, once.
+	closers  []func()
+	teardown sync.Once
+
 	watchers  sync.WaitGroup
-
 	restartMu sync.Mutex // one rolling restart step at a time
 
 	mu       sync.Mutex
@@ -69,12 +65,9 @@ type Supervisor struct {
 	// histogram never goes backwards.
 	retiredHist nativehist.Counts
 	restarts    []uint64
-	handed      []uint64 // single: connections sent to each worker process
-	order       []int    // single: dispatch order scratch
 	stopping    bool
-	ready       chan struct{} // closed once all workers are up
-
-	dispatchNext int
+	// graceOver names the worker processes whose grace ran out.
+	graceOver []string
 }
 
 // proc is one running worker process.
@@ -84,19 +77,18 @@ type proc struct {
 	replaced bool
 	pid      int
 	cmd      *exec.Cmd
-	ctl      int // supervisor's end of the control socket
-	inode    uint64
+	ctl      int    // supervisor's end of the control socket; -1 once exited
+	inode    uint64 // the worker's listening socket (reuseport)
+	handed   uint64 // single: connections sent to this process
 	started  time.Time
-	exited   chan struct{}
 }
 
 // retiredWorker keeps the final counts of a worker process that exited,
 // so its counters do not vanish from /metrics.
 type retiredWorker struct {
-	id                 int
-	pid                int
-	accepted, requests uint64
-	cpuSeconds         float64
+	id, pid    int
+	counts     [shm.Counters]uint64
+	cpuSeconds float64
 }
 
 // maxRetired bounds the retired series kept per worker.
@@ -108,10 +100,37 @@ type spawnReq struct {
 	reply chan error
 }
 
+// controlMsg is what a worker tells the supervisor when it has started:
+// the inode of its listening socket, or why it could not start.
+type controlMsg struct {
+	Inode uint64 `json:"inode,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Ready is what the target writes to -ready-fd once every worker serves.
+type Ready struct {
+	PID         int           `json:"pid"` // the supervisor
+	Addr        string        `json:"addr"`
+	MetricsAddr string        `json:"metrics_addr,omitempty"`
+	Model       string        `json:"model"`
+	Workers     []ReadyWorker `json:"workers"`
+}
+
+// ReadyWorker is one worker process at start-up.
+type ReadyWorker struct {
+	ID  int `json:"id"`
+	PID int `json:"pid"`
+}
+
 // Run starts a target and serves until ctx is done or SIGTERM/SIGINT
-// arrives, then drains and returns nil. Start-up problems come back as one
-// error naming the problem; nothing is left running.
+// arrives, then drains. Start-up problems come back as one error naming
+// the problem; nothing is left running.
 func Run(ctx context.Context, cfg Config, stderr io.Writer) error {
+	if cfg.ReadyFD > 0 {
+		// Workers must not inherit it, or its reader would not see EOF
+		// when the target exits.
+		unix.CloseOnExec(cfg.ReadyFD)
+	}
 	s, err := Start(cfg, stderr)
 	if err != nil {
 		return err
@@ -141,159 +160,100 @@ func Start(cfg Config, stderr io.Writer) (_ *Supervisor, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	// Validate filled in defaults (the restart strategy) on cfg.
 	s := &Supervisor{
 		cfg:      cfg,
 		log:      log.New(stderr, "target: ", 0),
 		stderr:   stderr,
-		lfd:      -1,
 		procs:    make([]*proc, cfg.Workers),
 		restarts: make([]uint64, cfg.Workers),
 		rolling:  make([]uint64, cfg.Workers),
-		handed:   make([]uint64, cfg.Workers),
 		spawnCh:  make(chan spawnReq),
-		ready:    make(chan struct{}),
+	}
+	if s.model, err = newModel(&s.cfg); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			s.abort()
+			s.stop(false)
 		}
 	}()
 	if err := s.preflight(); err != nil {
 		return s, err
-	}
-	if steer.Pinned(cfg.Steer) {
-		s.cfg.Pin = true
 	}
 	if s.cfg.Pin {
 		if s.cpus, err = allowedCPUs(); err != nil {
 			return s, err
 		}
 	}
-	if err := s.loadSteering(); err != nil {
+	// Two slots per worker id (an old and a new process overlap in a
+	// rolling restart) and one for the supervisor.
+	if s.region, s.counters, err = shm.Create(2*cfg.Workers + 1); err != nil {
 		return s, err
 	}
-	if s.region, s.counters, err = shm.Create(2 * cfg.Workers); err != nil {
-		return s, err
-	}
+	s.onTeardown(func() { s.counters.Close(); s.region.Close() })
 	for i := range 2 * cfg.Workers {
 		s.slotFree = append(s.slotFree, i)
 	}
-	if err := s.prepareRestarts(); err != nil {
+	s.ownSlot().Store(shm.PID, uint64(os.Getpid()))
+	if s.metrics, err = listenMetrics(s); err != nil {
 		return s, err
 	}
-	if err := s.listenMetrics(); err != nil {
-		return s, err
-	}
-	if err := s.listen(); err != nil {
+	s.onTeardown(s.metrics.close)
+	s.onTeardown(s.model.close)
+	if err := s.model.listen(s); err != nil {
 		return s, err
 	}
 	go s.spawner()
+	s.onTeardown(func() { close(s.spawnCh) })
 
 	for id := range cfg.Workers {
 		p, err := s.spawn(id)
 		if err != nil {
 			return s, err
 		}
+		s.mu.Lock()
 		s.procs[id] = p
-	}
-	for _, p := range s.procs {
 		s.watchers.Add(1)
+		s.mu.Unlock()
 		go s.watch(p)
 	}
-	if cfg.Model == Single {
-		go s.acceptLoop()
-	}
-	s.serveMetrics()
-	close(s.ready)
+	s.model.serve(s)
+	s.metrics.serve()
 	if cfg.RestartEvery > 0 {
 		go s.restartEvery(cfg.RestartEvery)
 	}
 	s.log.Printf("model=%s accept=%s workers=%d pids=%s listening on %s, metrics on %s",
-		cfg.Model, s.acceptName(), cfg.Workers, s.pidList(), cfg.Addr, s.metricsURL())
+		cfg.Model, s.model.acceptName(), cfg.Workers, s.pidList(), cfg.Addr, s.metrics.url())
+	if err := s.notifyReady(); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 
-func (s *Supervisor) acceptName() string {
-	if s.cfg.Model == Single {
-		return "supervisor"
-	}
-	return s.cfg.Accept
-}
+// onTeardown registers a release for the one teardown path.
+func (s *Supervisor) onTeardown(f func()) { s.closers = append(s.closers, f) }
 
-func (s *Supervisor) dispatchName() string {
-	if s.cfg.Model == Single {
-		return s.cfg.Dispatch
-	}
-	return "none"
-}
+// ownSlot is the supervisor's own counter slot (the single model's
+// accept errors).
+func (s *Supervisor) ownSlot() *shm.Slot { return s.region.Slot(s.region.Slots() - 1) }
 
-func (s *Supervisor) metricsURL() string {
-	if s.metrics == nil {
-		return "(off)"
+// notifyReady writes the Ready document to -ready-fd and closes it.
+func (s *Supervisor) notifyReady() error {
+	if s.cfg.ReadyFD <= 0 {
+		return nil
 	}
-	return "http://" + s.cfg.MetricsAddr + "/metrics"
-}
-
-// preflight refuses to start where a listener already holds the address:
-// with SO_REUSEPORT the kernel would let our workers join a stale group
-// and share its traffic without a word.
-func (s *Supervisor) preflight() error {
-	ap, err := sockets.ParseAddr(s.cfg.Addr)
-	if err != nil {
-		return err
+	r := Ready{PID: os.Getpid(), Addr: s.cfg.Addr, Model: s.cfg.Model}
+	if s.metrics.on() {
+		r.MetricsAddr = s.cfg.MetricsAddr
 	}
-	if ap.Port() == 0 {
-		return fmt.Errorf("-addr %s: give a fixed port (workers must share it)", s.cfg.Addr)
+	for id, pid := range s.Workers() {
+		r.Workers = append(r.Workers, ReadyWorker{ID: id, PID: pid})
 	}
-	ls, err := sockets.Conflicts(ap)
-	if err != nil {
-		return fmt.Errorf("listen %s: cannot list sockets: %w", s.cfg.Addr, err)
-	}
-	if len(ls) > 0 {
-		return fmt.Errorf("listen %s: address already in use (%d listening socket(s) on port %d, e.g. a stale target)", s.cfg.Addr, len(ls), ap.Port())
-	}
-	return nil
-}
-
-// listen opens the supervisor's socket for the single and shared models.
-// It is made blocking and wrapped without the netpoller, so passing it to
-// workers (exec calls Fd()) changes nothing and the supervisor's own epoll
-// is not woken by every connection; workers set O_NONBLOCK as their accept
-// strategy needs.
-func (s *Supervisor) listen() error {
-	switch s.cfg.Model {
-	case Shared:
-		fd, err := sockets.Listen(s.cfg.Addr, sockets.ListenOptions{Backlog: s.cfg.Backlog, MPTCP: s.cfg.MPTCP, Blocking: true})
-		if err != nil {
-			return err
-		}
-		s.lfd = fd
-	case ReusePort:
-		if s.cfg.Restart != RestartHandoff {
-			return nil
-		}
-		// The supervisor holds every worker's socket, so a successor
-		// inherits it with its accept queue intact.
-		for range s.cfg.Workers {
-			fd, err := sockets.Listen(s.cfg.Addr, sockets.ListenOptions{ReusePort: true, Backlog: s.cfg.Backlog, MPTCP: s.cfg.MPTCP, Blocking: true})
-			if err != nil {
-				return err
-			}
-			s.lfds = append(s.lfds, fd)
-		}
-	case Single:
-		fd, err := sockets.Listen(s.cfg.Addr, sockets.ListenOptions{Backlog: s.cfg.Backlog, MPTCP: s.cfg.MPTCP})
-		if err != nil {
-			return err
-		}
-		f := os.NewFile(uintptr(fd), "listener")
-		s.ln, err = net.FileListener(f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
-		}
-		s.lfd = int(mustRawFD(s.ln))
+	b, _ := json.Marshal(r)
+	f := os.NewFile(uintptr(s.cfg.ReadyFD), "ready")
+	defer f.Close()
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("-ready-fd %d: %w", s.cfg.ReadyFD, err)
 	}
 	return nil
 }
@@ -323,68 +283,61 @@ func (s *Supervisor) spawner() {
 	}
 }
 
-// spawn starts worker id and waits until it is ready.
-func (s *Supervisor) spawn(id int) (*proc, error) {
+// cleanup is a list of releases to run, last first, when a function
+// fails half-way.
+type cleanup []func()
+
+func (c *cleanup) add(f func()) { *c = append(*c, f) }
+
+func (c cleanup) run() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i]()
+	}
+}
+
+// spawn starts worker id and waits until it is ready. The caller
+// installs it and watches it.
+func (s *Supervisor) spawn(id int) (_ *proc, err error) {
+	var undo cleanup
+	defer func() {
+		if err != nil {
+			undo.run()
+		}
+	}()
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
 	}
-	child := os.NewFile(uintptr(pair[1]), "control")
-	defer child.Close()
+	undo.add(func() { unix.Close(pair[0]) })
+	defer unix.Close(pair[1]) // the worker's end, once it has its own copy
 
-	s.mu.Lock()
-	if len(s.slotFree) == 0 {
-		s.mu.Unlock()
-		unix.Close(pair[0])
-		return nil, fmt.Errorf("start worker %d: no free counter slot", id)
+	slot, err := s.takeSlot(id)
+	if err != nil {
+		return nil, err
 	}
-	slot := s.slotFree[0]
-	s.slotFree = s.slotFree[1:]
-	s.mu.Unlock()
-	ok := false
-	defer func() {
-		if !ok {
-			s.freeSlot(slot)
-		}
-	}()
-	s.region.Slot(slot).Reset()
+	undo.add(func() { s.freeSlot(slot) })
 
-	spec, _ := json.Marshal(workerSpec{Config: s.cfg, ID: id, Slot: slot, Slots: s.region.Slots()})
+	mf, err := s.model.files(id)
+	if err != nil {
+		return nil, err
+	}
+	passed := append([]namedFile{{fileCounters, int(s.counters.Fd())}, {fileControl, pair[1]}}, mf...)
+	files, names, err := childFiles(passed)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFiles(files)
+
+	spec, _ := json.Marshal(workerSpec{Config: s.cfg, ID: id, Slot: slot, Slots: s.region.Slots(), Files: names})
 	exe, err := os.Executable()
 	if err != nil {
-		unix.Close(pair[0])
 		return nil, err
 	}
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), workerEnv+"="+string(spec), "GOMAXPROCS="+strconv.Itoa(s.cfg.GOMAXPROCS))
 	cmd.Stdout, cmd.Stderr = s.stderr, s.stderr
-	cmd.ExtraFiles = []*os.File{s.counters, child}
-	switch {
-	case s.cfg.Model == Shared:
-		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(s.lfd), "listener"))
-	case len(s.lfds) > 0:
-		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(s.lfds[id]), "listener"))
-	case s.bpf != nil:
-		cmd.ExtraFiles = append(cmd.ExtraFiles, nil) // fd 5 unused
-	}
-	if s.bpf != nil {
-		files, err := s.bpf.Files()
-		if err != nil {
-			unix.Close(pair[0])
-			return nil, err
-		}
-		defer func() {
-			for _, f := range files {
-				f.Close()
-			}
-		}()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, files...)
-	}
-	if s.loads != nil {
-		atomic.StoreUint64((*uint64)(unsafe.Pointer(&s.loads[8*id])), 0)
-	}
+	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-
 	cpu := -1
 	if len(s.cpus) > 0 {
 		cpu = s.cpus[id%len(s.cpus)]
@@ -392,51 +345,68 @@ func (s *Supervisor) spawn(id int) (*proc, error) {
 	reply := make(chan error, 1)
 	s.spawnCh <- spawnReq{cmd: cmd, cpu: cpu, reply: reply}
 	if err := <-reply; err != nil {
-		unix.Close(pair[0])
 		return nil, fmt.Errorf("start worker %d: %w", id, err)
 	}
-	p := &proc{id: id, slot: slot, pid: cmd.Process.Pid, cmd: cmd, ctl: pair[0], started: time.Now(), exited: make(chan struct{})}
-	msg, err := readControl(p.ctl, startTimeout)
-	if err == nil {
-		if rest, found := strings.CutPrefix(msg, "ready "); found {
-			p.inode, _ = strconv.ParseUint(rest, 10, 64)
-			ok = true
-			return p, nil
-		}
-		err = errors.New(strings.TrimPrefix(msg, "error "))
+	undo.add(func() { cmd.Process.Kill(); cmd.Wait() })
+
+	var msg controlMsg
+	if err := readControl(pair[0], startTimeout, &msg); err != nil {
+		return nil, err
 	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	unix.Close(p.ctl)
-	return nil, err
+	if msg.Error != "" {
+		return nil, errors.New(msg.Error)
+	}
+	return &proc{id: id, slot: slot, pid: cmd.Process.Pid, cmd: cmd, ctl: pair[0], inode: msg.Inode, started: time.Now()}, nil
 }
 
-// readControl reads one message from a control socket within timeout.
-func readControl(fd int, timeout time.Duration) (string, error) {
+func (s *Supervisor) takeSlot(id int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.slotFree) == 0 {
+		return -1, fmt.Errorf("start worker %d: no free counter slot", id)
+	}
+	slot := s.slotFree[0]
+	s.slotFree = s.slotFree[1:]
+	s.region.Slot(slot).Reset()
+	return slot, nil
+}
+
+func (s *Supervisor) freeSlot(slot int) {
+	s.mu.Lock()
+	s.slotFree = append(s.slotFree, slot)
+	s.mu.Unlock()
+}
+
+// readControl reads one JSON message from a control socket within
+// timeout.
+func readControl(fd int, timeout time.Duration, msg *controlMsg) error {
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	deadline := time.Now().Add(timeout)
 	for {
-		n, err := unix.Poll(pfd, int(time.Until(deadline).Milliseconds()))
+		n, err := unix.Poll(pfd, int(max(time.Until(deadline).Milliseconds(), 0)))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return "", err
+			return err
 		}
 		if n == 0 {
-			return "", fmt.Errorf("worker not ready after %v", timeout)
+			return fmt.Errorf("worker not ready after %v", timeout)
 		}
 		break
 	}
 	buf := make([]byte, 4096)
 	n, _, _, _, err := unix.Recvmsg(fd, buf, nil, 0)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if n == 0 {
-		return "", errors.New("worker exited during start-up")
+		return errors.New("worker exited during start-up")
 	}
-	return string(buf[:n]), nil
+	if err := json.Unmarshal(buf[:n], msg); err != nil {
+		return fmt.Errorf("worker said %q: %v", buf[:n], err)
+	}
+	return nil
 }
 
 // watch waits for a worker process to exit. A process that was replaced
@@ -445,18 +415,18 @@ func readControl(fd int, timeout time.Duration) (string, error) {
 func (s *Supervisor) watch(p *proc) {
 	defer s.watchers.Done()
 	err := p.cmd.Wait()
-	cpu := p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
-	close(p.exited)
+	ps := p.cmd.ProcessState
+	cpu := ps.UserTime() + ps.SystemTime()
 	s.mu.Lock()
 	slot := s.region.Slot(p.slot)
-	s.retired = append(s.retired, retiredWorker{
-		id: p.id, pid: p.pid, cpuSeconds: cpu.Seconds(),
-		accepted: slot.Load(shm.Accepted), requests: slot.Load(shm.Requests),
-	})
+	s.retired = append(s.retired, retiredWorker{id: p.id, pid: p.pid, cpuSeconds: cpu.Seconds(), counts: slot.Snapshot()})
 	slot.AddHistogramTo(&s.retiredHist)
 	s.trimRetired(p.id)
 	s.draining = slices.DeleteFunc(s.draining, func(d *proc) bool { return d == p })
 	s.slotFree = append(s.slotFree, p.slot)
+	if ps.ExitCode() == exitGraceOver {
+		s.graceOver = append(s.graceOver, fmt.Sprintf("worker %d (pid %d)", p.id, p.pid))
+	}
 	crashed := !s.stopping && !p.replaced
 	if crashed {
 		s.restarts[p.id]++
@@ -474,19 +444,14 @@ func (s *Supervisor) watch(p *proc) {
 	s.log.Printf("worker %d (pid %d) %s; restarting", p.id, p.pid, status)
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		s.restartMu.Lock()
+		if s.isStopping() {
+			s.restartMu.Unlock()
+			return
+		}
 		np, err := s.spawn(p.id)
 		if err == nil {
 			s.mu.Lock()
-			if s.stopping {
-				s.mu.Unlock()
-				s.restartMu.Unlock()
-				np.cmd.Process.Kill()
-				np.cmd.Wait()
-				unix.Close(np.ctl)
-				return
-			}
 			s.procs[p.id] = np
-			s.handed[p.id] = 0
 			s.watchers.Add(1)
 			s.mu.Unlock()
 			s.restartMu.Unlock()
@@ -497,16 +462,7 @@ func (s *Supervisor) watch(p *proc) {
 		s.restartMu.Unlock()
 		s.log.Printf("restart worker %d: %v", p.id, err)
 		time.Sleep(backoff)
-		if s.isStopping() {
-			return
-		}
 	}
-}
-
-func (s *Supervisor) freeSlot(slot int) {
-	s.mu.Lock()
-	s.slotFree = append(s.slotFree, slot)
-	s.mu.Unlock()
 }
 
 func (s *Supervisor) trimRetired(id int) {
@@ -552,106 +508,92 @@ func (s *Supervisor) pidList() string {
 }
 
 // Stop stops accepting, lets workers drain within the grace period, and
-// returns when every worker process has exited.
+// returns when every worker process has exited. It returns an error when
+// the grace period ran out with connections still open.
 func (s *Supervisor) Stop() error {
+	err := s.stop(true)
+	s.log.Printf("stopped")
+	return err
+}
+
+// stop is the one way out, for a failed Start (graceful false: workers
+// are killed) and for Stop: no more restarts, the model stops accepting,
+// workers drain or die, then everything Start acquired is released.
+func (s *Supervisor) stop(graceful bool) error {
 	s.restartMu.Lock() // no rolling restart step half done
 	s.mu.Lock()
 	s.stopping = true
-	procs := append(append([]*proc(nil), s.procs...), s.draining...)
+	procs := s.live()
 	s.mu.Unlock()
 	s.restartMu.Unlock()
-	if s.ln != nil {
-		s.ln.Close()
+	s.model.stopAccepting()
+	sig := syscall.SIGKILL
+	if graceful {
+		sig = syscall.SIGTERM
 	}
 	for _, p := range procs {
-		if p != nil {
-			p.cmd.Process.Signal(syscall.SIGTERM)
-		}
+		p.cmd.Process.Signal(sig)
 	}
 	done := make(chan struct{})
 	go func() { s.watchers.Wait(); close(done) }()
+	var killed []string
 	select {
 	case <-done:
 	case <-time.After(s.cfg.Grace + 2*time.Second):
 		s.mu.Lock()
-		for _, p := range append(append([]*proc(nil), s.procs...), s.draining...) {
-			if p.ctl >= 0 {
-				s.log.Printf("worker %d (pid %d) still running after grace; killing", p.id, p.pid)
-				p.cmd.Process.Kill()
-			}
+		for _, p := range s.live() {
+			s.log.Printf("worker %d (pid %d) still running after grace; killing", p.id, p.pid)
+			killed = append(killed, fmt.Sprintf("worker %d (pid %d)", p.id, p.pid))
+			p.cmd.Process.Kill()
 		}
 		s.mu.Unlock()
 		<-done
 	}
-	if s.metrics != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		s.metrics.Shutdown(ctx)
-		cancel()
+	s.teardown.Do(func() {
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			s.closers[i]()
+		}
+	})
+	if !graceful {
+		return nil
 	}
-	if s.lfd >= 0 && s.ln == nil {
-		unix.Close(s.lfd)
+	s.mu.Lock()
+	cut := append(s.graceOver, killed...)
+	s.mu.Unlock()
+	if len(cut) > 0 {
+		return fmt.Errorf("grace %v ran out with connections still open (closed): %s", s.cfg.Grace, strings.Join(cut, ", "))
 	}
-	for _, fd := range s.lfds {
-		unix.Close(fd)
-	}
-	if s.bpf != nil {
-		s.bpf.Close()
-	}
-	s.restoreRestarts()
-	close(s.spawnCh)
-	s.log.Printf("stopped")
 	return nil
 }
 
-// abort undoes a failed Start.
-func (s *Supervisor) abort() {
-	s.mu.Lock()
-	s.stopping = true
-	s.mu.Unlock()
-	for _, p := range s.procs {
-		if p != nil {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
+// live lists the running worker processes. s.mu is held.
+func (s *Supervisor) live() []*proc {
+	var out []*proc
+	for _, p := range append(slices.Clone(s.procs), s.draining...) {
+		if p != nil && p.ctl >= 0 {
+			out = append(out, p)
 		}
 	}
-	if s.ln != nil {
-		s.ln.Close()
-	} else if s.lfd >= 0 {
-		unix.Close(s.lfd)
-	}
-	for _, fd := range s.lfds {
-		unix.Close(fd)
-	}
-	s.restoreRestarts()
-	if s.metricsLn != nil {
-		s.metricsLn.Close()
-	}
-	if s.bpf != nil {
-		s.bpf.Close()
-	}
+	return out
 }
 
-// loadSteering checks what a -steer mode needs and loads its eBPF objects.
-func (s *Supervisor) loadSteering() error {
-	mode := s.cfg.Steer
-	if steer.Pinned(mode) {
-		if len(s.cpus) != s.cfg.Workers || s.cpus[len(s.cpus)-1] != len(s.cpus)-1 {
-			return fmt.Errorf("-steer %s needs one worker per CPU, on CPUs 0 to N-1: use -workers %d (allowed CPUs %v)", mode, len(s.cpus), s.cpus)
-		}
-	}
-	if !steer.UsesEBPF(mode) {
-		return nil
-	}
-	objs, err := steer.Load(mode, s.cfg.Workers)
+// preflight refuses to start where a listener already holds the address:
+// with SO_REUSEPORT the kernel would let our workers join a stale group
+// and share its traffic without a word.
+func (s *Supervisor) preflight() error {
+	ap, err := sockets.ParseAddr(s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("-steer %s: %w", mode, err)
+		return err
 	}
-	s.bpf = objs
-	if objs.Loads != nil {
-		s.loads, err = unix.Mmap(objs.Loads.FD(), 0, pageRound(8*s.cfg.Workers), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		if err != nil {
-			return fmt.Errorf("-steer %s: mmap loads map: %w", mode, err)
-		}
+	if ap.Port() == 0 {
+		return fmt.Errorf("-addr %s: give a fixed port (workers must share it)", s.cfg.Addr)
+	}
+	ls, err := sockets.Conflicts(ap)
+	if err != nil {
+		return fmt.Errorf("listen %s: cannot list sockets: %w", s.cfg.Addr, err)
+	}
+	if len(ls) > 0 {
+		return fmt.Errorf("listen %s: address already in use (%d listening socket(s) on port %d, e.g. a stale target)", s.cfg.Addr, len(ls), ap.Port())
 	}
 	return nil
 }
@@ -669,22 +611,4 @@ func allowedCPUs() ([]int, error) {
 		}
 	}
 	return cpus, nil
-}
-
-func mustRawFD(ln net.Listener) uintptr {
-	rc, err := ln.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return ^uintptr(0)
-	}
-	var fd uintptr
-	rc.Control(func(f uintptr) { fd = f })
-	return fd
-}
-
-// metricsListenError says which address could not be bound, in one line.
-func metricsListenError(addr string, err error) error {
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("listen metrics %s: address already in use", addr)
-	}
-	return fmt.Errorf("listen metrics %s: %v", addr, errors.Unwrap(err))
 }

@@ -1,55 +1,67 @@
 package peers
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/lbbench/lbbench/internal/models"
 )
 
 // Target is a running bin/target.
 type Target struct {
 	Cmd    *exec.Cmd
 	Stderr *SyncBuffer
-	done   chan struct{}
-	err    error
+	// Ready is what the target said once every worker served: its
+	// supervisor and worker pids and addresses.
+	Ready models.Ready
+	done  chan struct{}
+	err   error
 }
 
-// StartTarget starts the target binary with args and waits (up to 10 s)
-// until it says it is listening.
+// StartTarget starts the target binary with args (bin may be a wrapper
+// such as taskset that execs the target with them) and waits, up to 10
+// s, for the target's Ready document on an inherited pipe (-ready-fd).
 func StartTarget(bin string, args ...string) (*Target, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer pr.Close()
 	tg := &Target{Stderr: &SyncBuffer{}, done: make(chan struct{})}
-	tg.Cmd = exec.Command(bin, args...)
+	tg.Cmd = exec.Command(bin, append(args, "-ready-fd", "3")...)
 	tg.Cmd.Stderr = tg.Stderr
+	tg.Cmd.ExtraFiles = []*os.File{pw}
 	tg.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := tg.Cmd.Start(); err != nil {
+	err = tg.Cmd.Start()
+	pw.Close()
+	if err != nil {
 		return nil, err
 	}
 	go func() { tg.err = tg.Cmd.Wait(); close(tg.done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(tg.Stderr.String(), "listening on") {
-		select {
-		case <-tg.done:
-			return nil, fmt.Errorf("target exited at start-up: %s", lastLine(tg.Stderr.String()))
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			tg.Kill()
-			return nil, fmt.Errorf("target not ready after 10s: %s", lastLine(tg.Stderr.String()))
-		}
+	pr.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(pr).ReadBytes('\n')
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		tg.Kill()
+		return nil, fmt.Errorf("target not ready after 10s: %s", lastLine(tg.Stderr.String()))
+	case err != nil:
+		<-tg.done // closed without a word: it exited
+		return nil, fmt.Errorf("target exited at start-up: %s", lastLine(tg.Stderr.String()))
+	}
+	if err := json.Unmarshal(line, &tg.Ready); err != nil {
+		tg.Kill()
+		return nil, fmt.Errorf("target's ready line %q: %v", line, err)
 	}
 	return tg, nil
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
-	}
-	return s
 }
 
 // Stop sends SIGTERM and waits up to timeout for the exit status; then it
@@ -93,4 +105,12 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
 }

@@ -3,9 +3,7 @@
 package rawio
 
 import (
-	"errors"
 	"io"
-	"net"
 	"syscall"
 	"unsafe"
 
@@ -27,12 +25,10 @@ type Conn struct {
 	writeFn func(fd uintptr) bool
 }
 
-func New(c net.Conn) (*Conn, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil, errors.New("not a socket")
-	}
-	rc, err := sc.SyscallConn()
+// New wraps a connection the netpoller waits on: a net.Conn or a
+// pollable *os.File.
+func New(c syscall.Conn) (*Conn, error) {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
@@ -89,4 +85,28 @@ func (r *Conn) Write(p []byte) error {
 		return r.errno
 	}
 	return nil
+}
+
+// TryRead reads fd once without waiting for it: n bytes, or 0 and
+// unix.EAGAIN when nothing has arrived yet, or 0 and io.EOF when the
+// peer closed. fd must be non-blocking and owned by the caller (no other
+// goroutine may close it meanwhile).
+func TryRead(fd int, p []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	switch {
+	case e != 0:
+		return 0, e
+	case n == 0:
+		return 0, io.EOF
+	}
+	return int(n), nil
+}
+
+// TryWrite writes p to fd once without waiting; it may write less.
+func TryWrite(fd int, p []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }

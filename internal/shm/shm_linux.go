@@ -17,17 +17,37 @@ import (
 	"github.com/lbbench/lbbench/internal/nativehist"
 )
 
-// Word indexes inside a slot.
+// Word indexes inside a slot: counters first, the histogram after them.
 const (
 	PID         = iota // pid of the process that owns the slot now
 	Accepted           // connections the worker accepted (or was handed)
-	Requests           // responses written
 	Open               // connections open now
+	Capacity           // connections the worker can hold open (its free descriptors)
 	LocalConns         // accepted connections whose SO_INCOMING_CPU was the worker's CPU
 	RemoteConns        // accepted connections that arrived on another CPU
-	DurSumNanos        // request-duration histogram: sum in nanoseconds
-	DurZero            // observations at or under nativehist.ZeroThreshold
-	durBuckets         // first of nativehist.Buckets words
+	Status1xx          // responses written, by status class: 1xx ... 5xx
+	Status2xx
+	Status3xx
+	Status4xx
+	Status5xx
+	CloseClient     // connections closed, by reason: the client closed first
+	CloseServer     // the response said Connection: close (or HTTP/1.0)
+	CloseIdle       // idle longer than the keep-alive timeout
+	CloseHeader     // a request head not complete within the header timeout
+	CloseBadRequest // a request the parser refused (4xx/5xx, then close)
+	CloseDrain      // closed by a stop or a rolling restart
+	CloseError      // a read or write error (reset)
+	AcceptFDLimit   // accept failed with EMFILE/ENFILE: left queued, retried later
+	AcceptNoMemory  // accept failed with ENOBUFS/ENOMEM
+	AcceptAborted   // accept failed with ECONNABORTED/EPROTO (the client gave up first)
+	HandoffLost     // single: a handed-over connection the worker could not receive
+	DurSumNanos     // request-duration histogram: sum in nanoseconds
+	DurZero         // observations at or under nativehist.ZeroThreshold
+	durBuckets      // first of nativehist.Buckets words
+
+	// Counters is the number of counter words (those before the
+	// histogram), which a snapshot keeps.
+	Counters = DurSumNanos
 )
 
 // SlotWords is the slot size in words: 2 KiB, so two workers never share
@@ -67,8 +87,12 @@ func Create(n int) (*Region, *os.File, error) {
 }
 
 // Map maps a region made by Create.
-func Map(f *os.File, n int) (*Region, error) {
-	mem, err := unix.Mmap(int(f.Fd()), 0, n*SlotWords*8, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+func Map(f *os.File, n int) (*Region, error) { return MapFD(int(f.Fd()), n) }
+
+// MapFD maps a region made by Create from its descriptor (a worker's
+// inherited copy).
+func MapFD(fd, n int) (*Region, error) {
+	mem, err := unix.Mmap(fd, 0, n*SlotWords*8, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("mmap counters: %w", err)
 	}
@@ -121,6 +145,23 @@ func (s *Slot) Observe(d time.Duration) {
 		atomic.AddUint64(&s[durBuckets+i], 1)
 	}
 	atomic.AddUint64(&s[DurSumNanos], uint64(d))
+}
+
+// Snapshot copies the counter words.
+func (s *Slot) Snapshot() (c [Counters]uint64) {
+	for i := range c {
+		c[i] = s.Load(i)
+	}
+	return c
+}
+
+// Responses is the number of responses written, of every status class.
+func (s *Slot) Responses() uint64 {
+	var n uint64
+	for w := Status1xx; w <= Status5xx; w++ {
+		n += s.Load(w)
+	}
+	return n
 }
 
 // AddHistogramTo adds the slot's duration histogram to h.

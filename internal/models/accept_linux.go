@@ -1,0 +1,136 @@
+package models
+
+import (
+	"fmt"
+	"log"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lbbench/lbbench/internal/shm"
+	"github.com/lbbench/lbbench/internal/sockets"
+)
+
+// Accept strategies for workers that call accept themselves (shared and
+// reuseport). Each lives in its own file: accept_netpoll_linux.go,
+// accept_blocking_linux.go, accept_exclusive_linux.go.
+const (
+	AcceptNetpoll   = "netpoll"   // Go's netpoller (one epoll per process, edge-triggered)
+	AcceptBlocking  = "blocking"  // accept4 on a blocking socket, on a locked OS thread
+	AcceptExclusive = "exclusive" // the worker's own epoll with EPOLLEXCLUSIVE, then accept4
+)
+
+// AcceptStrategies lists the accept strategies.
+var AcceptStrategies = []string{AcceptNetpoll, AcceptBlocking, AcceptExclusive}
+
+// pollTimeout is how often a worker blocked in accept or epoll_wait
+// looks up to see whether it should stop.
+const pollTimeout = 250 * time.Millisecond
+
+// acceptFlags: every accepted socket is non-blocking and close-on-exec.
+const acceptFlags = unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC
+
+// newAcceptSource returns the source that accepts on the listening
+// socket lfd (which it then owns) with the named strategy.
+func newAcceptSource(strategy string, lfd int, slot *shm.Slot) (source, error) {
+	ino, err := sockets.Inode(lfd)
+	if err != nil {
+		return nil, err
+	}
+	switch strategy {
+	case AcceptNetpoll:
+		return newNetpollSource(lfd, ino, slot)
+	case AcceptBlocking:
+		return newBlockingSource(lfd, ino, slot)
+	case AcceptExclusive:
+		return newExclusiveSource(lfd, ino, slot)
+	}
+	return nil, fmt.Errorf("unknown accept strategy %q", strategy)
+}
+
+// acceptor is what the strategies share: the listening socket, the stop
+// flag, and what to do when accept fails.
+type acceptor struct {
+	lfd      int
+	ino      uint64
+	slot     *shm.Slot
+	stopping atomic.Bool
+
+	backoff    time.Duration
+	lastLog    time.Time
+	suppressed int
+}
+
+func (a *acceptor) inode() uint64 { return a.ino }
+
+// retry handles a failed accept. A shortage (descriptors, memory) leaves
+// the connection in the kernel's queue: the worker counts it, pauses (5
+// ms, doubling to 1 s, as net/http does) and tries again, logging at most
+// once a second. A client that gave up before accept costs nothing. Any
+// other error ends the accept loop (retry returns false).
+func (a *acceptor) retry(err error) bool {
+	word := -1
+	switch err {
+	case unix.EINTR, unix.EAGAIN:
+		return true
+	case unix.ECONNABORTED, unix.EPROTO:
+		a.slot.Add(shm.AcceptAborted, 1)
+		return true
+	case unix.EMFILE, unix.ENFILE:
+		word = shm.AcceptFDLimit
+	case unix.ENOBUFS, unix.ENOMEM:
+		word = shm.AcceptNoMemory
+	default:
+		log.Printf("accept: %v; this worker stops accepting", err)
+		return false
+	}
+	a.slot.Add(word, 1)
+	a.backoff = min(max(2*a.backoff, 5*time.Millisecond), time.Second)
+	if now := time.Now(); now.Sub(a.lastLog) >= time.Second {
+		more := ""
+		if a.suppressed > 0 {
+			more = fmt.Sprintf(" (%d more since the last report)", a.suppressed)
+		}
+		log.Printf("accept: %v%s; connections stay queued, retrying in %v", err, more, a.backoff)
+		a.lastLog, a.suppressed = now, 0
+	} else {
+		a.suppressed++
+	}
+	time.Sleep(a.backoff)
+	return true
+}
+
+// accepted resets the backoff after a successful accept.
+func (a *acceptor) accepted() { a.backoff = 0 }
+
+// checkListener checks a listening socket a worker is to accept on: its
+// protocol (plain TCP unless mptcp) and its O_NONBLOCK flag, which the
+// blocking strategy wants clear and the others set. The flag lives on the
+// open file description that inheriting holders share, so it is checked
+// in every worker.
+func checkListener(fd int, c *Config, id int) error {
+	proto, err := sockets.Protocol(fd)
+	if err != nil {
+		return fmt.Errorf("SO_PROTOCOL: %w", err)
+	}
+	want := unix.IPPROTO_TCP
+	if c.MPTCP {
+		want = unix.IPPROTO_MPTCP
+	}
+	if proto != want {
+		return fmt.Errorf("listening socket has protocol %d, want %d", proto, want)
+	}
+	blocking := c.Accept == AcceptBlocking
+	changed, err := sockets.EnsureBlocking(fd, blocking)
+	if err != nil {
+		return fmt.Errorf("O_NONBLOCK: %w", err)
+	}
+	if changed && id == 0 {
+		// Expected once: the supervisor hands a shared socket over in
+		// blocking mode, and the first worker sets what its strategy
+		// needs on the shared file description.
+		log.Printf("set O_NONBLOCK=%v on the listening socket for %s accept", !blocking, c.Accept)
+	}
+	return nil
+}
