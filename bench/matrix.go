@@ -192,6 +192,9 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 					if doc.SelfCheck.Bottleneck {
 						comment = "loadgen-bound: " + strings.Join(doc.SelfCheck.Reasons, "; ")
 					}
+					if len(doc.Problems) > 0 {
+						comment = strings.TrimPrefix(comment+"; problems: "+strings.Join(doc.Problems, "; "), "; ")
+					}
 					if err := res.add(report.Result(doc, c.Name, fileConfig()), comment); err != nil {
 						return err
 					}
@@ -347,16 +350,22 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	if err != nil {
+	// Exit status 1 is a run that went wrong in a way its JSON describes
+	// (problems): the sample stands unless nothing was served.
+	var ee *exec.ExitError
+	if err != nil && (!errors.As(err, &ee) || ee.ExitCode() != 1) {
 		return nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		return nil, err
+	b, rerr := os.ReadFile(jsonPath)
+	if rerr != nil {
+		return nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	var doc report.Doc
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	if doc.Requests == 0 {
+		return nil, fmt.Errorf("loadgen: %s", strings.Join(doc.Problems, "; "))
 	}
 	return &doc, nil
 }

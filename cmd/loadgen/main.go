@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/lbbench/lbbench/internal/load"
 	"github.com/lbbench/lbbench/internal/metrics"
 	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/sockets"
 )
 
 func main() {
@@ -115,10 +117,23 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		f.name = "Loadgen/conn=" + o.Mode
 	}
 	if f.restartsURL != "" {
-		if u, err := url.Parse(f.restartsURL); err != nil || u.Scheme != "http" {
+		if u, err := url.Parse(f.restartsURL); err != nil || u.Scheme != "http" || u.Host == "" {
 			return nil, fmt.Errorf("-restarts %q: want http://HOST:PORT/restarts", f.restartsURL)
 		}
 		o.KeepSecondHistograms = true
+	}
+	if f.metricsAddr != "" {
+		if _, err := sockets.ParseAddr(f.metricsAddr); err != nil {
+			return nil, fmt.Errorf("-metrics-addr: %v", err)
+		}
+	}
+	for _, out := range []struct{ flag, path string }{{"-json", f.jsonPath}, {"-bench", f.benchPath}, {"-series", f.seriesPath}} {
+		if out.path == "" {
+			continue
+		}
+		if err := atomicfile.CheckWritable(out.path); err != nil {
+			return nil, fmt.Errorf("%s: %v", out.flag, err)
+		}
 	}
 	return f, nil
 }
@@ -171,7 +186,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if f.restartsURL != "" {
 		strategy, events, err := fetchRestarts(f.restartsURL)
 		if err != nil {
-			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+			doc.Problems = append(doc.Problems, err.Error())
 		} else {
 			doc.AddRestarts(res, strategy, events)
 		}
@@ -189,7 +204,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case <-ctx.Done():
 		}
 	}
-	if doc.Requests == 0 && doc.Errors > 0 {
+	if len(doc.Problems) > 0 {
+		fmt.Fprintf(stderr, "loadgen: %s\n", strings.Join(doc.Problems, "; "))
 		return 1
 	}
 	return 0
@@ -205,7 +221,7 @@ func writeOutputs(f *flags, doc *report.Doc) error {
 			return err
 		}
 	}
-	if f.benchPath != "" {
+	if f.benchPath != "" && doc.DurationSeconds > 0 {
 		err := atomicfile.Write(f.benchPath, func(w io.Writer) error { return report.WriteBench(w, doc, f.name) })
 		if err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"os"
 
 	"github.com/lbbench/lbbench/internal/cli"
@@ -17,6 +18,8 @@ import (
 )
 
 func main() {
+	log.SetFlags(0)
+	log.SetPrefix("target: ")
 	if models.IsWorker() {
 		os.Exit(models.RunWorker())
 	}

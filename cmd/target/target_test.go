@@ -342,6 +342,9 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-restart", "gently"}, `unknown restart strategy "gently"`},
 		{[]string{"-restart-every", "1ms"}, "-restart-every 1ms"},
 		{[]string{"-steer", "cpu", "-workers", "3"}, "-steer cpu needs one worker per CPU"},
+		{[]string{"-addr", "127.0.0.1:23111", "-metrics-addr", "127.0.0.1:23111"}, "-addr and -metrics-addr are both 127.0.0.1:23111"},
+		{[]string{"-addr", "127.0.0.1:23111", "-metrics-addr", "0.0.0.0:23111"}, "-addr and -metrics-addr are both"},
+		{[]string{"-header-timeout", "0s"}, "-header-timeout and -idle-timeout must be positive"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

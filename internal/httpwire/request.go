@@ -42,49 +42,132 @@ var crlfcrlf = []byte("\r\n\r\n")
 
 // ParseRequest parses the request head at the start of buf. It returns the
 // head's length, or 0 and no error when buf does not hold a whole head yet.
+// A partial head that can no longer become a valid one (a bare LF, a
+// method that is not a token, a TLS ClientHello) is refused at once
+// rather than waited for.
 func ParseRequest(buf []byte, r *Request) (int, error) {
 	end := bytes.Index(buf, crlfcrlf)
 	if end < 0 {
 		if len(buf) >= MaxHead {
 			return 0, ErrTooLarge
 		}
-		return 0, nil
+		return 0, checkPartial(buf)
 	}
 	if end+4 > MaxHead {
 		return 0, ErrTooLarge
 	}
 	head := buf[:end+2] // keep the CRLF of the last line
 	*r = Request{}
-
+	if bytes.IndexByte(head, '\n') < bytes.Index(head, crlf)+1 {
+		return 0, ErrMalformed // a bare LF before the first CRLF
+	}
 	line, rest, _ := bytes.Cut(head, crlf)
-	method, line, ok := bytes.Cut(line, sp)
-	if !ok || !isToken(method) {
-		return 0, ErrMalformed
+	if err := requestLine(line, r); err != nil {
+		return 0, err
 	}
-	target, version, ok := bytes.Cut(line, sp)
-	if !ok || len(target) == 0 || bytes.IndexByte(target, ' ') >= 0 || hasCTL(target) {
-		return 0, ErrMalformed
-	}
-	switch string(version) {
-	case "HTTP/1.1":
-	case "HTTP/1.0":
-		r.HTTP10 = true
-	default:
-		return 0, ErrMalformed
-	}
-	r.Head = string(method) == "HEAD"
-
 	var f framing
+	hosts := 0
 	err := eachHeader(rest, func(name, value []byte) error {
+		if equalFold(name, "host") {
+			hosts++
+		}
 		_, err := f.header(name, value)
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
+	// RFC 9112 3.2: an HTTP/1.1 request has exactly one Host header.
+	if hosts > 1 || (!r.HTTP10 && hosts == 0) {
+		return 0, ErrMalformed
+	}
 	r.BodyLen = max(f.length, 0)
 	r.Close = f.close || (r.HTTP10 && !f.keepAlive)
 	return end + 4, nil
+}
+
+// requestLine parses "METHOD TARGET HTTP/1.x" into r.
+func requestLine(line []byte, r *Request) error {
+	method, line, ok := bytes.Cut(line, sp)
+	if !ok || !isToken(method) {
+		return ErrMalformed
+	}
+	target, version, ok := bytes.Cut(line, sp)
+	if !ok || len(target) == 0 || bytes.IndexByte(target, ' ') >= 0 || hasCTL(target) {
+		return ErrMalformed
+	}
+	switch string(version) {
+	case "HTTP/1.1":
+	case "HTTP/1.0":
+		r.HTTP10 = true
+	default:
+		return ErrMalformed
+	}
+	r.Head = string(method) == "HEAD"
+	return nil
+}
+
+// checkPartial refuses a head that is not complete yet but can no longer
+// become valid: every complete line must parse, every LF must follow a
+// CR, and the unfinished line must still be a prefix of a valid one.
+func checkPartial(buf []byte) error {
+	buf = bytes.TrimSuffix(buf, []byte("\r")) // perhaps the start of a CRLF
+	for i, c := range buf {
+		if c == '\n' && (i == 0 || buf[i-1] != '\r') {
+			return ErrMalformed
+		}
+	}
+	line, rest, complete := bytes.Cut(buf, crlf)
+	if complete {
+		var r Request
+		if err := requestLine(line, &r); err != nil {
+			return err
+		}
+	} else if !requestLinePrefix(line) {
+		return ErrMalformed
+	}
+	if !complete {
+		return nil
+	}
+	// Whole header lines, then the start of the next one.
+	if i := bytes.LastIndex(rest, crlf); i >= 0 {
+		if err := eachHeader(rest[:i+2], func(name, value []byte) error { return nil }); err != nil {
+			return err
+		}
+		rest = rest[i+2:]
+	}
+	name, _, _ := bytes.Cut(rest, []byte(":"))
+	for _, c := range name {
+		if c >= 0x80 || !tokenChar[c] {
+			return ErrMalformed
+		}
+	}
+	return nil
+}
+
+// requestLinePrefix reports whether p can still grow into a valid
+// request line.
+func requestLinePrefix(p []byte) bool {
+	method, p, sp1 := bytes.Cut(p, sp)
+	for _, c := range method {
+		if c >= 0x80 || !tokenChar[c] {
+			return false
+		}
+	}
+	if !sp1 {
+		return true
+	}
+	if len(method) == 0 {
+		return false
+	}
+	target, version, sp2 := bytes.Cut(p, sp)
+	if hasCTL(target) || (sp2 && len(target) == 0) {
+		return false
+	}
+	if !sp2 {
+		return true
+	}
+	return len(version) <= len("HTTP/1.1") && (bytes.HasPrefix([]byte("HTTP/1.1"), version) || bytes.HasPrefix([]byte("HTTP/1.0"), version))
 }
 
 // framing collects the headers that decide where a message ends and
@@ -93,10 +176,15 @@ type framing struct {
 	close, keepAlive bool
 	length           int64 // -1 until a Content-Length is seen
 	seenLength       bool
+	// response: Transfer-Encoding is parsed (requests refuse it).
+	response bool
+	// te: a Transfer-Encoding was seen; chunked: its last coding is chunked.
+	te, chunked bool
 }
 
 // header takes one header; handled is false for headers framing does not
-// care about. Transfer-Encoding is refused: neither side here chunks.
+// care about. A request with Transfer-Encoding is refused: the target
+// does not take chunked request bodies.
 func (f *framing) header(name, value []byte) (handled bool, err error) {
 	switch {
 	case equalFold(name, "connection"):
@@ -114,7 +202,11 @@ func (f *framing) header(name, value []byte) (handled bool, err error) {
 		}
 		f.length, f.seenLength = n, true
 	case equalFold(name, "transfer-encoding"):
-		return true, ErrUnsupported
+		if !f.response {
+			return true, ErrUnsupported
+		}
+		f.te = true
+		eachToken(value, func(tok []byte) { f.chunked = equalFold(tok, "chunked") })
 	default:
 		return false, nil
 	}

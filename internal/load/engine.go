@@ -31,13 +31,25 @@ type Result struct {
 	// CPU their packets arrived on (the server's X-Conn-Local header).
 	LocalConnections, LocalityKnown int64
 	Errors                          map[string]int64
-	PerPID                          map[uint64]*PIDCount
-	Latency                         *hdrhistogram.Histogram // from the intended send time
-	Uncorrected                     *hdrhistogram.Histogram // from the actual send time
-	Connect                         *hdrhistogram.Histogram // connect() for new connections
-	TTFB                            *hdrhistogram.Histogram // request written to first response byte
-	Lag                             *hdrhistogram.Histogram // actual - intended send time (open loop)
-	Series                          []Second
+	// PerPID counts what each worker pid served; Unattributed what came
+	// without a usable pid (no header, or a value that is not a pid).
+	PerPID       map[uint64]*PIDCount
+	Unattributed PIDCount
+	// BadPIDValues counts responses whose pid header was not a pid;
+	// BadPIDExample is one such value.
+	BadPIDValues  int64
+	BadPIDExample string
+	// InFlightAtEnd are the measured requests still unanswered when the
+	// run ended (cut, not counted); OldestInFlight is how long the oldest
+	// of them had waited.
+	InFlightAtEnd  int64
+	OldestInFlight time.Duration
+	Latency        *hdrhistogram.Histogram // from the intended send time
+	Uncorrected    *hdrhistogram.Histogram // from the actual send time
+	Connect        *hdrhistogram.Histogram // connect() for new connections
+	TTFB           *hdrhistogram.Histogram // request written to first response byte
+	Lag            *hdrhistogram.Histogram // actual - intended send time (open loop)
+	Series         []Second
 	// SecondHists are the per-second latency histograms, aligned with
 	// Series, when Options.KeepSecondHistograms is set.
 	SecondHists []*hdrhistogram.Histogram
@@ -65,6 +77,7 @@ type engine struct {
 	stopCh       chan struct{}
 	stopOnce     sync.Once
 	live         []atomic.Pointer[os.File]
+	clients      []*client
 	remote       netip.AddrPort
 	nextDialer   atomic.Uint64
 	reqKeep      []byte
@@ -79,7 +92,7 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	e := &engine{o: o, stopCh: make(chan struct{}), live: make([]atomic.Pointer[os.File], o.Conns)}
+	e := &engine{o: o, stopCh: make(chan struct{}), live: make([]atomic.Pointer[os.File], o.Conns), clients: make([]*client, o.Conns)}
 	nshards := min(o.Conns, 4*runtime.GOMAXPROCS(0))
 	for range nshards {
 		e.shards = append(e.shards, newShard())
@@ -145,6 +158,17 @@ loop:
 		}
 	}
 	ticker.Stop()
+	// Requests still waiting now are cut; count them, and how long the
+	// oldest had waited, before the deadlines below end them.
+	for _, c := range e.clients {
+		if c == nil {
+			continue
+		}
+		if t := c.inflight.Load(); t != 0 && t >= e.measureStart.UnixNano() {
+			res.InFlightAtEnd++
+			res.OldestInFlight = max(res.OldestInFlight, stopAt.Sub(time.Unix(0, t)))
+		}
+	}
 	e.stop()
 	// In-flight requests are cut: their connections' deadlines are now.
 	for i := range e.live {
@@ -193,6 +217,12 @@ func (e *engine) collect(res *Result) {
 		s.mu.Unlock()
 	}
 	res.Requests, res.Connections, res.PerPID = c.requests, c.conns, c.pids
+	res.Unattributed, res.BadPIDValues = c.unattributed, c.badPID
+	for _, s := range e.shards {
+		if s.badPIDExample != "" {
+			res.BadPIDExample = s.badPIDExample
+		}
+	}
 	res.LocalConnections, res.LocalityKnown = c.localConns, c.localKnown
 	res.Errors = map[string]int64{}
 	for i, k := range ErrorKinds {
@@ -227,11 +257,15 @@ type client struct {
 	buf     []byte
 	parser  *httpwire.ResponseParser
 	resp    httpwire.Response
+	// inflight is the intended time (unix ns) of the request this
+	// connection waits on, 0 when none.
+	inflight atomic.Int64
 }
 
 func (e *engine) worker(i int) {
 	c := &client{e: e, idx: i, sh: e.shards[i%len(e.shards)], buf: make([]byte, httpwire.MaxHead+4096),
 		parser: httpwire.NewResponseParser(e.o.PIDHeader, e.o.IDHeader, "X-Conn-Local")}
+	e.clients[i] = c
 	defer c.closeConn()
 	var x sample
 	for !e.stopped.Load() {
@@ -260,7 +294,9 @@ func (e *engine) worker(i int) {
 		if e.o.Requests > 0 && !intended.Before(e.measureStart) && e.tickets.Add(1) > e.o.Requests {
 			return
 		}
+		c.inflight.Store(intended.UnixNano())
 		c.do(intended, &x)
+		c.inflight.Store(0)
 		if e.stopped.Load() {
 			return // cut by the end of the run: not a result
 		}
@@ -319,39 +355,20 @@ func (c *client) do(intended time.Time, x *sample) {
 		c.closeConn()
 		return
 	}
-	var first time.Time
-	filled, head := 0, 0
-	for head == 0 {
-		n, err := c.rw.Read(c.buf[filled:])
-		if n > 0 && first.IsZero() {
-			first = time.Now()
-		}
-		filled += n
-		if n > 0 {
-			h, perr := c.parser.Parse(c.buf[:filled], false, &c.resp)
-			if perr != nil {
-				x.err = ErrMalformed
-				c.closeConn()
-				return
-			}
-			head = h
-		}
-		if head == 0 && err != nil {
-			x.err = classify(err)
-			c.closeConn()
-			return
-		}
-		if head == 0 && filled == len(c.buf) {
-			x.err = ErrMalformed
-			c.closeConn()
-			return
-		}
+	first, filled, head, kind := c.readHead()
+	if kind != "" {
+		x.err = kind
+		c.closeConn()
+		return
 	}
 	// The pid and worker id alias the buffer: take them before reading
 	// the body into it.
-	pid, _ := httpwire.ParseUint(c.resp.Values[0])
+	x.pid, x.badPID = workerPID(c.resp.Values[0])
+	if x.badPID {
+		x.bad = append(x.bad[:0], c.resp.Values[0]...)
+	}
 	x.local = -1
-	if !c.counted {
+	if !c.counted && !x.badPID {
 		if len(c.resp.Values[1]) > 0 {
 			x.worker = append(x.worker[:0], c.resp.Values[1]...)
 		}
@@ -359,8 +376,8 @@ func (c *client) do(intended time.Time, x *sample) {
 			x.local = int8(v[0] - '0')
 		}
 	}
-	if err := c.skipBody(filled - head); err != nil {
-		x.err = classify(err)
+	if err := c.skipBody(head, filled); err != nil {
+		x.err = classifyBody(err)
 		c.closeConn()
 		return
 	}
@@ -373,7 +390,6 @@ func (c *client) do(intended time.Time, x *sample) {
 		x.err = ErrStatus
 		return
 	}
-	x.pid = pid
 	x.newConn = !c.counted // the worker sets counted once it records this
 	x.latency = done.Sub(intended)
 	x.uncorrected = done.Sub(start)
@@ -383,10 +399,88 @@ func (c *client) do(intended time.Time, x *sample) {
 	}
 }
 
-// skipBody reads the rest of the body, of which have bytes are in the
-// buffer already.
-func (c *client) skipBody(have int) error {
-	want := c.resp.BodyLen
+// maxPID is the largest pid Linux hands out (PID_MAX_LIMIT).
+const maxPID = 1 << 22
+
+// workerPID reads the worker-pid header: a positive integer no larger
+// than any Linux pid. Anything else (including no header) is pid 0,
+// unattributed; bad says a value was there but is not a pid.
+func workerPID(v []byte) (pid uint64, bad bool) {
+	if len(v) == 0 {
+		return 0, false
+	}
+	n, ok := httpwire.ParseUint(v)
+	if !ok || n == 0 || n > maxPID {
+		return 0, true
+	}
+	return n, false
+}
+
+// readHead reads until a final response head is in the buffer, skipping
+// interim responses (100 Continue). It returns when the first byte came,
+// how much of the buffer is filled and where the head ends, or an error
+// kind. Bytes that cannot be HTTP/1.x, or a close after part of a head,
+// are malformed; a close before any byte is a reset.
+func (c *client) readHead() (first time.Time, filled, head int, kind string) {
+	for {
+		if filled > 0 {
+			h, err := c.parser.Parse(c.buf[:filled], false, &c.resp)
+			if err != nil {
+				return first, filled, 0, ErrMalformed
+			}
+			if h > 0 && c.resp.Interim() {
+				copy(c.buf, c.buf[h:filled])
+				filled -= h
+				continue
+			}
+			if h > 0 {
+				return first, filled, h, ""
+			}
+			if filled == len(c.buf) {
+				return first, filled, 0, ErrMalformed
+			}
+		}
+		n, err := c.rw.Read(c.buf[filled:])
+		if n > 0 && first.IsZero() {
+			first = time.Now()
+		}
+		filled += n
+		if err != nil {
+			if filled > 0 && errors.Is(err, io.EOF) {
+				return first, filled, 0, ErrMalformed // closed mid-head
+			}
+			return first, filled, 0, classify(err)
+		}
+	}
+}
+
+// skipBody reads the rest of the body, which begins at head in the
+// buffer filled up to filled: Content-Length bytes, chunks, or all up to
+// the close.
+func (c *client) skipBody(head, filled int) error {
+	if c.resp.Chunked {
+		var ch httpwire.Chunked
+		p := c.buf[head:filled]
+		for {
+			n, done, err := ch.Feed(p)
+			if err != nil {
+				return err
+			}
+			if done {
+				if n < len(p) {
+					// Bytes after the body that no request asked for.
+					c.resp.Close = true
+				}
+				return nil
+			}
+			k, err := c.rw.Read(c.buf)
+			if err != nil {
+				return err
+			}
+			p = c.buf[:k]
+		}
+	}
+	have, want := filled-head, c.resp.BodyLen
 	for want < 0 || int64(have) < want {
 		n, err := c.rw.Read(c.buf)
 		have += n
@@ -398,6 +492,14 @@ func (c *client) skipBody(have int) error {
 		}
 	}
 	return nil
+}
+
+// classifyBody names the kind of an error met reading a body.
+func classifyBody(err error) string {
+	if errors.Is(err, httpwire.ErrMalformed) {
+		return ErrMalformed
+	}
+	return classify(err)
 }
 
 // classify names the kind of a connect, read or write error. A keep-alive

@@ -7,6 +7,7 @@ package load
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -95,8 +96,12 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("-c %d: want at least 1 connection", o.Conns)
 	case o.Conns > 100000:
 		return fmt.Errorf("-c %d: at most 100000", o.Conns)
+	case math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0):
+		return fmt.Errorf("-rate %v: want a finite number of requests per second", o.Rate)
 	case o.Rate < 0:
 		return fmt.Errorf("-rate %v: must not be negative", o.Rate)
+	case o.Rate > 10e6:
+		return fmt.Errorf("-rate %v: at most 10000000 per second", o.Rate)
 	case o.Duration < 0 || o.Warmup < 0 || o.Timeout < 0:
 		return errors.New("-d, -warmup and -timeout must not be negative")
 	case o.Requests < 0:

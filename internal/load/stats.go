@@ -60,6 +60,10 @@ type counts struct {
 	localConns, localKnown int64
 	errs                   [numKinds]int64
 	pids                   map[uint64]*PIDCount
+	// unattributed counts responses without a usable pid; badPID those
+	// whose pid header held something that is not a pid.
+	unattributed PIDCount
+	badPID       int64
 }
 
 func newCounts() counts { return counts{pids: map[uint64]*PIDCount{}} }
@@ -81,6 +85,9 @@ func (c *counts) add(o *counts) {
 	for i := range c.errs {
 		c.errs[i] += o.errs[i]
 	}
+	c.unattributed.Requests += o.unattributed.Requests
+	c.unattributed.Connections += o.unattributed.Connections
+	c.badPID += o.badPID
 	for p, pc := range o.pids {
 		x := c.pid(p)
 		x.Requests += pc.Requests
@@ -101,6 +108,7 @@ type shard struct {
 	ttfb, lag                     *hdrhistogram.Histogram
 	second                        *hdrhistogram.Histogram // latency since the last tick
 	total, sec                    counts
+	badPIDExample                 string
 }
 
 func newShard() *shard {
@@ -114,7 +122,9 @@ func newShard() *shard {
 // sample is one finished request as a connection saw it.
 type sample struct {
 	err         string // "" when the request succeeded
-	pid         uint64
+	pid         uint64 // 0: unattributed
+	badPID      bool   // the pid header held something that is not a pid
+	bad         []byte // ... that value
 	worker      []byte
 	newConn     bool          // first measured response on this connection
 	local       int8          // X-Conn-Local: 1, 0, or -1 when not sent
@@ -146,7 +156,18 @@ func (s *shard) record(x *sample) {
 	}
 	s.total.requests++
 	s.sec.requests++
-	tp, sp := s.total.pid(x.pid), s.sec.pid(x.pid)
+	var tp, sp *PIDCount
+	if x.pid == 0 {
+		tp, sp = &s.total.unattributed, &s.sec.unattributed
+		if x.badPID {
+			s.total.badPID++
+			if s.badPIDExample == "" {
+				s.badPIDExample = string(x.bad)
+			}
+		}
+	} else {
+		tp, sp = s.total.pid(x.pid), s.sec.pid(x.pid)
+	}
 	tp.Requests++
 	sp.Requests++
 	if x.newConn && x.local >= 0 {
@@ -175,8 +196,8 @@ type Second struct {
 	Connections int64
 	Errors      int64
 	P50, P99    time.Duration
-	PerPID      map[uint64]int64 // requests per worker pid
-	PerPIDConns map[uint64]int64 // new connections per worker pid
+	PerPID      map[uint64]int64 // requests per worker pid (0: unattributed)
+	PerPIDConns map[uint64]int64 // new connections per worker pid (0: unattributed)
 	ErrorKinds  map[string]int64
 }
 
@@ -203,6 +224,9 @@ func tick(shards []*shard, t float64, merged *hdrhistogram.Histogram) Second {
 	for p, pc := range c.pids {
 		sec.PerPID[p] = pc.Requests
 		sec.PerPIDConns[p] = pc.Connections
+	}
+	if u := c.unattributed; u.Requests > 0 {
+		sec.PerPID[0], sec.PerPIDConns[0] = u.Requests, u.Connections
 	}
 	if merged.TotalCount() > 0 {
 		sec.P50 = time.Duration(merged.ValueAtQuantile(50))

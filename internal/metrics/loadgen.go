@@ -23,7 +23,7 @@ type Loadgen struct {
 func NewLoadgen(url, conn string, rate float64, errorKinds []string) *Loadgen {
 	l := &Loadgen{reg: NewRegistry()}
 	l.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "lbbench_loadgen_requests_total", Help: "Successful responses, by the worker pid that sent them.",
+		Name: "lbbench_loadgen_requests_total", Help: "Successful responses, by the worker pid that sent them (none: no usable pid).",
 	}, []string{"pid"})
 	l.connections = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lbbench_loadgen_connections_total", Help: "Connections that carried a response, by the worker pid that served them.",
@@ -55,14 +55,22 @@ func (l *Loadgen) Observe(sec float64) { l.latency.Observe(sec) }
 // AddSecond adds one second's counts.
 func (l *Loadgen) AddSecond(requests, conns map[uint64]int64, errs map[string]int64) {
 	for pid, n := range requests {
-		l.requests.WithLabelValues(strconv.FormatUint(pid, 10)).Add(float64(n))
+		l.requests.WithLabelValues(pidLabel(pid)).Add(float64(n))
 	}
 	for pid, n := range conns {
-		l.connections.WithLabelValues(strconv.FormatUint(pid, 10)).Add(float64(n))
+		l.connections.WithLabelValues(pidLabel(pid)).Add(float64(n))
 	}
 	for k, n := range errs {
 		l.errors.WithLabelValues(k).Add(float64(n))
 	}
+}
+
+// pidLabel is a pid's label value; 0 (no usable pid) is "none".
+func pidLabel(pid uint64) string {
+	if pid == 0 {
+		return "none"
+	}
+	return strconv.FormatUint(pid, 10)
 }
 
 // Handler serves the metrics at /metrics.

@@ -87,18 +87,24 @@ func (a *acceptor) retry(err error) bool {
 	}
 	a.slot.Add(word, 1)
 	a.backoff = min(max(2*a.backoff, 5*time.Millisecond), time.Second)
-	if now := time.Now(); now.Sub(a.lastLog) >= time.Second {
-		more := ""
-		if a.suppressed > 0 {
-			more = fmt.Sprintf(" (%d more since the last report)", a.suppressed)
-		}
-		log.Printf("accept: %v%s; connections stay queued, retrying in %v", err, more, a.backoff)
-		a.lastLog, a.suppressed = now, 0
-	} else {
-		a.suppressed++
-	}
+	a.note(fmt.Sprintf("%v; retrying in %v", err, a.backoff))
 	time.Sleep(a.backoff)
 	return true
+}
+
+// note logs an accept that had to wait, at most once a second.
+func (a *acceptor) note(what string) {
+	now := time.Now()
+	if now.Sub(a.lastLog) < time.Second {
+		a.suppressed++
+		return
+	}
+	more := ""
+	if a.suppressed > 0 {
+		more = fmt.Sprintf(" (%d more since the last report)", a.suppressed)
+	}
+	log.Printf("accept: %s%s; connections stay queued", what, more)
+	a.lastLog, a.suppressed = now, 0
 }
 
 // accepted resets the backoff after a successful accept.

@@ -97,13 +97,21 @@ func (m *single) close() {
 // worker can hold one more, and hands each over.
 func (m *single) acceptLoop(s *Supervisor) {
 	a := acceptor{lfd: m.lfd, ino: m.ino, slot: s.ownSlot()}
+	waiting := false
 	for !m.stop.Load() {
 		if !m.roomFor(s) {
 			// Every worker is at its descriptor limit: leave the
-			// connections queued in the kernel until one has room.
+			// connections queued in the kernel until one has room,
+			// counted and logged as an accept that met the limit.
+			if !waiting {
+				a.slot.Add(shm.AcceptFDLimit, 1)
+				a.note("every worker is at its descriptor limit")
+			}
+			waiting = true
 			time.Sleep(time.Millisecond)
 			continue
 		}
+		waiting = false
 		var nfd int
 		var aerr unix.Errno
 		err := m.rc.Read(func(fd uintptr) bool {

@@ -75,15 +75,28 @@ type Target struct {
 }
 
 // StartTarget starts bin/target on free loopback ports with extra args and
-// waits until it says it is listening. It is killed when the test ends.
+// waits until it says it is ready. It is stopped when the test ends.
 func StartTarget(t testing.TB, args ...string) *Target {
+	t.Helper()
+	return StartTargetWith(t, nil, args...)
+}
+
+// StartTargetWith starts bin/target through a wrapper command that execs
+// it, e.g. {"sh", "-c", `ulimit -n 256 && exec "$0" "$@"`}: the wrapper's
+// arguments, then the target's path, then the target's arguments.
+func StartTargetWith(t testing.TB, wrapper []string, args ...string) *Target {
 	t.Helper()
 	tg := &Target{
 		Addr:        "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		MetricsAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 	}
 	args = append([]string{"-addr", tg.Addr, "-metrics-addr", tg.MetricsAddr}, args...)
-	pt, err := peers.StartTarget(Bin(t, "target"), args...)
+	bin := Bin(t, "target")
+	if len(wrapper) > 0 {
+		args = append(append(wrapper[1:len(wrapper):len(wrapper)], bin), args...)
+		bin = wrapper[0]
+	}
+	pt, err := peers.StartTarget(bin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

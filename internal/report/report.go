@@ -4,6 +4,7 @@
 package report
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -179,6 +180,25 @@ type SecondJSON struct {
 	P99         float64          `json:"p99_seconds"`
 	Jain        float64          `json:"jain"`
 	PerPID      map[string]int64 `json:"per_pid"`
+	// Unattributed are this second's responses without a usable pid.
+	Unattributed int64 `json:"unattributed,omitempty"`
+}
+
+// Unattributed counts responses without a usable worker pid.
+type Unattributed struct {
+	Requests    int64 `json:"requests"`
+	Connections int64 `json:"connections"`
+	// InvalidValues had a pid header whose value is not a pid; Example
+	// is one of them.
+	InvalidValues int64  `json:"invalid_values"`
+	Example       string `json:"example,omitempty"`
+}
+
+// InFlight describes the requests cut by the end of the run.
+type InFlight struct {
+	Requests         int64   `json:"requests"`
+	OldestSeconds    float64 `json:"oldest_seconds"`
+	HungAfterSeconds float64 `json:"hung_after_seconds"` // waits this long count as a server that stopped answering
 }
 
 // Doc is the JSON document of a run.
@@ -205,15 +225,25 @@ type Doc struct {
 	TTFB            Quantiles                 `json:"ttfb_seconds"`
 	SendLag         Quantiles                 `json:"send_lag_seconds"`
 	PerPID          map[string]*load.PIDCount `json:"per_pid"`
-	Locality        *Locality                 `json:"locality,omitempty"`
-	Restarts        *Restarts                 `json:"restarts,omitempty"`
-	Workers         int                       `json:"workers"`
-	Fairness        Fairness                  `json:"fairness"`
-	Kernel          kernel.Observation        `json:"kernel"`
-	Host            kernel.Host               `json:"host"`
-	SelfCheck       SelfCheck                 `json:"self_check"`
-	Interrupted     bool                      `json:"interrupted"`
-	Series          []SecondJSON              `json:"series"`
+	// Unattributed are the responses no worker pid could be given to:
+	// no pid header, or a value that is not a pid. They are left out of
+	// the fairness figures.
+	Unattributed *Unattributed `json:"unattributed,omitempty"`
+	// InFlightAtEnd are the measured requests still unanswered when the
+	// run ended: cut, not counted in requests or errors.
+	InFlightAtEnd InFlight `json:"in_flight_at_end"`
+	// Problems say why the run failed (loadgen then exits 1): no
+	// successful response, requests left unanswered, nothing measured.
+	Problems    []string           `json:"problems,omitempty"`
+	Locality    *Locality          `json:"locality,omitempty"`
+	Restarts    *Restarts          `json:"restarts,omitempty"`
+	Workers     int                `json:"workers"`
+	Fairness    Fairness           `json:"fairness"`
+	Kernel      kernel.Observation `json:"kernel"`
+	Host        kernel.Host        `json:"host"`
+	SelfCheck   SelfCheck          `json:"self_check"`
+	Interrupted bool               `json:"interrupted"`
+	Series      []SecondJSON       `json:"series"`
 }
 
 // Build assembles the document. workers is the number of worker processes
@@ -259,6 +289,10 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 			P50: s.P50.Seconds(), P99: s.P99.Seconds(), PerPID: map[string]int64{}, Jain: 1}
 		var xs []float64
 		for pid, n := range s.PerPID {
+			if pid == 0 {
+				sj.Unattributed = n
+				continue
+			}
 			sj.PerPID[strconv.FormatUint(pid, 10)] = n
 			xs = append(xs, float64(n))
 		}
@@ -276,8 +310,35 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 	if jn > 0 {
 		d.Fairness.PerSecondJainMean = jsum / float64(jn)
 	}
+	if u := r.Unattributed; u.Requests > 0 || u.Connections > 0 {
+		d.Unattributed = &Unattributed{Requests: u.Requests, Connections: u.Connections,
+			InvalidValues: r.BadPIDValues, Example: r.BadPIDExample}
+	}
+	d.InFlightAtEnd, d.Problems = inFlight(r)
 	d.SelfCheck = selfCheck(r, d, cores)
 	return d
+}
+
+// inFlight describes the requests the end of the run cut, and says what
+// makes the run a failure: nothing measured, no successful response, or
+// requests that had waited far longer than any answered one (twice the
+// slowest answer, and at least 1 s or half the run): a server that
+// stopped answering.
+func inFlight(r *load.Result) (InFlight, []string) {
+	hung := max(min(time.Second, r.Duration/2), 2*time.Duration(r.Latency.Max()))
+	f := InFlight{Requests: r.InFlightAtEnd, OldestSeconds: r.OldestInFlight.Seconds(), HungAfterSeconds: hung.Seconds()}
+	var problems []string
+	switch {
+	case r.Interrupted && r.Duration == 0:
+		problems = append(problems, "interrupted during warm-up: nothing measured")
+	case r.Requests == 0:
+		problems = append(problems, "no successful response")
+	}
+	if r.InFlightAtEnd > 0 && r.OldestInFlight >= hung {
+		problems = append(problems, fmt.Sprintf("%d request(s) still unanswered when the run ended, the oldest after %s: the server stopped answering",
+			r.InFlightAtEnd, fmtDur(r.OldestInFlight.Seconds())))
+	}
+	return f, problems
 }
 
 // selfCheck flags runs that loadgen, not the server, may have limited.

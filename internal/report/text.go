@@ -47,6 +47,10 @@ func Summary(w io.Writer, d *Doc) {
 	if d.Requests == 0 {
 		fmt.Fprintf(w, "  no successful response: is the target up at %s?\n", d.URL)
 	}
+	if f := d.InFlightAtEnd; f.Requests > 0 {
+		fmt.Fprintf(w, "  In flight    %d request(s) unanswered when the run ended (cut, not counted; oldest waited %s)\n",
+			f.Requests, fmtDur(f.OldestSeconds))
+	}
 
 	if len(d.PerPID) > 0 {
 		fmt.Fprintf(w, "\n  %-10s %-7s %12s %7s %12s %7s\n", "pid", "worker", "requests", "share", "connections", "share")
@@ -57,11 +61,7 @@ func Summary(w io.Writer, d *Doc) {
 		slices.SortFunc(pids, func(a, b string) int { return cmp.Compare(d.PerPID[b].Requests, d.PerPID[a].Requests) })
 		for _, p := range pids {
 			pc := d.PerPID[p]
-			name := p
-			if p == "0" {
-				name = "(none)" // no worker-pid header
-			}
-			fmt.Fprintf(w, "  %-10s %-7s %12d %6.1f%% %12d %6.1f%%\n", name, pc.Worker, pc.Requests,
+			fmt.Fprintf(w, "  %-10s %-7s %12d %6.1f%% %12d %6.1f%%\n", p, pc.Worker, pc.Requests,
 				pct(pc.Requests, d.Requests), pc.Connections, pct(pc.Connections, d.Connections))
 		}
 		if missing := d.Workers - len(d.PerPID); missing > 0 {
@@ -78,6 +78,13 @@ func Summary(w io.Writer, d *Doc) {
 		}
 	}
 
+	if u := d.Unattributed; u != nil {
+		fmt.Fprintf(w, "\n  Unattributed %d requests (%.1f%%) on %d connections carry no usable worker pid; left out of the fairness figures\n",
+			u.Requests, pct(u.Requests, d.Requests), u.Connections)
+		if u.InvalidValues > 0 {
+			fmt.Fprintf(w, "  WARNING: %d responses had a worker-pid header that is not a pid (e.g. %q)\n", u.InvalidValues, u.Example)
+		}
+	}
 	if r := d.Restarts; r != nil {
 		fmt.Fprintf(w, "\n  Restarts (%s): %d during the run; %.2f failed requests per restart (refused %d, reset %d, timeout %d); %.0f resets per 1M connections\n",
 			r.Strategy, r.Count, r.FailedPerRestart, r.Refused, r.Reset, r.Timeout, r.ResetsPerMillion)
@@ -88,6 +95,9 @@ func Summary(w io.Writer, d *Doc) {
 	k := d.Kernel
 	fmt.Fprintf(w, "\n  Kernel: TIME_WAIT %d -> %d; ListenOverflows +%d, ListenDrops +%d, TCPSynRetrans +%d, resets sent +%d\n",
 		k.TimeWaitBefore, k.TimeWaitAfter, k.Delta["ListenOverflows"], k.Delta["ListenDrops"], k.Delta["TCPSynRetrans"], k.Delta["TcpOutRsts"])
+	for _, p := range d.Problems {
+		fmt.Fprintf(w, "  FAILED: %s\n", p)
+	}
 	sc := d.SelfCheck
 	if sc.Bottleneck {
 		fmt.Fprintf(w, "  WARNING: loadgen may be the bottleneck: %s\n", strings.Join(sc.Reasons, "; "))
