@@ -27,6 +27,8 @@ setup:
 # -p 1: packages one at a time; their real servers, loads and sysctls
 # (tcp_migrate_req) would otherwise meet in the middle of each other.
 test: setup build
+	@test -z "$$(gofmt -l .)" || { echo "gofmt -l lists files to format:"; gofmt -l .; exit 1; }
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -p 1 ./...
 

@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/lbbench/lbbench/internal/results"
 )
 
 // TestBenchQuick runs `make bench-quick` into a temporary folder and checks
@@ -35,8 +38,8 @@ func TestBenchQuick(t *testing.T) {
 		}
 	}
 	rep, _ := os.ReadFile(filepath.Join(dir, "REPORT.md"))
-	if !strings.Contains(string(rep), "## Verdict") || !strings.Contains(string(rep), "charts/share-") {
-		t.Errorf("REPORT.md lacks a verdict or charts:\n%s", rep)
+	if !strings.Contains(string(rep), "## What to use") || !strings.Contains(string(rep), "-share-workers-") {
+		t.Errorf("REPORT.md lacks a summary or charts:\n%s", rep)
 	}
 	charts, _ := filepath.Glob(filepath.Join(dir, "charts", "*.svg"))
 	if len(charts) < 2 {
@@ -54,9 +57,61 @@ func TestCheckCatchesTooFewSamples(t *testing.T) {
 	if code := run([]string{"check", dir, "a", "b", "c"}, &stdout, &stderr); code == 0 {
 		t.Fatalf("check passed a folder with 1 sample per cell and a missing model:\n%s", stdout.String())
 	}
-	if !strings.Contains(stderr.String(), "fewer than 6 samples") || !strings.Contains(stderr.String(), "model c is not a column") {
+	if !strings.Contains(stderr.String(), "fewer than 6 samples") || !strings.Contains(stderr.String(), "model c has no samples") {
 		t.Errorf("check said: %s", stderr.String())
 	}
+}
+
+// TestReferenceReports: every committed results folder's REPORT.md and
+// charts are what the report pipeline makes of its raw.txt and json/
+// today, byte for byte. A change to the report shows here as a diff;
+// `go run ./bench report results/DIR` regenerates them.
+func TestReferenceReports(t *testing.T) {
+	dirs, _ := filepath.Glob("../results/*/raw.txt")
+	if len(dirs) == 0 {
+		t.Fatal("no committed results")
+	}
+	for _, raw := range dirs {
+		ref := filepath.Dir(raw)
+		t.Run(filepath.Base(ref), func(t *testing.T) {
+			tmp := t.TempDir()
+			if err := os.CopyFS(filepath.Join(tmp, "json"), os.DirFS(filepath.Join(ref, "json"))); err != nil {
+				t.Fatal(err)
+			}
+			copyFile(t, filepath.Join(ref, "raw.txt"), filepath.Join(tmp, "raw.txt"))
+			copyFile(t, filepath.Join(ref, "env.txt"), filepath.Join(tmp, "env.txt"))
+			if err := results.Write(tmp, sections()); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range append([]string{"REPORT.md"}, chartsOf(t, ref)...) {
+				want, _ := os.ReadFile(filepath.Join(ref, f))
+				got, err := os.ReadFile(filepath.Join(tmp, f))
+				if err != nil || !bytes.Equal(got, want) {
+					t.Errorf("%s differs from what the pipeline makes of %s (regenerate: go run ./bench report %s)", f, ref, ref)
+				}
+			}
+			if made, want := chartsOf(t, tmp), chartsOf(t, ref); !slices.Equal(made, want) {
+				t.Errorf("charts made %v, committed %v", made, want)
+			}
+		})
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(to, b, 0o644)
+}
+
+func chartsOf(t *testing.T, dir string) []string {
+	fs, _ := filepath.Glob(filepath.Join(dir, "charts", "*.svg"))
+	var out []string
+	for _, f := range fs {
+		out = append(out, filepath.Join("charts", filepath.Base(f)))
+	}
+	return out
 }
 
 func TestMatrixBadInput(t *testing.T) {

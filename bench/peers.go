@@ -79,7 +79,7 @@ func cmdPeersTarget(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	res, err := openResults(f.dir)
+	res, err := openResultsFile(f.dir)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func cmdPeersLoadgen(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	res, err := openResults(f.dir)
+	res, err := openResultsFile(f.dir)
 	if err != nil {
 		return err
 	}

@@ -10,11 +10,14 @@ import (
 )
 
 // measureRemap measures, for groups of 1 to 2N reuseport listeners, the
-// fraction of 2000 fixed 4-tuples that land on another socket when one
+// fraction of remapTuples fixed 4-tuples that land on another socket when one
 // listener joins, against what modulo hashing and the kernel's
 // reciprocal_scale predict.
-func measureRemap(p Params, res *results) error {
-	const tuples = 2000
+// remapTuples is how many fixed 4-tuples the remap scenario follows.
+const remapTuples = 2000
+
+func measureRemap(p Params, res *resultsFile) error {
+	const tuples = remapTuples
 	for round := range p.Count {
 		for n := 1; n <= max(2*p.CPUs, 4); n++ {
 			// Fresh source ports each round: another sample of the hash.

@@ -18,10 +18,10 @@ import (
 	"github.com/lbbench/lbbench/internal/report"
 )
 
-// results is one results folder. raw.txt is rewritten whole (temp file,
-// rename) after every sample, so an interrupted run keeps every completed
-// sample and never leaves half a line.
-type results struct {
+// resultsFile is one results folder being written. raw.txt is rewritten
+// whole (temp file, rename) after every sample, so an interrupted run
+// keeps every completed sample and never leaves half a line.
+type resultsFile struct {
 	dir     string
 	raw     bytes.Buffer
 	w       *benchfmt.Writer
@@ -34,11 +34,11 @@ func defaultResultsDir() string {
 	return filepath.Join("results", time.Now().UTC().Format("2006-01-02")+"-"+host)
 }
 
-func openResults(dir string) (*results, error) {
+func openResultsFile(dir string) (*resultsFile, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "json"), 0o755); err != nil {
 		return nil, err
 	}
-	r := &results{dir: dir}
+	r := &resultsFile{dir: dir}
 	r.w = benchfmt.NewWriter(&r.raw)
 	if err := report.WriteUnits(r.w); err != nil {
 		return nil, err
@@ -52,7 +52,7 @@ func openResults(dir string) (*results, error) {
 }
 
 // add appends one result and rewrites raw.txt.
-func (r *results) add(res *benchfmt.Result, comment string) error {
+func (r *resultsFile) add(res *benchfmt.Result, comment string) error {
 	if comment != "" {
 		r.raw.WriteString("# " + comment + "\n")
 	}

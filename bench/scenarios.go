@@ -5,10 +5,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lbbench/lbbench/internal/results"
 )
 
 // This file is the scenario table: the one place to read what `make bench`
-// measures, and to add a scenario.
+// measures, how each scenario is reported, and to add a scenario.
 
 // modelFlags maps each model variant a scenario can name to bin/target
 // flags. The variant is the benchmark's /model= key.
@@ -19,11 +21,13 @@ var modelFlags = map[string][]string{
 	"shared-blocking":  {"-model", "shared", "-accept", "blocking"},
 	"shared-exclusive": {"-model", "shared", "-accept", "exclusive"},
 	"reuseport":        {"-model", "reuseport"},
-	// Steered reuseport (eBPF variants need root).
+	// Steered reuseport (eBPF variants need root). Locality is measured
+	// for all of them, the kernel's hash included.
 	"reuseport-cpu":          {"-model", "reuseport", "-steer", "cpu"},
 	"reuseport-incoming-cpu": {"-model", "reuseport", "-steer", "incoming-cpu"},
-	"reuseport-bpf-rr":       {"-model", "reuseport", "-steer", "bpf-rr"},
-	"reuseport-bpf-least":    {"-model", "reuseport", "-steer", "bpf-least"},
+	"reuseport-bpf-rr":       {"-model", "reuseport", "-steer", "bpf-rr", "-locality"},
+	"reuseport-bpf-least":    {"-model", "reuseport", "-steer", "bpf-least", "-locality"},
+	"reuseport-hash":         {"-model", "reuseport", "-locality"},
 	// Rolling-restart strategies (the churn scenario).
 	"reuseport-overlap": {"-model", "reuseport", "-restart", "reuseport-overlap"},
 	"reuseport-migrate": {"-model", "reuseport", "-restart", "reuseport-migrate"},
@@ -35,9 +39,9 @@ var modelFlags = map[string][]string{
 // churnStrategies are the restart strategies the churn scenario compares.
 var churnStrategies = []string{"reuseport-overlap", "reuseport-migrate", "fd-handoff", "shared-inherit", "single-dispatch"}
 
-// steeringModels are the variants the steering scenario compares; plain
-// reuseport (the kernel's hash) is the base.
-var steeringModels = []string{"reuseport", "reuseport-cpu", "reuseport-incoming-cpu", "reuseport-bpf-rr", "reuseport-bpf-least"}
+// steeringModels are the variants the steering scenario compares; the
+// kernel's hash is the base.
+var steeringModels = []string{"reuseport-hash", "reuseport-cpu", "reuseport-incoming-cpu", "reuseport-bpf-rr", "reuseport-bpf-least"}
 
 // defaultModels are the variants measured unless MODELS= says otherwise,
 // in the order they appear as benchstat columns (the first is the base).
@@ -68,6 +72,8 @@ type Cell struct {
 	Load    []string // extra bin/loadgen flags
 	// Stall pauses worker 0 (SIGSTOP) from After for For.
 	Stall *Stall
+	// Crash kills a worker (or the supervisor) with SIGKILL, at Every.
+	Crash *Crash
 	// Restarts asks the target for its restart list, so loadgen counts
 	// what each restart cost.
 	Restarts bool
@@ -90,8 +96,30 @@ type Scenario struct {
 	Cells func(p Params) []Cell
 	// Measure, for scenarios that are not a target under load, writes
 	// its own results.
-	Measure func(p Params, res *results) error
+	Measure func(p Params, res *resultsFile) error
+	// Sections are how the scenario's records are reported.
+	Sections []results.Section
 }
+
+// The figures most sections show.
+var (
+	throughput    = results.Metric{Unit: "req/s", Label: "throughput (req/s)", Summary: true}
+	p99           = results.Metric{Unit: "p99-sec", Label: "p99 latency", Summary: true}
+	connImbalance = results.Metric{Unit: "conn-imbalance", Label: "connection imbalance (max/mean)", Summary: true}
+	reqImbalance  = results.Metric{Unit: "req-imbalance", Label: "request imbalance (max/mean)", Summary: true}
+	shareCharts   = []results.Chart{{Kind: results.Share}, {Kind: results.Spectrum}}
+)
+
+// Parameters scenarios state in their descriptions too.
+const (
+	heavyWork      = 100 * time.Microsecond
+	churnEvery     = 100 * time.Millisecond
+	churnRate      = 3000
+	openFraction   = 0.7
+	crashEvery     = time.Second
+	crashRate      = 2000
+	stallFractions = 3 // the middle third of a run
+)
 
 var scenarios = []Scenario{
 	{
@@ -108,26 +136,60 @@ var scenarios = []Scenario{
 			}
 			return out
 		},
+		Sections: []results.Section{
+			{
+				Name: "Accept", Filter: "/conn:close", Title: "New connection per request",
+				About: "Every model at 1, N and 2N workers (N = CPUs); 50 connections in a closed loop, each request on a new connection, " +
+					"so every request is an accept: this is where the models differ most.",
+				Rows:    "/workers@num",
+				Metrics: []results.Metric{throughput, p99, connImbalance},
+				Charts:  append([]results.Chart{{Kind: results.Scaling, Unit: "req/s", Label: "throughput (req/s)", X: "workers"}}, shareCharts...),
+			},
+			{
+				Name: "Accept", Filter: "/conn:keepalive", Title: "Keep-alive",
+				About: "The same with 50 keep-alive connections: they are spread once, at connect; " +
+					"request imbalance follows from that spread and from how busy each worker's connections keep it.",
+				Rows:    "/workers@num",
+				Metrics: []results.Metric{throughput, p99, reqImbalance},
+				Charts:  append([]results.Chart{{Kind: results.Scaling, Unit: "req/s", Label: "throughput (req/s)", X: "workers"}}, shareCharts...),
+			},
+		},
 	},
 	{
 		Name:  "cpu-heavy",
-		About: "a handler that burns 100µs of CPU per request, N workers",
+		About: "a handler that burns " + heavyWork.String() + " of CPU per request, N workers",
 		Cells: func(p Params) []Cell {
 			var out []Cell
 			for _, conn := range p.Conns {
 				for _, m := range p.Models {
 					c := cell("CPUHeavy", m, p.CPUs, conn, p.Duration)
-					c.Target = []string{"-work", "100us"}
+					c.Target = []string{"-work", heavyWork.String()}
 					out = append(out, c)
 				}
 			}
 			return out
 		},
+		Sections: []results.Section{{
+			Name: "CPUHeavy", Title: "A CPU-heavy handler",
+			About: "Every request burns " + heavyWork.String() + " of CPU in the worker (`-work`), N workers: " +
+				"a worker busy with a request cannot accept, so models that keep accepting on a busy worker fall behind.",
+			Rows:    "/conn,/workers@num",
+			Metrics: []results.Metric{throughput, p99, withFilter(connImbalance, "/conn:close"), withFilter(reqImbalance, "/conn:keepalive")},
+			Charts:  shareCharts,
+		}},
 	},
 	{
 		Name:  "stalled",
 		About: "worker 0 paused (SIGSTOP) for the middle third of a run, new connection per request, N workers",
 		Cells: func(p Params) []Cell { return stalledCells("Stalled", p.Models, p.CPUs, p.Duration) },
+		Sections: []results.Section{{
+			Name: "Stalled", Title: "A stalled worker",
+			About: "Worker 0 is paused with SIGSTOP for the middle third of each run (as a long GC pause or a blocking call would), " +
+				"a new connection per request, N workers: models whose queue belongs to one worker strand the connections queued on it.",
+			Rows:    "/conn,/workers@num",
+			Metrics: []results.Metric{throughput, p99, connImbalance},
+			Charts:  shareCharts,
+		}},
 	},
 	{
 		Name:  "steering",
@@ -141,42 +203,125 @@ var scenarios = []Scenario{
 			}
 			return append(out, stalledCells("SteeringStalled", steeringModels, p.TargetCPUs, p.Duration)...)
 		},
+		Sections: []results.Section{
+			{
+				Name: "Steering", Title: "Steered reuseport",
+				About: "The kernel's 4-tuple hash against steering by the receiving CPU (cBPF, pinned workers), SO_INCOMING_CPU, " +
+					"and eBPF round-robin or least-loaded, one worker per CPU. Locality: the share of connections a worker handled on the CPU their packets arrived on.",
+				Rows: "/conn,/workers@num",
+				Metrics: []results.Metric{throughput, p99, withFilter(connImbalance, "/conn:close"), withFilter(reqImbalance, "/conn:keepalive"),
+					{Unit: "locality", Label: "locality", Summary: true}},
+				Charts: shareCharts,
+			},
+			{
+				Name: "SteeringStalled", Title: "Steered reuseport with a stalled worker",
+				About: "The same steering modes with worker 0 paused for the middle third of each run, a new connection per request.",
+				Rows:  "/conn,/workers@num", Metrics: []results.Metric{throughput, p99, connImbalance},
+				Charts: shareCharts,
+			},
+		},
 	},
 	{
 		Name:  "churn",
-		About: "rolling restarts every 100ms under 3000 new connections per second, by restart strategy, N workers",
+		About: fmt.Sprintf("rolling restarts every %v under %d new connections per second, by restart strategy, N workers", churnEvery, churnRate),
 		Cells: func(p Params) []Cell {
 			var out []Cell
 			for _, m := range churnStrategies {
 				c := cell("Churn", m, p.TargetCPUs, "close", max(3*time.Second, p.Duration))
-				c.Target = []string{"-restart-every", "100ms"}
+				c.Target = []string{"-restart-every", churnEvery.String()}
 				c.Load = []string{"-c", "300", "-timeout", "2s"}
-				c.Rate = 3000
+				c.Rate = churnRate
 				c.Restarts = true
 				out = append(out, c)
 			}
 			return out
 		},
+		Sections: []results.Section{{
+			Name: "Churn", Title: "Rolling restarts under load",
+			About: fmt.Sprintf("One worker replaced every %v (the successor listens first, then the old process drains) "+
+				"while loadgen opens %d connections per second; what each strategy loses per restart.", churnEvery, churnRate),
+			Rows: "/conn,/workers@num",
+			Metrics: []results.Metric{
+				{Unit: "failed/restart", Label: "failed requests per restart", Summary: true},
+				{Unit: "resets/1M-conn", Label: "resets per million connections"},
+				{Unit: "p99-restart-sec", Label: "p99 in seconds with a restart", Summary: true},
+			},
+			Kernel: []string{"TCPMigrateReqSuccess", "TCPMigrateReqFailure", "ListenDrops", "TcpEstabResets"},
+			Charts: []results.Chart{{Kind: results.Bars, Unit: "failed/restart", Label: "failed requests per restart"}},
+		}},
+	},
+	{
+		Name: "crash",
+		About: fmt.Sprintf("a worker, or the supervisor, killed with SIGKILL every %v under %d new connections per second, every model, N workers",
+			crashEvery, crashRate),
+		Cells: crashCells,
+		Sections: []results.Section{{
+			Name: "Crash", Title: "Crashes under load",
+			About: fmt.Sprintf("SIGKILL every %v while loadgen opens %d connections per second: victim=worker kills one worker "+
+				"(in turn; the supervisor starts a new one), victim=supervisor kills the supervisor, whose workers die with it, and a new target "+
+				"is started on the same address, as systemd would. Recovery: from the kill until the replacement has accepted a connection.",
+				crashEvery, crashRate),
+			Rows: "/victim,/workers@num",
+			Metrics: []results.Metric{
+				{Unit: "failed/crash", Label: "failed requests per crash", Summary: true},
+				{Unit: "reset/crash", Label: "resets per crash"},
+				{Unit: "refused/crash", Label: "refused per crash"},
+				{Unit: "recovery-sec", Label: "time to recover", Summary: true},
+			},
+			Kernel: []string{"ListenDrops", "TcpEstabResets", "TcpOutRsts"},
+			Charts: []results.Chart{{Kind: results.Bars, Unit: "failed/crash", Label: "failed requests per crash"}},
+		}},
 	},
 	{
 		Name:    "remap",
 		About:   "the fraction of fixed 4-tuples that change socket when a reuseport group grows from N to N+1",
 		Measure: measureRemap,
+		Sections: []results.Section{{
+			Name: "Remap", Title: "Hash remapping when a listener joins",
+			About: fmt.Sprintf("The fraction of %d fixed client 4-tuples that land on another socket when a reuseport group grows from N to N+1 listeners, "+
+				"against modulo hashing (1 - 1/(N+1)) and the kernel's reciprocal_scale (index = hash * N >> 32), which moves about half whatever N is.", remapTuples),
+			Rows: "/workers@num", MetricsAsColumns: true,
+			Metrics: []results.Metric{
+				{Unit: "moved-fraction", Label: "measured"}, {Unit: "scale-fraction", Label: "reciprocal_scale"}, {Unit: "modulo-fraction", Label: "modulo"},
+			},
+		}},
 	},
 	{
 		Name:  "open-loop",
-		About: "Poisson arrivals at 70% of the slowest model's capacity, new connection per request, N workers",
+		About: fmt.Sprintf("Poisson arrivals at %.0f%% of the slowest model's capacity, new connection per request, N workers", 100*openFraction),
 		Cells: func(p Params) []Cell {
 			var out []Cell
 			for _, m := range p.Models {
 				c := cell("OpenLoop", m, p.CPUs, "close", max(2*time.Second, p.Duration))
-				c.RateFraction = 0.7
+				c.RateFraction = openFraction
 				c.Load = []string{"-poisson", "-c", "500"}
 				out = append(out, c)
 			}
 			return out
 		},
+		Sections: []results.Section{{
+			Name: "OpenLoop", Title: "Latency at an equal offered load",
+			About: fmt.Sprintf("Poisson arrivals at %.0f%% of the slowest model's closed-loop capacity (measured at the start; the rate is in every sample's JSON), "+
+				"a new connection per request: latency from each request's intended send time, so no model is flattered by sending less.", 100*openFraction),
+			Rows:    "/conn,/workers@num",
+			Metrics: []results.Metric{p99, {Unit: "p999-sec", Label: "p99.9 latency"}, connImbalance},
+			Charts:  []results.Chart{{Kind: results.Spectrum}},
+		}},
 	},
+}
+
+func withFilter(m results.Metric, filter string) results.Metric {
+	m.Filter = filter
+	return m
+}
+
+// sections lists every scenario's report sections, in table order.
+func sections() []results.Section {
+	var out []results.Section
+	for _, s := range scenarios {
+		out = append(out, s.Sections...)
+	}
+	return out
 }
 
 func cell(prefix, model string, workers int, conn string, d time.Duration) Cell {
@@ -193,7 +338,7 @@ func stalledCells(prefix string, models []string, workers int, d time.Duration) 
 	var out []Cell
 	for _, m := range models {
 		c := cell(prefix, m, workers, "close", d)
-		c.Stall = &Stall{After: d / 3, For: d / 3}
+		c.Stall = &Stall{After: d / stallFractions, For: d / stallFractions}
 		c.Load = []string{"-timeout", "2s"}
 		out = append(out, c)
 	}
@@ -203,8 +348,14 @@ func stalledCells(prefix string, models []string, workers int, d time.Duration) 
 // group is a cell's name without its model: cells of one group are
 // interleaved.
 func (c Cell) group() string {
-	prefix, _, _ := strings.Cut(c.Name, "/")
-	return prefix + "/workers=" + strconv.Itoa(c.Workers) + "/conn=" + c.Conn
+	parts := strings.Split(c.Name, "/")
+	var keep []string
+	for _, p := range parts {
+		if !strings.HasPrefix(p, "model=") {
+			keep = append(keep, p)
+		}
+	}
+	return strings.Join(keep, "/") + "/workers=" + strconv.Itoa(c.Workers)
 }
 
 func scenarioByName(name string) (Scenario, bool) {

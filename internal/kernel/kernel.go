@@ -1,28 +1,62 @@
 // Package kernel reads what the Linux kernel says about TCP and processes:
 // the TcpExt counters, TIME_WAIT sockets, sysctls, per-process CPU time and
-// a description of the host. It only reads /proc.
+// a description of the host. It only reads under a /proc root, so
+// fixtures test it; prometheus/procfs parses what it covers (sockstat,
+// per-process stat, cpuinfo). Its TcpExt lacks counters the suite needs
+// (TCPMigrateReqSuccess, TCPMigrateReqFailure), so netstat and snmp are
+// read by name here.
 package kernel
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
-// TcpExt returns the TcpExt counters of /proc/net/netstat (ListenOverflows,
+// FS reads a /proc tree: the real one (Proc) or a fixture.
+type FS struct {
+	root string
+	pfs  procfs.FS
+}
+
+// NewFS returns an FS rooted at root (a /proc mount, or a copy).
+func NewFS(root string) (FS, error) {
+	pfs, err := procfs.NewFS(root)
+	if err != nil {
+		return FS{}, err
+	}
+	return FS{root: root, pfs: pfs}, nil
+}
+
+// Proc is this machine's /proc.
+var Proc = func() FS {
+	fs, err := NewFS(procfs.DefaultMountPoint)
+	if err != nil {
+		return FS{root: procfs.DefaultMountPoint}
+	}
+	return fs
+}()
+
+func (fs FS) path(p ...string) string { return filepath.Join(append([]string{fs.root}, p...)...) }
+
+// TcpExt reads /proc/net/netstat and /proc/net/snmp of this machine; see FS.TcpExt.
+func TcpExt() (map[string]uint64, error) { return Proc.TcpExt() }
+
+// TcpExt returns the TcpExt counters of net/netstat (ListenOverflows,
 // ListenDrops, TCPMigrateReqSuccess, ...), and the Tcp counters of
-// /proc/net/snmp (RetransSegs, ActiveOpens, ...) under "Tcp" + name.
-func TcpExt() (map[string]uint64, error) {
+// net/snmp (RetransSegs, ActiveOpens, ...) under "Tcp" + name.
+func (fs FS) TcpExt() (map[string]uint64, error) {
 	out := make(map[string]uint64, 160)
-	if err := readPairs("/proc/net/netstat", "TcpExt:", "", out); err != nil {
+	if err := readPairs(fs.path("net", "netstat"), "TcpExt:", "", out); err != nil {
 		return nil, err
 	}
-	if err := readPairs("/proc/net/snmp", "Tcp:", "Tcp", out); err != nil {
+	if err := readPairs(fs.path("net", "snmp"), "Tcp:", "Tcp", out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -53,35 +87,22 @@ func readPairs(path, prefix, keyPrefix string, out map[string]uint64) error {
 	return fmt.Errorf("%s: no %s lines", path, prefix)
 }
 
-// Sockstat returns the host's TCP socket counts from /proc/net/sockstat:
-// "inuse", "orphan", "tw" (TIME_WAIT), "alloc".
-func Sockstat() (map[string]int64, error) {
-	b, err := os.ReadFile("/proc/net/sockstat")
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]int64{}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if !strings.HasPrefix(line, "TCP:") {
-			continue
-		}
-		f := strings.Fields(line)[1:]
-		for i := 0; i+1 < len(f); i += 2 {
-			if v, err := strconv.ParseInt(f[i+1], 10, 64); err == nil {
-				out[f[i]] = v
-			}
-		}
-	}
-	return out, nil
-}
+// TimeWait returns the number of TCP sockets in TIME_WAIT on the host
+// (-1 when unknown).
+func TimeWait() int64 { return Proc.TimeWait() }
 
-// TimeWait returns the number of TCP sockets in TIME_WAIT on the host.
-func TimeWait() int64 {
-	s, err := Sockstat()
+// TimeWait is the TIME_WAIT count of net/sockstat.
+func (fs FS) TimeWait() int64 {
+	st, err := fs.pfs.NetSockstat()
 	if err != nil {
 		return -1
 	}
-	return s["tw"]
+	for _, p := range st.Protocols {
+		if p.Protocol == "TCP" && p.TW != nil {
+			return int64(*p.TW)
+		}
+	}
+	return -1
 }
 
 // Sysctls are the settings that change how connections are queued and
@@ -96,12 +117,15 @@ var Sysctls = []string{
 	"net/ipv4/ip_local_port_range",
 }
 
+// ReadSysctls reads Sysctls of this machine; see FS.ReadSysctls.
+func ReadSysctls() map[string]string { return Proc.ReadSysctls() }
+
 // ReadSysctls reads Sysctls; a missing one reads as "n/a".
-func ReadSysctls() map[string]string {
+func (fs FS) ReadSysctls() map[string]string {
 	out := make(map[string]string, len(Sysctls))
 	for _, s := range Sysctls {
 		key := strings.ReplaceAll(s, "/", ".")
-		b, err := os.ReadFile("/proc/sys/" + s)
+		b, err := os.ReadFile(fs.path("sys", s))
 		if err != nil {
 			out[key] = "n/a"
 			continue
@@ -111,32 +135,20 @@ func ReadSysctls() map[string]string {
 	return out
 }
 
-// clockTicks is USER_HZ, which is 100 on every Linux architecture Go
-// supports (the kernel fixes it for the /proc ABI).
-const clockTicks = 100
+// ProcCPUSeconds returns user+system CPU seconds of pid on this machine.
+func ProcCPUSeconds(pid int) (float64, error) { return Proc.ProcCPUSeconds(pid) }
 
-// ProcCPUSeconds returns user+system CPU seconds of pid from /proc/PID/stat.
-func ProcCPUSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// ProcCPUSeconds returns user+system CPU seconds of pid from its stat.
+func (fs FS) ProcCPUSeconds(pid int) (float64, error) {
+	p, err := fs.pfs.Proc(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name is in parentheses and may hold spaces; fields
-	// after the last ')' are fixed. utime and stime are fields 14 and 15.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	st, err := p.Stat()
+	if err != nil {
+		return 0, err
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
-	}
-	return float64(ut+st) / clockTicks, nil
+	return st.CPUTime(), nil
 }
 
 // Host describes the machine a run happened on, as stable facts.
@@ -149,23 +161,18 @@ type Host struct {
 	Hostname string `json:"hostname"`
 }
 
+// ReadHost describes this machine.
+func ReadHost() Host { return Proc.ReadHost() }
+
 // ReadHost reads the kernel release, CPU model and CPU count.
-func ReadHost() Host {
+func (fs FS) ReadHost() Host {
 	h := Host{CPUs: runtime.NumCPU(), GoOS: runtime.GOOS, GoArch: runtime.GOARCH}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+	if b, err := os.ReadFile(fs.path("sys", "kernel", "osrelease")); err == nil {
 		h.Kernel = strings.TrimSpace(string(b))
 	}
 	h.Hostname, _ = os.Hostname()
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			k, v, ok := strings.Cut(sc.Text(), ":")
-			if ok && strings.TrimSpace(k) == "model name" {
-				h.CPUModel = strings.TrimSpace(v)
-				break
-			}
-		}
+	if ci, err := fs.pfs.CPUInfo(); err == nil && len(ci) > 0 {
+		h.CPUModel = ci[0].ModelName
 	}
 	return h
 }
@@ -184,10 +191,13 @@ type Snapshot struct {
 	Counters map[string]uint64 `json:"counters"`
 }
 
+// Take reads a Snapshot of this machine.
+func Take() Snapshot { return Proc.Take() }
+
 // Take reads a Snapshot.
-func Take() Snapshot {
-	s := Snapshot{Time: time.Now(), TimeWait: TimeWait(), Counters: map[string]uint64{}}
-	if ext, err := TcpExt(); err == nil {
+func (fs FS) Take() Snapshot {
+	s := Snapshot{Time: time.Now(), TimeWait: fs.TimeWait(), Counters: map[string]uint64{}}
+	if ext, err := fs.TcpExt(); err == nil {
 		for _, k := range Counters {
 			s.Counters[k] = ext[k]
 		}
@@ -203,10 +213,13 @@ type Observation struct {
 	Sysctls        map[string]string `json:"sysctls"`
 }
 
-// Observe compares two snapshots.
-func Observe(before, after Snapshot) Observation {
+// Observe compares two snapshots of this machine.
+func Observe(before, after Snapshot) Observation { return Proc.Observe(before, after) }
+
+// Observe compares two snapshots and records the sysctls.
+func (fs FS) Observe(before, after Snapshot) Observation {
 	o := Observation{TimeWaitBefore: before.TimeWait, TimeWaitAfter: after.TimeWait,
-		Delta: map[string]int64{}, Sysctls: ReadSysctls()}
+		Delta: map[string]int64{}, Sysctls: fs.ReadSysctls()}
 	for _, k := range Counters {
 		o.Delta[k] = int64(after.Counters[k] - before.Counters[k])
 	}

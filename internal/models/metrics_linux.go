@@ -2,10 +2,12 @@ package models
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"syscall"
 	"time"
@@ -178,6 +180,31 @@ func (c *collector) collectQueues(ch chan<- prometheus.Metric, mine map[uint64]s
 	}
 }
 
+// WorkerInfo is one live worker process, as /workers lists it.
+type WorkerInfo struct {
+	ID       int       `json:"id"`
+	PID      int       `json:"pid"`
+	Accepted uint64    `json:"accepted"`
+	Started  time.Time `json:"started"`
+	Draining bool      `json:"draining,omitempty"` // replaced, finishing its requests
+}
+
+// serveWorkers answers /workers: the supervisor's pid and its live
+// worker processes, as JSON.
+func (s *Supervisor) serveWorkers(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	var ws []WorkerInfo
+	for _, p := range s.live() {
+		ws = append(ws, WorkerInfo{ID: p.id, PID: p.pid, Accepted: s.region.Slot(p.slot).Load(shm.Accepted), Started: p.started, Draining: p.replaced})
+	}
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(struct {
+		PID     int          `json:"pid"`
+		Workers []WorkerInfo `json:"workers"`
+	}{os.Getpid(), ws})
+}
+
 // metricsServer is the supervisor's HTTP endpoint: /metrics, /restarts
 // and /workers.
 type metricsServer struct {
@@ -224,6 +251,7 @@ func (m *metricsServer) serve() {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler(reg))
 	mux.HandleFunc("/restarts", m.s.serveRestarts)
+	mux.HandleFunc("/workers", m.s.serveWorkers)
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go m.srv.Serve(m.ln)
 }

@@ -17,6 +17,8 @@ var units = []struct{ unit, better string }{
 	{"req-imbalance", "lower"}, {"conn-imbalance", "lower"}, {"jain", "higher"},
 	{"locality", "higher"},
 	{"failed/restart", "lower"}, {"resets/1M-conn", "lower"}, {"p99-restart-sec", "lower"},
+	{"failed/crash", "lower"}, {"reset/crash", "lower"}, {"refused/crash", "lower"}, {"recovery-sec", "lower"},
+	{"moved-fraction", "lower"},
 }
 
 // Config returns the stable file-config lines for a benchmark file:

@@ -1,0 +1,415 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/perf/benchfmt"
+
+	"github.com/lbbench/lbbench/internal/cli"
+	"github.com/lbbench/lbbench/internal/peers"
+	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/results"
+	"github.com/lbbench/lbbench/internal/sockets"
+)
+
+type matrixFlags struct {
+	Params
+	dir       string
+	bin       string
+	count     int
+	scenarios []Scenario
+	src       string
+}
+
+func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
+	f := &matrixFlags{}
+	n := runtime.NumCPU()
+	var models, workers, conns, scens string
+	fs := flag.NewFlagSet("matrix", flag.ContinueOnError)
+	fs.StringVar(&f.dir, "results", "", "results folder (default results/<UTC date>-<host>)")
+	fs.StringVar(&f.bin, "bin", "bin", "folder with target and loadgen")
+	fs.IntVar(&f.count, "count", 10, "samples per cell (rounds); models are interleaved within each round")
+	fs.DurationVar(&f.Duration, "duration", time.Second, "measured length of each sample")
+	fs.DurationVar(&f.Warmup, "warmup", 300*time.Millisecond, "warm-up before each sample")
+	fs.StringVar(&models, "models", strings.Join(defaultModels, ","), "model variants: "+strings.Join(slices.Sorted(maps.Keys(modelFlags)), ", "))
+	fs.StringVar(&workers, "workers", fmt.Sprintf("1,%d,%d", n, 2*n), "worker counts of the matrix")
+	fs.StringVar(&conns, "conns", "close,keepalive", "connection modes")
+	fs.IntVar(&f.Clients, "c", 50, "loadgen connections")
+	fs.StringVar(&scens, "scenarios", "matrix", "scenarios to run, comma-separated, or all: "+scenarioNames())
+	fs.StringVar(&f.src, "src", "127.0.0.2-127.0.0.33", "loadgen source addresses (spread the 4-tuple, sidestep TIME_WAIT)")
+	if err := cli.Parse(fs, args, stderr); err != nil {
+		return nil, err
+	}
+	f.CPUs = n
+	f.Count = f.count
+	f.TargetCPUs = n
+	if n >= 4 {
+		f.TargetCPUs = n / 2
+	}
+	if f.dir == "" {
+		f.dir = defaultResultsDir()
+	}
+	switch {
+	case f.count < 1:
+		return nil, usageErr("-count %d: want at least 1 (6 or more for confidence intervals)", f.count)
+	case f.Duration < 100*time.Millisecond:
+		return nil, usageErr("-duration %v: want at least 100ms", f.Duration)
+	case f.Warmup < 0:
+		return nil, usageErr("-warmup must not be negative")
+	case f.Clients < 1:
+		return nil, usageErr("-c %d: want at least 1", f.Clients)
+	}
+	for m := range strings.SplitSeq(models, ",") {
+		m = strings.TrimSpace(m)
+		if modelFlags[m] == nil {
+			return nil, usageErr("unknown model %q (want %s)", m, strings.Join(slices.Sorted(maps.Keys(modelFlags)), ", "))
+		}
+		f.Models = append(f.Models, m)
+	}
+	for w := range strings.SplitSeq(workers, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || k < 1 || k > 1024 {
+			return nil, usageErr("workers %q: want whole numbers from 1 to 1024", w)
+		}
+		if !slices.Contains(f.Workers, k) {
+			f.Workers = append(f.Workers, k)
+		}
+	}
+	for c := range strings.SplitSeq(conns, ",") {
+		c = strings.TrimSpace(c)
+		if c != "close" && c != "keepalive" {
+			return nil, usageErr("conn %q: want close or keepalive", c)
+		}
+		f.Conns = append(f.Conns, c)
+	}
+	for s := range strings.SplitSeq(scens, ",") {
+		if s == "all" {
+			f.scenarios = scenarios
+			break
+		}
+		sc, ok := scenarioByName(strings.TrimSpace(s))
+		if !ok {
+			return nil, usageErr("unknown scenario %q (want %s or all)", s, scenarioNames())
+		}
+		f.scenarios = append(f.scenarios, sc)
+	}
+	for _, b := range []string{"target", "loadgen"} {
+		if _, err := os.Stat(filepath.Join(f.bin, b)); err != nil {
+			return nil, fmt.Errorf("%s/%s missing: run make build first", f.bin, b)
+		}
+	}
+	return f, nil
+}
+
+func scenarioNames() string {
+	var n []string
+	for _, s := range scenarios {
+		n = append(n, s.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+// cmdMatrix runs the chosen scenarios, writes raw.txt after every sample,
+// then benchstat tables and the report.
+func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseMatrixFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	res, err := openResultsFile(f.dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "results in %s\n", f.dir)
+	if f.CPUs < 4 {
+		fmt.Fprintf(stderr, "note: %d CPUs: target and loadgen share them (disjoint CPU sets need 4 or more)\n", f.CPUs)
+	}
+
+	type planned struct {
+		sc    Scenario
+		cells []Cell
+	}
+	var plan []planned
+	total := 0
+	for _, sc := range f.scenarios {
+		if sc.Measure != nil {
+			if err := sc.Measure(f.Params, res); err != nil {
+				return fmt.Errorf("%s: %w", sc.Name, err)
+			}
+			continue
+		}
+		cells := sc.Cells(f.Params)
+		plan = append(plan, planned{sc, cells})
+		total += len(cells) * f.count
+	}
+	p := &progress{w: stderr, n: total, start: time.Now()}
+	rates := map[string]float64{} // scenario -> open-loop rate
+	runErr := func() error {
+		for round := range f.count {
+			for _, pl := range plan {
+				if needsRate(pl.cells) && rates[pl.sc.Name] == 0 {
+					r, err := calibrate(ctx, f, pl.cells, stderr)
+					if err != nil {
+						return err
+					}
+					rates[pl.sc.Name] = r
+					fmt.Fprintf(stderr, "%s: open-loop rate %.0f req/s (%.0f%% of the slowest model's closed-loop rate)\n",
+						pl.sc.Name, r, 100*pl.cells[0].RateFraction)
+				}
+				for _, c := range interleave(pl.cells, round) {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					doc, rec, err := runCell(ctx, f, c, round, rates[pl.sc.Name])
+					if err != nil {
+						if ctx.Err() != nil {
+							return ctx.Err()
+						}
+						return fmt.Errorf("%s round %d: %w", c.Name, round+1, err)
+					}
+					comment := ""
+					if doc.SelfCheck.Bottleneck {
+						comment = "loadgen-bound: " + strings.Join(doc.SelfCheck.Reasons, "; ")
+					}
+					if len(doc.Problems) > 0 {
+						comment = strings.TrimPrefix(comment+"; problems: "+strings.Join(doc.Problems, "; "), "; ")
+					}
+					if err := res.add(rec, comment); err != nil {
+						return err
+					}
+					p.step("%s: %.0f req/s, p99 %s, conn imbalance %.2f, TIME_WAIT %d",
+						c.Name, doc.RequestsPerSec, fmtSec(doc.Latency.P99), doc.Fairness.Connections.MaxOverMean, doc.Kernel.TimeWaitBefore)
+				}
+			}
+		}
+		return nil
+	}()
+	if res.samples == 0 {
+		return runErr
+	}
+	if errors.Is(runErr, context.Canceled) {
+		fmt.Fprintf(stderr, "interrupted: keeping the %d completed samples\n", res.samples)
+	} else if runErr != nil {
+		return runErr
+	}
+	if err := summarize(f.dir); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "results: %s (raw.txt, benchstat.txt, REPORT.md)\n", f.dir)
+	return runErr
+}
+
+// summarize writes the benchstat tables and the report of a results
+// folder.
+func summarize(dir string) error {
+	raw := filepath.Join(dir, "raw.txt")
+	if err := benchstat(dir, "benchstat.txt", "-col", "/model", raw); err != nil {
+		return err
+	}
+	if err := benchstat(dir, "benchstat-workers.txt", "-col", "/workers@num", "-row", ".name /model /conn", raw); err != nil {
+		return err
+	}
+	return results.Write(dir, sections())
+}
+
+func needsRate(cells []Cell) bool {
+	return slices.ContainsFunc(cells, func(c Cell) bool { return c.RateFraction > 0 })
+}
+
+// interleave orders cells group by group, rotating the model order each
+// round so that no model always runs first or last.
+func interleave(cells []Cell, round int) []Cell {
+	var groups []string
+	by := map[string][]Cell{}
+	for _, c := range cells {
+		g := c.group()
+		if by[g] == nil {
+			groups = append(groups, g)
+		}
+		by[g] = append(by[g], c)
+	}
+	var out []Cell
+	for _, g := range groups {
+		cs := by[g]
+		k := round % len(cs)
+		out = append(out, cs[k:]...)
+		out = append(out, cs[:k]...)
+	}
+	return out
+}
+
+// calibrate measures each model's closed-loop rate once and returns the
+// open-loop rate: the fraction of the slowest.
+func calibrate(ctx context.Context, f *matrixFlags, cells []Cell, stderr io.Writer) (float64, error) {
+	slowest := 0.0
+	for _, c := range cells {
+		cc := c
+		cc.RateFraction, cc.Stall = 0, nil
+		cc.Load = nil
+		cc.Duration = time.Second
+		fmt.Fprintf(stderr, "calibrating %s\n", c.Name)
+		doc, _, err := runCell(ctx, f, cc, -1, 0)
+		if err != nil {
+			return 0, fmt.Errorf("calibrate %s: %w", c.Name, err)
+		}
+		if slowest == 0 || doc.RequestsPerSec < slowest {
+			slowest = doc.RequestsPerSec
+		}
+	}
+	if slowest < 1 {
+		return 0, errors.New("calibration measured no throughput")
+	}
+	return cells[0].RateFraction * slowest, nil
+}
+
+// runCell starts a fresh target, runs loadgen on it, stops the target and
+// returns loadgen's document and the benchmark line of the sample.
+// round < 0 is a calibration run (not kept).
+func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float64) (*report.Doc, *benchfmt.Result, error) {
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, nil, err
+	}
+	metricsAddr := "off"
+	if c.Restarts || c.Crash != nil {
+		if metricsAddr, err = freeLoopbackAddr(); err != nil {
+			return nil, nil, err
+		}
+	}
+	targs := append([]string{"-addr", addr, "-metrics-addr", metricsAddr, "-workers", strconv.Itoa(c.Workers)}, modelFlags[c.Model]...)
+	targs = append(targs, c.Target...)
+	tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targs, f.CPUs, true)
+	start := func() (*peers.Target, error) { return peers.StartTarget(tbin, targs...) }
+	tg, err := start()
+	if err != nil {
+		return nil, nil, err
+	}
+	var crash *crasher
+	current := func() *peers.Target { return tg }
+	if c.Crash != nil {
+		crash = &crasher{c: c.Crash, addr: metricsAddr, restart: start, tg: tg}
+		current = crash.target
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go crash.run(cctx, time.Now().Add(f.Warmup))
+		// Stop killing before the target is stopped.
+		defer func() { cancel(); time.Sleep(10 * time.Millisecond) }()
+	}
+	defer func() {
+		if err := current().Stop(10 * time.Second); err != nil && ctx.Err() == nil && c.Crash == nil {
+			fmt.Fprintf(os.Stderr, "warning: %s: target: %v\n", c.Name, err)
+		}
+		assertPortFree(addr)
+	}()
+	if c.Stall != nil {
+		pid := tg.Ready.Workers[0].PID
+		stop := time.AfterFunc(f.Warmup+c.Stall.After, func() {
+			syscall.Kill(pid, syscall.SIGSTOP)
+			time.AfterFunc(c.Stall.For, func() { syscall.Kill(pid, syscall.SIGCONT) })
+		})
+		defer func() { stop.Stop(); syscall.Kill(pid, syscall.SIGCONT) }()
+	}
+
+	jsonPath := filepath.Join(f.dir, "json", strings.NewReplacer("/", "_", "=", "-").Replace(c.Name)+fmt.Sprintf("_r%02d.json", round+1))
+	if round < 0 {
+		tmp, err := os.CreateTemp("", "calibrate-*.json")
+		if err != nil {
+			return nil, nil, err
+		}
+		tmp.Close()
+		jsonPath = tmp.Name()
+		defer os.Remove(jsonPath)
+	}
+	largs := []string{"-q", "-c", strconv.Itoa(f.Clients), "-d", c.Duration.String(), "-warmup", f.Warmup.String(),
+		"-conn", c.Conn, "-workers", strconv.Itoa(c.Workers), "-src", f.src, "-json", jsonPath, "-name", c.Name}
+	if c.RateFraction > 0 && rate > 0 {
+		largs = append(largs, "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
+	}
+	if c.Rate > 0 {
+		largs = append(largs, "-rate", strconv.FormatFloat(c.Rate, 'f', 0, 64))
+	}
+	if c.Restarts {
+		largs = append(largs, "-restarts", "http://"+metricsAddr+"/restarts")
+	}
+	largs = append(largs, c.Load...)
+	largs = append(largs, "http://"+addr+"/")
+	lbin, largs := onCPUs(filepath.Join(f.bin, "loadgen"), largs, f.CPUs, false)
+	cmd := exec.CommandContext(ctx, lbin, largs...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return nil, nil, ctx.Err()
+	}
+	// Exit status 1 is a run that went wrong in a way its JSON describes
+	// (problems): the sample stands unless nothing was served.
+	var ee *exec.ExitError
+	if err != nil && (!errors.As(err, &ee) || ee.ExitCode() != 1) {
+		return nil, nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	b, rerr := os.ReadFile(jsonPath)
+	if rerr != nil {
+		return nil, nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	var doc report.Doc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	if doc.Requests == 0 {
+		return nil, nil, fmt.Errorf("loadgen: %s", strings.Join(doc.Problems, "; "))
+	}
+	rec := report.Result(&doc, c.Name, fileConfig())
+	if crash != nil {
+		vals, err := crash.values(&doc)
+		if err != nil {
+			return nil, nil, err
+		}
+		rec.Values = append(rec.Values, vals...)
+	}
+	return &doc, rec, nil
+}
+
+// onCPUs runs the target on the first half of the CPUs and loadgen on the
+// rest, when there are at least four; with fewer they share.
+func onCPUs(bin string, args []string, cpus int, target bool) (string, []string) {
+	if cpus < 4 {
+		return bin, args
+	}
+	half := cpus / 2
+	list := fmt.Sprintf("0-%d", half-1)
+	if !target {
+		list = fmt.Sprintf("%d-%d", half, cpus-1)
+	}
+	return "taskset", append([]string{"-c", list, bin}, args...)
+}
+
+// assertPortFree warns when a stopped target still has a listener bound.
+func assertPortFree(addr string) {
+	ap, err := sockets.ParseAddr(addr)
+	if err != nil {
+		return
+	}
+	if ls, err := sockets.Listeners(ap.Port()); err == nil && len(ls) > 0 {
+		fmt.Fprintf(os.Stderr, "warning: %s still has %d listening socket(s) after the target stopped\n", addr, len(ls))
+	}
+}
+
+func fmtSec(s float64) string {
+	return time.Duration(s * 1e9).Round(time.Microsecond).String()
+}

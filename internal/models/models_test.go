@@ -1,0 +1,162 @@
+package models
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lbbench/lbbench/internal/httpwire"
+	"github.com/lbbench/lbbench/internal/shm"
+)
+
+func TestValidateModelChecks(t *testing.T) {
+	for _, c := range []struct {
+		set  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Model = "fastest" }, `unknown model "fastest"`},
+		{func(c *Config) { c.Model = Shared; c.Steer = "bpf-rr" }, "-steer bpf-rr applies to the reuseport model only"},
+		{func(c *Config) { c.Model = Single; c.Accept = AcceptBlocking }, "-accept applies to the shared and reuseport models"},
+		{func(c *Config) { c.Model = Shared; c.Dispatch = DispatchLeast }, "-dispatch applies to the single model only"},
+		{func(c *Config) { c.Model = Single; c.Restart = RestartHandoff }, "-restart fd-handoff goes with -model reuseport"},
+		{func(c *Config) { c.MetricsAddr = c.Addr }, "-addr and -metrics-addr are both"},
+		{func(c *Config) { c.Addr = "0.0.0.0:9100" }, "-addr and -metrics-addr are both"},
+		{func(c *Config) { c.HeaderTimeout = 0 }, "-header-timeout"},
+	} {
+		cfg := DefaultConfig()
+		c.set(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("want %q, got %v", c.want, err)
+		}
+	}
+	// The model picks its natural restart strategy; CPU steering pins
+	// and measures locality.
+	for model, restart := range map[string]string{Single: RestartDispatch, Shared: RestartInherit, ReusePort: RestartOverlap} {
+		cfg := DefaultConfig()
+		cfg.Model = model
+		if err := cfg.Validate(); err != nil || cfg.Restart != restart {
+			t.Errorf("%s: restart %q (%v), want %q", model, cfg.Restart, err, restart)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Steer = "cpu"
+	if cfg.Validate(); !cfg.Pin || !cfg.Locality {
+		t.Errorf("-steer cpu: pin %v locality %v", cfg.Pin, cfg.Locality)
+	}
+}
+
+// TestFilesByName: what the supervisor names, the worker finds under the
+// same name, however many files there are.
+func TestFilesByName(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	files, names, err := childFiles([]namedFile{{fileControl, int(r.Fd())}, {fileListener, int(w.Fd())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFiles(files)
+	if !slices.Equal(names, []string{fileControl, fileListener}) {
+		t.Fatalf("names %v", names)
+	}
+	if int(files[0].Fd()) == int(r.Fd()) {
+		t.Error("the child's file is the supervisor's own descriptor, not a duplicate")
+	}
+	in := inheritedFrom(names)
+	if fd, err := in.fd(fileListener); err != nil || fd != 4 {
+		t.Errorf("listener at %d (%v), want 4", fd, err)
+	}
+	if _, err := in.fd(fileProg); err == nil || !strings.Contains(err.Error(), "no steer-prog file") {
+		t.Errorf("a missing file: %v", err)
+	}
+}
+
+// TestRetryCounts: a shortage is counted and retried, an abort retried,
+// anything else ends the loop.
+func TestRetryCounts(t *testing.T) {
+	region, f, err := shm.Create(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a := &acceptor{slot: region.Slot(0)}
+	if !a.retry(unix.EMFILE) || !a.retry(unix.ENFILE) || !a.retry(unix.ECONNABORTED) || !a.retry(unix.ENOMEM) {
+		t.Fatal("a retryable error ended the loop")
+	}
+	if a.retry(unix.EBADF) {
+		t.Fatal("EBADF was retried")
+	}
+	s := a.slot
+	if s.Load(shm.AcceptFDLimit) != 2 || s.Load(shm.AcceptAborted) != 1 || s.Load(shm.AcceptNoMemory) != 1 {
+		t.Errorf("fd_limit %d aborted %d no_memory %d", s.Load(shm.AcceptFDLimit), s.Load(shm.AcceptAborted), s.Load(shm.AcceptNoMemory))
+	}
+	if a.backoff == 0 {
+		t.Error("no backoff after a shortage")
+	}
+	a.accepted()
+	if a.backoff != 0 {
+		t.Error("backoff kept after a success")
+	}
+}
+
+// TestDispatchOrder: round-robin moves on one worker per connection;
+// least picks the worker with the fewest connections held or in flight,
+// and skips none.
+func TestDispatchOrder(t *testing.T) {
+	region, f, err := shm.Create(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := &Supervisor{region: region, procs: []*proc{{id: 0, slot: 0}, {id: 1, slot: 1}, {id: 2, slot: 2}}}
+	rr := &single{cfg: &Config{Dispatch: DispatchRR}}
+	var firsts []int
+	for range 4 {
+		firsts = append(firsts, rr.dispatchOrder(s)[0])
+	}
+	if !slices.Equal(firsts, []int{0, 1, 2, 0}) {
+		t.Errorf("round-robin firsts %v", firsts)
+	}
+	region.Slot(0).Add(shm.Open, 5)
+	region.Slot(1).Add(shm.Open, 1)
+	s.procs[1].handed = 3 // sent three, received none: 4 in use
+	region.Slot(2).Add(shm.Open, 2)
+	least := &single{cfg: &Config{Dispatch: DispatchLeast}}
+	if o := least.dispatchOrder(s); o[0] != 2 || len(o) != 3 {
+		t.Errorf("least order %v, want worker 2 first", o)
+	}
+}
+
+func TestResponses(t *testing.T) {
+	region, f, err := shm.Create(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg := DefaultConfig()
+	s := newServer(region.Slot(0), 3, 4242, &cfg)
+	out := s.appendResponse(nil, &httpwire.Request{HTTP10: true}, false, "1")
+	for _, want := range []string{"HTTP/1.1 200 OK\r\n", "X-Worker-Pid: 4242\r\n", "X-Worker-Id: 3\r\n", "X-Conn-Local: 1\r\n", "Connection: keep-alive\r\n", "\r\n\r\nok\n"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("response lacks %q:\n%s", want, out)
+		}
+	}
+	if out := s.appendResponse(nil, &httpwire.Request{Head: true}, true, ""); !strings.HasSuffix(string(out), "Connection: close\r\n\r\n") {
+		t.Errorf("HEAD with close:\n%q", out)
+	}
+	for err, status := range map[error]int{httpwire.ErrTooLarge: 431, httpwire.ErrUnsupported: 501, httpwire.ErrMalformed: 400} {
+		if got := errorStatus(err); got != status {
+			t.Errorf("%v -> %d, want %d", err, got, status)
+		}
+		if !strings.HasPrefix(string(appendError(nil, status)), "HTTP/1.1 "+statusText[status]) {
+			t.Errorf("no status line for %d", status)
+		}
+	}
+}

@@ -1,0 +1,83 @@
+package rawio
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestTryReadWrite(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	buf := make([]byte, 16)
+	if _, err := TryRead(fds[0], buf); err != unix.EAGAIN {
+		t.Errorf("nothing sent yet: %v, want EAGAIN", err)
+	}
+	if n, err := TryWrite(fds[1], []byte("hello")); n != 5 || err != nil {
+		t.Fatalf("write %d %v", n, err)
+	}
+	if n, err := TryRead(fds[0], buf); n != 5 || err != nil || string(buf[:5]) != "hello" {
+		t.Fatalf("read %d %v %q", n, err, buf[:n])
+	}
+	unix.Close(fds[0])
+	unix.Close(fds[1])
+	fds2, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	unix.Close(fds2[1])
+	if _, err := TryRead(fds2[0], buf); err != io.EOF {
+		t.Errorf("peer closed: %v, want EOF", err)
+	}
+	unix.Close(fds2[0])
+}
+
+// TestDialAndConn: Dial connects without net.Dialer, and Conn reads and
+// writes through the netpoller, waiting when nothing is there yet.
+func TestDialAndConn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 4)
+		io.ReadFull(c, b)
+		time.Sleep(50 * time.Millisecond) // the client waits in the netpoller
+		c.Write(b)
+	}()
+	d, err := Dial(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddrPort(ln.Addr().String()), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.File.Close()
+	if err := d.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	d.File.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := d.Read(b); n != 4 || err != nil || string(b) != "ping" {
+		t.Fatalf("read %d %v %q", n, err, b)
+	}
+	if n, err := d.Read(b); n != 0 || err != io.EOF {
+		t.Errorf("after the server closed: %d %v", n, err)
+	}
+	// A refused connection is an error naming connect.
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	if _, err := Dial(netip.Addr{}, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), time.Second); err == nil {
+		t.Error("dial to a closed port succeeded")
+	} else if se, ok := err.(*os.SyscallError); !ok || se.Syscall != "connect" {
+		t.Errorf("error %v, want a connect SyscallError", err)
+	}
+}

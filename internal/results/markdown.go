@@ -1,0 +1,359 @@
+package results
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/perf/benchunit"
+
+	"github.com/lbbench/lbbench/internal/atomicfile"
+)
+
+// Report renders REPORT.md for a results folder: what to use first,
+// then one table per section, then the charts grouped by section. Only
+// sections with records appear.
+func Report(s *Set, sections []Section) (md []byte, charts []ChartFile, err error) {
+	var tables []*Table
+	for i := range sections {
+		t, err := s.Table(&sections[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(t.Rows) > 0 {
+			tables = append(tables, t)
+		}
+	}
+	var b bytes.Buffer
+	b.WriteString("# lbbench report\n\n")
+	if m := machine(s.Env); m != "" {
+		fmt.Fprintf(&b, "%s\n\n", m)
+	}
+	b.WriteString("Each cell: the median of its samples ± the 95% confidence interval, as benchstat prints them. " +
+		"**Bold**: the best of its line. `~`: not significantly different from the best (Mann-Whitney U, alpha 0.05, benchstat's test); " +
+		"unmarked: significantly worse. Lines where every sample of every column is equal are left out. " +
+		"p-values: `benchstat.txt`; every sample: `raw.txt`, `json/`.\n\n")
+
+	b.WriteString("## What to use\n\nThe best model per figure across each scenario's lines; +x%/−x%: its margin over the next model " +
+		"that differs significantly; tied: models not significantly different from it on some line.\n\n")
+	for _, t := range tables {
+		if line := t.summary(); line != "" {
+			fmt.Fprintf(&b, "- **%s**: %s\n", t.Section.Title, line)
+		}
+	}
+	b.WriteString("\n")
+	for _, t := range tables {
+		t.markdown(&b)
+	}
+	for _, t := range tables {
+		cs, err := t.Charts("svg")
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(cs) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "## Charts: %s\n\n", t.Section.Title)
+		for _, c := range cs {
+			fmt.Fprintf(&b, "![%s](charts/%s)\n\n", c.Title, c.Name)
+		}
+		charts = append(charts, cs...)
+	}
+	if len(s.Env) > 0 {
+		fmt.Fprintf(&b, "## The machine\n\n```\n%s```\n", s.Env)
+	}
+	return b.Bytes(), charts, nil
+}
+
+// Write renders the report of dir into dir/REPORT.md and dir/charts/.
+func Write(dir string, sections []Section) error {
+	s, err := Read(dir)
+	if err != nil {
+		return err
+	}
+	if len(s.Records) == 0 {
+		return fmt.Errorf("%s: no samples", dir)
+	}
+	md, charts, err := Report(s, sections)
+	if err != nil {
+		return err
+	}
+	cdir := filepath.Join(dir, "charts")
+	if err := os.MkdirAll(cdir, 0o755); err != nil {
+		return err
+	}
+	old, _ := filepath.Glob(filepath.Join(cdir, "*.svg"))
+	for _, f := range old {
+		os.Remove(f) // charts of an earlier report that this one may not draw
+	}
+	for _, c := range charts {
+		if err := atomicfile.WriteBytes(filepath.Join(cdir, c.Name), c.Data); err != nil {
+			return err
+		}
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, "REPORT.md"), md)
+}
+
+// machine is a one-line description from env.txt's "key: value" lines.
+func machine(env []byte) string {
+	kv := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(env))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ": "); ok {
+			kv[k] = v
+		}
+	}
+	if kv["kernel"] == "" {
+		return ""
+	}
+	return fmt.Sprintf("Linux %s, %s (%s CPUs), %s, commit %s, %s. CPU sets: %s.",
+		kv["kernel"], kv["cpu"], kv["cpu-count"], kv["go"], kv["commit"], kv["date"], kv["cpu-sets"])
+}
+
+// markdown writes the section's heading, about, table and kernel counters.
+func (t *Table) markdown(b *bytes.Buffer) {
+	sec := t.Section
+	fmt.Fprintf(b, "## %s\n\n%s\n\n", sec.Title, sec.About)
+	if sec.MetricsAsColumns {
+		t.metricsAsColumns(b)
+	} else {
+		t.modelsAsColumns(b)
+	}
+	if len(sec.Kernel) > 0 {
+		t.kernelTable(b)
+	}
+}
+
+func (t *Table) modelsAsColumns(b *bytes.Buffer) {
+	if len(t.Lines) == 0 {
+		b.WriteString("Every sample of every column is equal: nothing to compare.\n\n")
+		return
+	}
+	b.WriteString("| | |")
+	for _, c := range t.Cols {
+		fmt.Fprintf(b, " %s |", colLabel(c))
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---|", len(t.Cols)) + "\n")
+	prev := ""
+	for _, l := range t.Lines {
+		row := rowLabel(l.Row)
+		label := row
+		if row == prev {
+			label = ""
+		}
+		prev = row
+		fmt.Fprintf(b, "| %s | %s |", label, l.Metric.Label)
+		for _, c := range l.Cells {
+			if c == nil {
+				b.WriteString(" |")
+				continue
+			}
+			v := formatValue(c.Median(), l.Metric.Unit) + " ±" + c.Summary.PctRangeString()
+			switch {
+			case c.Best:
+				v = "**" + v + "**"
+			case c.Tie:
+				v += " ~"
+			}
+			fmt.Fprintf(b, " %s |", v)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+}
+
+func (t *Table) metricsAsColumns(b *bytes.Buffer) {
+	b.WriteString("| |")
+	for _, m := range t.Section.Metrics {
+		fmt.Fprintf(b, " %s |", m.Label)
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(t.Section.Metrics)) + "\n")
+	for _, row := range t.Rows {
+		fmt.Fprintf(b, "| %s |", rowLabel(row))
+		for _, m := range t.Section.Metrics {
+			var v []float64
+			for _, col := range t.Cols {
+				v = append(v, t.Values[cellKey{row, col, m.Unit}]...)
+			}
+			if len(v) == 0 {
+				b.WriteString(" |")
+				continue
+			}
+			fmt.Fprintf(b, " %s |", formatValue(median(v), m.Unit))
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+}
+
+// kernelTable: the median change of each named kernel counter over a
+// sample, per row and column.
+func (t *Table) kernelTable(b *bytes.Buffer) {
+	fmt.Fprintf(b, "Kernel counters, median change per sample:\n\n| | |")
+	for _, c := range t.Cols {
+		fmt.Fprintf(b, " %s |", colLabel(c))
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---|", len(t.Cols)) + "\n")
+	for _, row := range t.Rows {
+		for i, k := range t.Section.Kernel {
+			label := ""
+			if i == 0 {
+				label = rowLabel(row)
+			}
+			fmt.Fprintf(b, "| %s | %s |", label, k)
+			for _, col := range t.Cols {
+				if v, ok := t.KernelDelta(row, col, k); ok {
+					fmt.Fprintf(b, " %s |", formatValue(v, ""))
+				} else {
+					b.WriteString(" |")
+				}
+			}
+			b.WriteString("\n")
+		}
+	}
+	b.WriteString("\n")
+}
+
+// summary says, for each summary metric, which column wins across the
+// section's rows, by how much, and where another is as good.
+func (t *Table) summary() string {
+	var parts []string
+	for _, m := range t.Section.Metrics {
+		if !m.Summary {
+			continue
+		}
+		var lines []*Line
+		for _, l := range t.Lines {
+			if l.Metric == m {
+				lines = append(lines, l)
+			}
+		}
+		if s := summarize(t, lines); s != "" {
+			parts = append(parts, m.Label+" "+s)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// summarize names the column that is best (or as good as the best) on
+// the most lines, with the range of its margin over the runner-up on the
+// lines it wins alone, and the columns that tie with it.
+func summarize(t *Table, lines []*Line) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	good := make([]int, len(t.Cols)) // lines where the column is best or tied
+	alone := make([]int, len(t.Cols))
+	for _, l := range lines {
+		tied := false
+		for i, c := range l.Cells {
+			if c != nil && (c.Best || c.Tie) {
+				good[i]++
+				tied = tied || c.Tie
+			}
+		}
+		if !tied {
+			alone[l.Best()]++
+		}
+	}
+	w := 0
+	for i := range t.Cols {
+		if good[i] > good[w] || (good[i] == good[w] && alone[i] > alone[w]) {
+			w = i
+		}
+	}
+	n := len(lines)
+	lo, hi := math.Inf(1), math.Inf(-1)
+	tiesWith := map[string]bool{}
+	var tieOrder []string
+	for _, l := range lines {
+		if c := l.Cells[w]; c == nil || !(c.Best || c.Tie) {
+			continue
+		}
+		// The columns as good as the winner on this line.
+		for i, c := range l.Cells {
+			if c != nil && i != w && (c.Best || c.Tie) {
+				if name := colLabel(t.Cols[i]); !tiesWith[name] {
+					tiesWith[name] = true
+					tieOrder = append(tieOrder, name)
+				}
+			}
+		}
+		if !l.Cells[w].Best {
+			continue
+		}
+		runnerUp := -1
+		for i, c := range l.Cells {
+			if c == nil || i == w || c.Tie {
+				continue
+			}
+			if runnerUp < 0 || better(c.Median(), l.Cells[runnerUp].Median(), l.Higher) {
+				runnerUp = i
+			}
+		}
+		if runnerUp >= 0 {
+			m := l.Margin(runnerUp)
+			lo, hi = min(lo, m), max(hi, m)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "**%s**", colLabel(t.Cols[w]))
+	if good[w] < n {
+		fmt.Fprintf(&b, " on %d of %d lines", good[w], n)
+	}
+	var notes []string
+	if !math.IsInf(lo, 0) {
+		sign := "+"
+		if !lines[0].Higher {
+			sign = "−"
+		}
+		switch {
+		case hi < 0.005:
+			notes = append(notes, "<1%")
+		case math.Round(lo*100) == math.Round(hi*100):
+			notes = append(notes, fmt.Sprintf("%s%.0f%%", sign, 100*lo))
+		default:
+			notes = append(notes, fmt.Sprintf("%s%.0f–%.0f%%", sign, 100*lo, 100*hi))
+		}
+	}
+	if len(tieOrder) > 0 {
+		notes = append(notes, "tied: "+strings.Join(tieOrder, ", "))
+	}
+	if len(notes) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(notes, "; "))
+	}
+	return b.String()
+}
+
+// formatValue prints a value in its unit: seconds with SI prefixes (ms,
+// µs), rates and counts with three significant digits, ratios near 1
+// with three decimals.
+func formatValue(v float64, unit string) string {
+	a := math.Abs(v)
+	switch {
+	case v == 0 || a < 1e-6:
+		return "0" // 1e-9 stands for zero in benchmark files
+	case strings.HasSuffix(unit, "sec"):
+		return benchunit.Scale(v, benchunit.Decimal) + "s"
+	case unit == "" && a < 1000:
+		return trim(fmt.Sprintf("%.1f", v)) // a count (a kernel counter's change)
+	case a >= 1000:
+		return benchunit.Scale(v, benchunit.Decimal)
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return trim(fmt.Sprintf("%.1f", v))
+	}
+	return fmt.Sprintf("%.3f", v)
+}
+
+func trim(s string) string {
+	if strings.Contains(s, ".") {
+		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	}
+	return s
+}
