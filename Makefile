@@ -41,10 +41,10 @@ bench-quick: setup build
 	$(GO) run ./bench matrix -count 6 -duration 500ms -warmup 200ms -workers $$(nproc) \
 		$(if $(RESULTS),-results $(RESULTS)) $(if $(MODELS),-models $(MODELS))
 
-# The peer comparisons: target vs nginx under wrk, loadgen vs wrk.
+# The peer comparisons, with equal CPU budgets: target vs nginx under wrk
+# and at an equal offered load, loadgen vs wrk on nginx.
 bench-peers: setup build
-	$(GO) run ./bench peers-target $(if $(RESULTS),-results $(RESULTS)/peers-target)
-	$(GO) run ./bench peers-loadgen $(if $(RESULTS),-results $(RESULTS)/peers-loadgen)
+	$(GO) run ./bench peers $(if $(RESULTS),-results $(RESULTS)/peers)
 
 compare:
 	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make compare OLD=results/A NEW=results/B" >&2; exit 2; }

@@ -2,8 +2,7 @@
 // comparisons (target vs nginx, loadgen vs wrk), and the report.
 //
 //	go run ./bench matrix -results DIR [-count 10] [-duration 1s] ...
-//	go run ./bench peers-target -results DIR
-//	go run ./bench peers-loadgen -results DIR
+//	go run ./bench peers -results DIR
 //	go run ./bench report DIR
 //	go run ./bench compare OLD NEW
 package main
@@ -24,18 +23,17 @@ func main() {
 }
 
 var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
-	"matrix":        cmdMatrix,
-	"report":        cmdReport,
-	"compare":       cmdCompare,
-	"check":         cmdCheck,
-	"observe":       cmdObserve,
-	"peers-target":  cmdPeersTarget,
-	"peers-loadgen": cmdPeersLoadgen,
+	"matrix":  cmdMatrix,
+	"report":  cmdReport,
+	"compare": cmdCompare,
+	"check":   cmdCheck,
+	"observe": cmdObserve,
+	"peers":   cmdPeers,
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || commands[args[0]] == nil {
-		fmt.Fprintf(stderr, "usage: bench matrix|peers-target|peers-loadgen|report|compare|check|observe [flags]\n")
+		fmt.Fprintf(stderr, "usage: bench matrix|peers|report|compare|check|observe [flags]\n")
 		return 2
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

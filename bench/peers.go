@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,9 +22,11 @@ import (
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/results"
+	"github.com/lbbench/lbbench/internal/syscount"
 )
 
-// peerFlags are the flags both peer comparisons take.
+// peerFlags are the flags of the peer comparison.
 type peerFlags struct {
 	dir      string
 	bin      string
@@ -31,30 +34,39 @@ type peerFlags struct {
 	duration time.Duration
 	conns    int
 	workers  int
+	fraction float64
 }
 
-func parsePeerFlags(name string, args []string, stderr io.Writer) (*peerFlags, error) {
+func parsePeerFlags(args []string, stderr io.Writer) (*peerFlags, error) {
 	f := &peerFlags{}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.StringVar(&f.dir, "results", "", "results folder (default results/<date>-<host>/"+name+")")
+	fs := flag.NewFlagSet("peers", flag.ContinueOnError)
+	fs.StringVar(&f.dir, "results", "", "results folder (default results/<date>-<host>/peers)")
 	fs.StringVar(&f.bin, "bin", "bin", "folder with target and loadgen")
-	fs.IntVar(&f.rounds, "count", 10, "rounds; each round measures every variant once, in alternating order")
-	fs.DurationVar(&f.duration, "duration", 5*time.Second, "length of each measurement (whole seconds: wrk's -d)")
-	fs.IntVar(&f.conns, "c", 50, "connections")
+	fs.IntVar(&f.rounds, "count", 6, "rounds; each measures every cell once, in alternating order")
+	fs.DurationVar(&f.duration, "duration", 3*time.Second, "length of each measurement (whole seconds: wrk's -d)")
+	fs.IntVar(&f.conns, "c", 64, "connections")
 	fs.IntVar(&f.workers, "workers", 2, "server worker processes")
+	fs.Float64Var(&f.fraction, "equal-load", 0.6, "offered rate of the equal-load cells, as a fraction of the slower server's closed-loop rate")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
 	}
 	switch {
 	case f.rounds < 1:
-		return nil, usageErr("-count %d: want at least 1", f.rounds)
-	case f.duration < time.Second:
-		return nil, usageErr("-duration %v: want at least 1s", f.duration)
+		return nil, usageErr("-count %d: want at least 1 (6 for benchstat's intervals)", f.rounds)
+	case f.duration < time.Second || f.duration%time.Second != 0:
+		return nil, usageErr("-duration %v: want whole seconds, at least 1s (wrk's -d)", f.duration)
 	case f.conns < 1 || f.workers < 1:
 		return nil, usageErr("-c and -workers must be positive")
+	case f.fraction <= 0 || f.fraction > 1:
+		return nil, usageErr("-equal-load %v: want a fraction in (0, 1]", f.fraction)
 	}
 	if f.dir == "" {
-		f.dir = filepath.Join(defaultResultsDir(), name)
+		f.dir = filepath.Join(defaultResultsDir(), "peers")
+	}
+	for _, b := range []string{"target", "loadgen"} {
+		if _, err := os.Stat(filepath.Join(f.bin, b)); err != nil {
+			return nil, fmt.Errorf("%s/%s missing: run make build first", f.bin, b)
+		}
 	}
 	return f, nil
 }
@@ -72,176 +84,338 @@ func fileConfig(extra ...benchfmt.Config) []benchfmt.Config {
 	return report.Config(kernel.ReadHost(), kernel.ReadSysctls(), extra...)
 }
 
-// cmdPeersTarget compares bin/target (reuseport) with nginx (reuseport,
-// return 200) under wrk, keep-alive and connection-close, interleaved.
-func cmdPeersTarget(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := parsePeerFlags("peers-target", args, stderr)
+// A peer run measures, with equal CPU budgets (servers on one CPU set,
+// clients on a disjoint one, as many client threads as client CPUs):
+//
+//   - the servers: target (reuseport, -workers N) against nginx
+//     (worker_processes N, reuseport, return 200, access log on), under
+//     wrk, closed loop: rate, server CPU and system calls per request;
+//   - the clients: loadgen (GOMAXPROCS = client CPUs) against wrk (-t
+//     client CPUs) on the same nginx: rate, client CPU and system calls
+//     per request;
+//   - latency at an equal offered load: loadgen's open loop at a fraction
+//     of the slower server's rate against each server: percentiles and
+//     server CPU per request at the same load, not at each side's own
+//     maximum.
+//
+// Every cell runs once a round, in alternating order; benchstat and the
+// report judge the samples.
+func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parsePeerFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	budget, err := peers.SplitCPUs()
+	if err != nil {
+		return err
+	}
+	m := &peers.Meter{FS: kernel.Proc}
+	if m.Calls, err = syscount.Start(); err != nil {
+		fmt.Fprintf(stderr, "note: %v: system calls per request are not measured\n", err)
+	} else {
+		defer m.Calls.Close()
 	}
 	res, err := openResultsFile(f.dir)
 	if err != nil {
 		return err
 	}
-	tAddr, _ := freeLoopbackAddr()
-	nAddr, _ := freeLoopbackAddr()
-	tg, err := peers.StartTarget(filepath.Join(f.bin, "target"), "-model", "reuseport", "-workers", strconv.Itoa(f.workers),
-		"-addr", tAddr, "-metrics-addr", "off")
+	fmt.Fprintf(stderr, "results in %s; %s, %d client thread(s)\n", f.dir, budget, budget.Threads())
+
+	tAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return err
+	}
+	nAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return err
+	}
+	tbin, targs := peers.Pin(budget.Servers, filepath.Join(f.bin, "target"), "-model", "reuseport",
+		"-workers", strconv.Itoa(f.workers), "-addr", tAddr, "-metrics-addr", "off")
+	tg, err := peers.StartTarget(tbin, targs...)
 	if err != nil {
 		return err
 	}
 	defer tg.Stop(10 * time.Second)
-	ng, err := peers.StartNginx(peers.NginxOptions{Addr: nAddr, Workers: f.workers, ReusePort: true})
+	ng, err := peers.StartNginx(peers.NginxOptions{Addr: nAddr, Workers: f.workers, ReusePort: true,
+		AccessLog: true, LogFormat: "combined", CPUs: budget.Servers})
 	if err != nil {
 		return err
 	}
 	defer ng.Stop()
+	servers := []peerServer{{"target", tAddr, tg.Cmd.Process.Pid}, {"nginx", nAddr, ng.Pid()}}
 
-	servers := []struct{ name, addr string }{{"target", tAddr}, {"nginx", nAddr}}
-	config := fileConfig()
-	p := &progress{w: stderr, n: f.rounds * 4, start: time.Now()}
-	rates := map[string][]float64{}
+	p := peerRun{f: f, budget: budget, m: m, res: res, config: fileConfig(), stderr: stderr}
+	p.progress = &progress{w: stderr, n: f.rounds * 12, start: time.Now()}
 	for round := range f.rounds {
 		for _, conn := range []string{"keepalive", "close"} {
-			order := slices.Clone(servers)
-			if round%2 == 1 {
-				slices.Reverse(order)
-			}
-			for _, s := range order {
-				if ctx.Err() != nil {
-					return ctx.Err()
+			order := func(xs []peerServer) []peerServer {
+				if round%2 == 1 {
+					xs = slices.Clone(xs)
+					slices.Reverse(xs)
 				}
-				p.step("round %d: wrk -c%d conn=%s against %s", round+1, f.conns, conn, s.name)
-				w, err := peers.Wrk(ctx, "http://"+s.addr+"/", f.conns, f.duration, conn == "close")
+				return xs
+			}
+			// Servers at their closed-loop maximum under wrk.
+			rates := map[string]float64{}
+			for _, s := range order(servers) {
+				r, err := p.serverMax(ctx, s, conn, round)
 				if err != nil {
 					return err
 				}
-				name := fmt.Sprintf("Peer/server=%s/workers=%d/conn=%s", s.name, f.workers, conn)
-				rates[s.name+"/"+conn] = append(rates[s.name+"/"+conn], w.RequestsPerSec)
-				err = res.add(&benchfmt.Result{Config: config, Name: benchfmt.Name(name), Iters: int(max(w.Requests, 1)),
-					Values: []benchfmt.Value{{Value: w.RequestsPerSec, Unit: "req/s"}, {Value: w.P99, Unit: "p99-sec"}}}, "")
-				if err != nil {
-					return err
-				}
+				rates[s.name] = r
 			}
-		}
-	}
-	if err := benchstat(f.dir, "benchstat.txt", "-col", "/server", filepath.Join(f.dir, "raw.txt")); err != nil {
-		return err
-	}
-	for _, conn := range []string{"keepalive", "close"} {
-		fmt.Fprintf(stdout, "conn=%-9s target/nginx req/s: %.2fx (medians of %d)\n", conn,
-			median(rates["target/"+conn])/median(rates["nginx/"+conn]), f.rounds)
-	}
-	fmt.Fprintf(stdout, "results in %s\n", f.dir)
-	return nil
-}
-
-// cmdPeersLoadgen compares bin/loadgen with wrk against the same nginx,
-// same connection count, interleaved: request rate, CPU per request and
-// peak memory.
-func cmdPeersLoadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := parsePeerFlags("peers-loadgen", args, stderr)
-	if err != nil {
-		return err
-	}
-	res, err := openResultsFile(f.dir)
-	if err != nil {
-		return err
-	}
-	nAddr, _ := freeLoopbackAddr()
-	ng, err := peers.StartNginx(peers.NginxOptions{Addr: nAddr, Workers: f.workers, ReusePort: true})
-	if err != nil {
-		return err
-	}
-	defer ng.Stop()
-	url := "http://" + nAddr + "/"
-	config := fileConfig()
-	p := &progress{w: stderr, n: f.rounds * 4, start: time.Now()}
-	type sample struct{ rate, cpuPerReq float64 }
-	got := map[string][]sample{}
-	for round := range f.rounds {
-		for _, conn := range []string{"keepalive", "close"} {
-			tools := []string{"wrk", "loadgen"}
+			// Clients on the same nginx.
+			tools := []string{"loadgen", "wrk"}
 			if round%2 == 1 {
 				slices.Reverse(tools)
 			}
 			for _, tool := range tools {
-				if ctx.Err() != nil {
-					return ctx.Err()
+				if err := p.client(ctx, tool, nAddr, conn, round); err != nil {
+					return err
 				}
-				p.step("round %d: %s -c%d conn=%s", round+1, tool, f.conns, conn)
-				var rate, cpu, rss float64
-				var n int64
-				if tool == "wrk" {
-					w, err := peers.Wrk(ctx, url, f.conns, f.duration, conn == "close")
-					if err != nil {
-						return err
-					}
-					rate, cpu, rss, n = w.RequestsPerSec, w.CPUSeconds, float64(w.MaxRSSBytes), w.Requests
-				} else {
-					rate, cpu, rss, n, err = runLoadgenProc(ctx, filepath.Join(f.bin, "loadgen"), url, f.conns, f.duration, conn)
-					if err != nil {
-						return err
-					}
-				}
-				cpuPerReq := cpu / float64(max(n, 1))
-				got[tool+"/"+conn] = append(got[tool+"/"+conn], sample{rate, cpuPerReq})
-				name := fmt.Sprintf("LoadgenPeer/tool=%s/c=%d/conn=%s", tool, f.conns, conn)
-				err = res.add(&benchfmt.Result{Config: config, Name: benchfmt.Name(name), Iters: int(max(n, 1)),
-					Values: []benchfmt.Value{{Value: rate, Unit: "req/s"}, {Value: cpuPerReq, Unit: "cpu-sec/req"}, {Value: rss, Unit: "maxrss-B"}}}, "")
-				if err != nil {
+			}
+			// Both servers at the same offered rate.
+			rate := f.fraction * min(rates["target"], rates["nginx"])
+			for _, s := range order(servers) {
+				if err := p.serverEqual(ctx, s, conn, rate, round); err != nil {
 					return err
 				}
 			}
 		}
 	}
-	if err := benchstat(f.dir, "benchstat.txt", "-col", "/tool", filepath.Join(f.dir, "raw.txt")); err != nil {
+	if err := benchstat(f.dir, "benchstat.txt", "-col", "/impl", "-row", ".name /side /load /conn", filepath.Join(f.dir, "raw.txt")); err != nil {
 		return err
 	}
-	for _, conn := range []string{"keepalive", "close"} {
-		var lr, wr, lc, wc []float64
-		for _, s := range got["loadgen/"+conn] {
-			lr, lc = append(lr, s.rate), append(lc, s.cpuPerReq)
-		}
-		for _, s := range got["wrk/"+conn] {
-			wr, wc = append(wr, s.rate), append(wc, s.cpuPerReq)
-		}
-		fmt.Fprintf(stdout, "conn=%-9s loadgen/wrk req/s: %.2fx  CPU per request: %.2fx (medians of %d)\n",
-			conn, median(lr)/median(wr), median(lc)/median(wc), f.rounds)
+	if err := results.Write(f.dir, peerSections); err != nil {
+		return err
 	}
-	fmt.Fprintf(stdout, "results in %s\n", f.dir)
-	return nil
+	return printPeerSummary(stdout, f.dir)
 }
 
-// runLoadgenProc runs bin/loadgen as its own process (so its CPU and
-// memory are measured like wrk's) and reads its JSON.
-func runLoadgenProc(ctx context.Context, bin, url string, conns int, d time.Duration, conn string) (rate, cpu, rss float64, n int64, err error) {
+type peerServer struct {
+	name, addr string
+	root       int // nginx master, target supervisor
+}
+
+type peerRun struct {
+	f        *peerFlags
+	budget   peers.Budget
+	m        *peers.Meter
+	res      *resultsFile
+	config   []benchfmt.Config
+	progress *progress
+	stderr   io.Writer
+}
+
+func (p *peerRun) add(name string, iters int64, vals ...benchfmt.Value) error {
+	return p.res.add(&benchfmt.Result{Config: p.config, Name: benchfmt.Name(name), Iters: int(max(iters, 1)), Values: vals}, "")
+}
+
+// perReq divides a usage by a request count.
+func perReq(u peers.Usage, n int64) (cpu, calls float64) {
+	if n <= 0 {
+		return 0, 0
+	}
+	return u.CPU / float64(n), float64(u.Calls) / float64(n)
+}
+
+// serverMax: wrk against one server; the server tree's usage per request.
+func (p *peerRun) serverMax(ctx context.Context, s peerServer, conn string, round int) (float64, error) {
+	before, err := p.m.Tree(s.root)
+	if err != nil {
+		return 0, err
+	}
+	w, err := peers.RunWrk(ctx, "http://"+s.addr+"/", peers.WrkOptions{Threads: p.budget.Threads(), Conns: p.f.conns,
+		Duration: p.f.duration, Close: conn == "close", CPUs: p.budget.Clients})
+	if err != nil {
+		return 0, err
+	}
+	after, err := p.m.Tree(s.root)
+	if err != nil {
+		return 0, err
+	}
+	if w.Requests == 0 || w.Errors > w.Requests/100 {
+		return 0, fmt.Errorf("wrk against %s: %d requests, %d errors", s.name, w.Requests, w.Errors)
+	}
+	cpu, calls := perReq(after.Sub(before), w.Requests)
+	p.progress.step("round %d conn=%s: %s under wrk: %.0f req/s, %.1fµs server CPU and %.2f system calls per request",
+		round+1, conn, s.name, w.RequestsPerSec, cpu*1e6, calls)
+	return w.RequestsPerSec, p.add(fmt.Sprintf("Peer/side=server/load=max/impl=%s/conn=%s", s.name, conn), w.Requests,
+		benchfmt.Value{Value: w.RequestsPerSec, Unit: "req/s"}, benchfmt.Value{Value: cpu, Unit: "cpu-sec/req"},
+		benchfmt.Value{Value: max(calls, 1e-9), Unit: "syscalls/req"}, benchfmt.Value{Value: w.P99, Unit: "p99-sec"})
+}
+
+// client: loadgen or wrk against nginx; the client's usage per request.
+func (p *peerRun) client(ctx context.Context, tool, addr, conn string, round int) error {
+	url := "http://" + addr + "/"
+	var rate, cpu float64
+	var n int64
+	var pid int
+	var rss float64
+	switch tool {
+	case "wrk":
+		w, err := peers.RunWrk(ctx, url, peers.WrkOptions{Threads: p.budget.Threads(), Conns: p.f.conns,
+			Duration: p.f.duration, Close: conn == "close", CPUs: p.budget.Clients})
+		if err != nil {
+			return err
+		}
+		rate, cpu, n, pid, rss = w.RequestsPerSec, w.CPUSeconds, w.Requests, w.PID, float64(w.MaxRSSBytes)
+	default:
+		run, err := p.loadgen(ctx, url, conn, 0)
+		if err != nil {
+			return err
+		}
+		rate, cpu, n, pid, rss = run.doc.RequestsPerSec, run.cpu, run.doc.Requests, run.pid, run.rss
+	}
+	cpuReq, calls := perReq(peers.Usage{CPU: cpu, Calls: p.m.Process(pid)}, n)
+	p.progress.step("round %d conn=%s: %s against nginx: %.0f req/s, %.1fµs client CPU and %.2f system calls per request",
+		round+1, conn, tool, rate, cpuReq*1e6, calls)
+	return p.add(fmt.Sprintf("Peer/side=client/load=max/impl=%s/conn=%s", tool, conn), n,
+		benchfmt.Value{Value: rate, Unit: "req/s"}, benchfmt.Value{Value: cpuReq, Unit: "cpu-sec/req"},
+		benchfmt.Value{Value: max(calls, 1e-9), Unit: "syscalls/req"}, benchfmt.Value{Value: rss, Unit: "maxrss-B"})
+}
+
+// serverEqual: loadgen's open loop at rate against one server.
+func (p *peerRun) serverEqual(ctx context.Context, s peerServer, conn string, rate float64, round int) error {
+	before, err := p.m.Tree(s.root)
+	if err != nil {
+		return err
+	}
+	run, err := p.loadgen(ctx, "http://"+s.addr+"/", conn, rate)
+	if err != nil {
+		return err
+	}
+	after, err := p.m.Tree(s.root)
+	if err != nil {
+		return err
+	}
+	d := run.doc
+	cpu, calls := perReq(after.Sub(before), d.Requests)
+	p.progress.step("round %d conn=%s: %s at %.0f req/s offered: p99 %s, %.1fµs server CPU per request",
+		round+1, conn, s.name, rate, fmtSec(d.Latency.P99), cpu*1e6)
+	if d.SelfCheck.Bottleneck {
+		fmt.Fprintf(p.stderr, "warning: loadgen may have limited this cell: %s\n", strings.Join(d.SelfCheck.Reasons, "; "))
+	}
+	return p.add(fmt.Sprintf("Peer/side=server/load=equal/impl=%s/conn=%s", s.name, conn), d.Requests,
+		benchfmt.Value{Value: d.RequestsPerSec, Unit: "req/s"}, benchfmt.Value{Value: cpu, Unit: "cpu-sec/req"},
+		benchfmt.Value{Value: max(calls, 1e-9), Unit: "syscalls/req"},
+		benchfmt.Value{Value: d.Latency.P50, Unit: "p50-sec"}, benchfmt.Value{Value: d.Latency.P99, Unit: "p99-sec"},
+		benchfmt.Value{Value: d.Latency.P999, Unit: "p999-sec"})
+}
+
+type loadgenRun struct {
+	doc *report.Doc
+	cpu float64 // user+system seconds of the whole process
+	rss float64
+	pid int
+}
+
+// loadgen runs bin/loadgen pinned to the client CPUs with GOMAXPROCS =
+// client CPUs; rate > 0 is an open loop.
+func (p *peerRun) loadgen(ctx context.Context, url, conn string, rate float64) (*loadgenRun, error) {
 	tmp, err := os.CreateTemp("", "loadgen-*.json")
 	if err != nil {
-		return
+		return nil, err
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	cmd := exec.CommandContext(ctx, bin, "-q", "-c", strconv.Itoa(conns), "-d", d.String(), "-conn", conn, "-json", tmp.Name(), url)
-	if out, err2 := cmd.CombinedOutput(); err2 != nil {
-		err = fmt.Errorf("loadgen: %v: %s", err2, out)
-		return
+	args := []string{"-q", "-c", strconv.Itoa(p.f.conns), "-d", p.f.duration.String(), "-conn", conn, "-json", tmp.Name()}
+	if rate > 0 {
+		args = append(args, "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
+	}
+	bin, args := peers.Pin(p.budget.Clients, filepath.Join(p.f.bin, "loadgen"), append(args, url)...)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(p.budget.Threads()))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	b, err := os.ReadFile(tmp.Name())
 	if err != nil {
-		return
+		return nil, err
 	}
 	var doc report.Doc
-	if err = json.Unmarshal(b, &doc); err != nil {
-		return
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, err
 	}
 	ps := cmd.ProcessState
-	cpu = (ps.UserTime() + ps.SystemTime()).Seconds()
+	r := &loadgenRun{doc: &doc, cpu: (ps.UserTime() + ps.SystemTime()).Seconds(), pid: cmd.Process.Pid}
 	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		rss = float64(ru.Maxrss * 1024)
+		r.rss = float64(ru.Maxrss * 1024)
 	}
-	return doc.RequestsPerSec, cpu, rss, doc.Requests, nil
+	return r, nil
+}
+
+// peerSections are how the peer results are reported.
+var peerSections = []results.Section{
+	{
+		Name: "Peer", Filter: "/side:server /load:max", Title: "Servers at their maximum under wrk", Cols: "/impl", Rows: "/conn",
+		About: "bin/target (reuseport) against nginx (reuseport, return 200, access log on), the same worker count, both on the server CPUs; " +
+			"wrk on the client CPUs. CPU and system calls per request are the server's whole process tree's.",
+		Metrics: []results.Metric{
+			{Unit: "req/s", Label: "throughput (req/s)", Summary: true}, {Unit: "cpu-sec/req", Label: "server CPU per request", Summary: true},
+			{Unit: "syscalls/req", Label: "server system calls per request", Summary: true}, {Unit: "p99-sec", Label: "p99 latency (wrk)"},
+		},
+	},
+	{
+		Name: "Peer", Filter: "/side:server /load:equal", Title: "Servers at an equal offered load", Cols: "/impl", Rows: "/conn",
+		About: "loadgen's open loop at the same rate against both servers (a fraction of the slower one's rate in the same round): " +
+			"latency from intended send times, at the same load rather than at each server's own maximum.",
+		Metrics: []results.Metric{
+			{Unit: "p50-sec", Label: "p50 latency"}, {Unit: "p99-sec", Label: "p99 latency", Summary: true}, {Unit: "p999-sec", Label: "p99.9 latency"},
+			{Unit: "cpu-sec/req", Label: "server CPU per request", Summary: true},
+		},
+	},
+	{
+		Name: "Peer", Filter: "/side:client", Title: "Load generators on the same nginx", Cols: "/impl", Rows: "/conn",
+		About: "loadgen (GOMAXPROCS = client CPUs) against wrk (-t client CPUs), the same connections, on the client CPUs.",
+		Metrics: []results.Metric{
+			{Unit: "req/s", Label: "throughput (req/s)", Summary: true}, {Unit: "cpu-sec/req", Label: "client CPU per request", Summary: true},
+			{Unit: "syscalls/req", Label: "client system calls per request"}, {Unit: "maxrss-B", Label: "peak memory (bytes)"},
+		},
+	},
+}
+
+// printPeerSummary prints the ratios a sceptical user checks first.
+func printPeerSummary(w io.Writer, dir string) error {
+	s, err := results.Read(dir)
+	if err != nil {
+		return err
+	}
+	med := func(name, unit string) float64 {
+		var xs []float64
+		for _, r := range s.Records {
+			if string(r.Name) == name {
+				if v, ok := r.Value(unit); ok {
+					xs = append(xs, v)
+				}
+			}
+		}
+		return median(xs)
+	}
+	fmt.Fprintf(w, "%-9s %-22s %-26s %-24s %-30s\n", "conn", "loadgen/wrk req/s", "nginx/target CPU per req", "target/nginx p99 (equal)", "system calls per request")
+	for _, conn := range []string{"keepalive", "close"} {
+		lg, wr := med("Peer/side=client/load=max/impl=loadgen/conn="+conn, "req/s"), med("Peer/side=client/load=max/impl=wrk/conn="+conn, "req/s")
+		nc, tc := med("Peer/side=server/load=max/impl=nginx/conn="+conn, "cpu-sec/req"), med("Peer/side=server/load=max/impl=target/conn="+conn, "cpu-sec/req")
+		tp, np := med("Peer/side=server/load=equal/impl=target/conn="+conn, "p99-sec"), med("Peer/side=server/load=equal/impl=nginx/conn="+conn, "p99-sec")
+		calls := fmt.Sprintf("target %.2f nginx %.2f loadgen %.2f wrk %.2f",
+			med("Peer/side=server/load=max/impl=target/conn="+conn, "syscalls/req"), med("Peer/side=server/load=max/impl=nginx/conn="+conn, "syscalls/req"),
+			med("Peer/side=client/load=max/impl=loadgen/conn="+conn, "syscalls/req"), med("Peer/side=client/load=max/impl=wrk/conn="+conn, "syscalls/req"))
+		fmt.Fprintf(w, "%-9s %-22s %-26s %-24s %s\n", conn, ratio(lg, wr), ratio(nc, tc), ratio(tp, np), calls)
+	}
+	fmt.Fprintf(w, "medians of the rounds; significance and intervals: %s/REPORT.md, %s/benchstat.txt\n", dir, dir)
+	return nil
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
 }
 
 func median(xs []float64) float64 {

@@ -225,3 +225,38 @@ func (fs FS) Observe(before, after Snapshot) Observation {
 	}
 	return o
 }
+
+// Tree lists root and every process descended from it.
+func (fs FS) Tree(root int) ([]int, error) {
+	procs, err := fs.pfs.AllProcs()
+	if err != nil {
+		return nil, err
+	}
+	children := map[int][]int{}
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil {
+			children[st.PPID] = append(children[st.PPID], p.PID)
+		}
+	}
+	out := []int{root}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out, nil
+}
+
+// TreeCPUSeconds is the user+system CPU time of root and its descendants
+// now, and the pids it summed.
+func (fs FS) TreeCPUSeconds(root int) (float64, []int, error) {
+	pids, err := fs.Tree(root)
+	if err != nil {
+		return 0, nil, err
+	}
+	var sum float64
+	for _, pid := range pids {
+		if s, err := fs.ProcCPUSeconds(pid); err == nil {
+			sum += s
+		}
+	}
+	return sum, pids, nil
+}

@@ -66,3 +66,16 @@ func TestObserve(t *testing.T) {
 		t.Errorf("observation %+v", o)
 	}
 }
+
+func TestTree(t *testing.T) {
+	fs := fixture(t)
+	// 4243's parent is 4242 in the fixture.
+	pids, err := fs.Tree(4242)
+	if err != nil || len(pids) != 2 || pids[1] != 4243 {
+		t.Fatalf("tree %v %v", pids, err)
+	}
+	cpu, _, err := fs.TreeCPUSeconds(4242)
+	if err != nil || cpu != 6 {
+		t.Errorf("tree CPU %v %v, want 6", cpu, err)
+	}
+}

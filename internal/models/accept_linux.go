@@ -32,15 +32,17 @@ const pollTimeout = 250 * time.Millisecond
 const acceptFlags = unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC
 
 // newAcceptSource returns the source that accepts on the listening
-// socket lfd (which it then owns) with the named strategy.
-func newAcceptSource(strategy string, lfd int, slot *shm.Slot) (source, error) {
+// socket lfd (which it then owns) with the named strategy; netpoll
+// accepts in the worker's event loop. shared says every worker accepts
+// on this socket.
+func newAcceptSource(strategy string, lfd int, slot *shm.Slot, loop *evloop, shared bool) (source, error) {
 	ino, err := sockets.Inode(lfd)
 	if err != nil {
 		return nil, err
 	}
 	switch strategy {
 	case AcceptNetpoll:
-		return newNetpollSource(lfd, ino, slot)
+		return newNetpollSource(lfd, ino, slot, loop, shared)
 	case AcceptBlocking:
 		return newBlockingSource(lfd, ino, slot)
 	case AcceptExclusive:
@@ -64,32 +66,40 @@ type acceptor struct {
 
 func (a *acceptor) inode() uint64 { return a.ino }
 
-// retry handles a failed accept. A shortage (descriptors, memory) leaves
-// the connection in the kernel's queue: the worker counts it, pauses (5
-// ms, doubling to 1 s, as net/http does) and tries again, logging at most
-// once a second. A client that gave up before accept costs nothing. Any
-// other error ends the accept loop (retry returns false).
+// retry handles a failed accept: it counts the failure and, for a
+// shortage, pauses before the caller tries again. It returns false for
+// errors that end the accept loop.
 func (a *acceptor) retry(err error) bool {
+	again, wait := a.failed(err)
+	time.Sleep(wait)
+	return again
+}
+
+// failed counts a failed accept and says whether to try again, and after
+// how long. A shortage (descriptors, memory) leaves the connection in the
+// kernel's queue: the worker pauses (5 ms, doubling to 1 s, as net/http
+// does) and tries again, logging at most once a second. A client that
+// gave up before accept costs nothing. Any other error ends the loop.
+func (a *acceptor) failed(err error) (again bool, wait time.Duration) {
 	word := -1
 	switch err {
 	case unix.EINTR, unix.EAGAIN:
-		return true
+		return true, 0
 	case unix.ECONNABORTED, unix.EPROTO:
 		a.slot.Add(shm.AcceptAborted, 1)
-		return true
+		return true, 0
 	case unix.EMFILE, unix.ENFILE:
 		word = shm.AcceptFDLimit
 	case unix.ENOBUFS, unix.ENOMEM:
 		word = shm.AcceptNoMemory
 	default:
 		log.Printf("accept: %v; this worker stops accepting", err)
-		return false
+		return false, 0
 	}
 	a.slot.Add(word, 1)
 	a.backoff = min(max(2*a.backoff, 5*time.Millisecond), time.Second)
 	a.note(fmt.Sprintf("%v; retrying in %v", err, a.backoff))
-	time.Sleep(a.backoff)
-	return true
+	return true, a.backoff
 }
 
 // note logs an accept that had to wait, at most once a second.

@@ -1,66 +1,44 @@
 package models
 
 import (
-	"log"
-	"os"
-	"syscall"
-	"time"
-
-	"golang.org/x/sys/unix"
+	"errors"
 
 	"github.com/lbbench/lbbench/internal/shm"
 )
 
-// netpollSource waits in Go's netpoller (one epoll instance per process,
-// edge-triggered) for the listening socket to be readable and calls
-// accept4 itself: Go's own net.Listener would also set TCP_NODELAY and
-// four keep-alive options and ask getsockname on every connection, a
-// cost nginx does not pay and the benchmark does not need.
+// netpollSource accepts the way Go's net.Listener does on Linux: the
+// listening socket sits in an epoll set of the worker's own, registered
+// edge-triggered as Go's netpoller registers it, and every wake-up
+// accepts until EAGAIN. On a shared socket every worker is woken for
+// every connection, as with Go's netpoller. The set is the worker's event
+// loop (evloop_linux.go), so one goroutine accepts and serves, as nginx's
+// loop does, and accept4 is called raw: Go's own Accept would also set
+// TCP_NODELAY and four keep-alive options and ask getsockname on every
+// connection, a cost nginx does not pay and the benchmark does not need.
 type netpollSource struct {
 	acceptor
-	f  *os.File
-	rc syscall.RawConn
+	loop   *evloop
+	shared bool // the socket is shared by every worker
 }
 
-func newNetpollSource(lfd int, ino uint64, slot *shm.Slot) (*netpollSource, error) {
-	f := os.NewFile(uintptr(lfd), "listener") // non-blocking: the netpoller waits on it
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, err
+func newNetpollSource(lfd int, ino uint64, slot *shm.Slot, loop *evloop, shared bool) (*netpollSource, error) {
+	if loop == nil {
+		return nil, errors.New("netpoll accept needs the worker's event loop")
 	}
-	return &netpollSource{acceptor: acceptor{lfd: lfd, ino: ino, slot: slot}, f: f, rc: rc}, nil
+	return &netpollSource{acceptor: acceptor{lfd: lfd, ino: ino, slot: slot}, loop: loop, shared: shared}, nil
 }
 
+// run hands the listening socket to the loop, which accepts and serves;
+// it returns once the loop has let go of it.
 func (s *netpollSource) run(serve func(fd int)) {
-	defer s.f.Close()
-	for {
-		var nfd int
-		var aerr unix.Errno
-		err := s.rc.Read(func(fd uintptr) bool {
-			r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, 0, 0, acceptFlags, 0, 0)
-			nfd, aerr = int(r), e
-			return e != unix.EAGAIN
-		})
-		if err != nil {
-			if !s.stopping.Load() {
-				log.Printf("accept: %v; this worker stops accepting", err)
-			}
-			return
-		}
-		if aerr != 0 {
-			if !s.retry(aerr) {
-				return
-			}
-			continue
-		}
-		s.accepted()
-		serve(nfd)
+	if err := s.loop.listen(&s.acceptor, serve, s.shared); err != nil {
+		return
 	}
+	<-s.loop.unlistened
 }
 
-// stop wakes the wait through the read deadline.
+// stop asks the loop to take the socket out of its set and close it.
 func (s *netpollSource) stop() {
 	s.stopping.Store(true)
-	s.f.SetReadDeadline(time.Unix(1, 0))
+	s.loop.unlisten()
 }

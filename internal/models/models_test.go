@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -141,7 +142,11 @@ func TestResponses(t *testing.T) {
 	}
 	defer f.Close()
 	cfg := DefaultConfig()
-	s := newServer(region.Slot(0), 3, 4242, &cfg)
+	cfg.Sleep = time.Millisecond // no event loop for this test
+	s, err := newServer(region.Slot(0), 3, 4242, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := s.appendResponse(nil, &httpwire.Request{HTTP10: true}, false, "1")
 	for _, want := range []string{"HTTP/1.1 200 OK\r\n", "X-Worker-Pid: 4242\r\n", "X-Worker-Id: 3\r\n", "X-Conn-Local: 1\r\n", "Connection: keep-alive\r\n", "\r\n\r\nok\n"} {
 		if !strings.Contains(string(out), want) {

@@ -1,9 +1,7 @@
 package models
 
 import (
-	"errors"
 	"io"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,12 +17,14 @@ import (
 
 // server is the lean serving path: HTTP/1.1 on the connections a worker
 // gets, as accepted socket descriptors. It is the hot path, so a
-// connection costs what the kernel makes it cost: the first read is
-// tried at once, and a connection whose request is already there is
-// answered and closed without touching the netpoller (accept4, read,
-// write, close). Only a connection that has to wait (keep-alive, a
-// request still on its way) is handed to the netpoller and a goroutine.
-// Counters live in shared memory; responses are prebuilt.
+// connection costs what the kernel makes it cost, as in nginx: a
+// connection whose request is already there when it is accepted is
+// answered and closed at once (accept4, read, write, close); one that has
+// to wait joins the worker's event loop (evloop_linux.go: one epoll set of
+// the worker's own, served by one goroutine). A handler that sleeps
+// (-sleep) cannot run in a loop: then each waiting connection gets a
+// goroutine of its own (wait_linux.go). Counters live in shared memory;
+// responses are prebuilt.
 type server struct {
 	slot  *shm.Slot
 	work  time.Duration
@@ -46,13 +46,25 @@ type server struct {
 	// the worker takes one off when the connection closes.
 	loads *uint64
 
-	mu       sync.Mutex
-	conns    map[*conn]struct{} // connections waiting in the netpoller
+	// loop serves waiting connections (with -sleep, goroutines do) and
+	// accepts for the netpoll strategy.
+	loop *evloop
+	// eager says whether to try reading at accept, before waiting: worth
+	// a system call only while requests tend to be there already
+	// (connection-per-request clients on the same CPU do; a client on
+	// another CPU usually has not sent yet). hits and tries are a moving
+	// tally of those reads.
+	hits, tries int
+
+	// Goroutine-per-connection path (-sleep).
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	wg    sync.WaitGroup
+
 	draining atomic.Bool
 	// drainStart is when drain began: a connection that has sent nothing
 	// gets newConnWindow from then to send its first request.
 	drainStart atomic.Int64
-	wg         sync.WaitGroup
 }
 
 const body = "ok\n"
@@ -69,48 +81,50 @@ const (
 	DefaultIdleTimeout   = 75 * time.Second
 )
 
-func newServer(slot *shm.Slot, id, pid int, c *Config) *server {
+func newServer(slot *shm.Slot, id, pid int, c *Config) (*server, error) {
 	h := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(body)) +
 		"\r\nX-Worker-Pid: " + strconv.Itoa(pid) + "\r\nX-Worker-Id: " + strconv.Itoa(id) + "\r\n"
-	return &server{slot: slot, work: c.Work, sleep: c.Sleep, headerTimeout: c.HeaderTimeout, idleTimeout: c.IdleTimeout,
+	s := &server{slot: slot, work: c.Work, sleep: c.Sleep, headerTimeout: c.HeaderTimeout, idleTimeout: c.IdleTimeout,
 		locality: c.Locality, head: []byte(h), conns: map[*conn]struct{}{}}
+	var err error
+	if s.loop, err = newEvloop(s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// Connection states. A connection is new until its first request
-// arrives and idle between requests; drain closes idle connections at
-// once, gives new ones newConnWindow, and lets active ones finish.
-const (
-	stateNew int32 = iota
-	stateIdle
-	stateActive
-	stateClosed
-)
-
-// conn is one connection. Its goroutine is the only one that reads,
-// writes or closes it; others wake it through its read deadline.
+// conn is one connection. Whoever waits on it (the event loop, or its
+// own goroutine) is the only one that reads, writes or closes it.
 type conn struct {
-	s     *server
-	fd    int
-	file  *os.File // set once the connection waits in the netpoller
-	rw    *rawio.Conn
-	bp    *[]byte
-	buf   []byte
-	state atomic.Int32
+	s   *server
+	fd  int
+	bp  *[]byte
+	buf []byte
 
-	filled   int
-	discard  int64 // request body bytes still to skip
-	served   int   // responses written
-	out      []byte
-	req      httpwire.Request
-	accepted time.Time
-	// headStart is when the first byte of the head being read arrived
-	// (the accept time for the first request).
-	headStart time.Time
-	// deadline is the read deadline set on file (zero: none yet).
-	deadline time.Time
+	filled  int
+	discard int64 // request body bytes still to skip
+	served  int   // responses written
+	req     httpwire.Request
+	// out holds responses not yet written; responses and their
+	// durations are counted once written (pending*).
+	out                 []byte
+	pending2xx, pendBad int // responses in out: 200s, and an error status (0: none)
+	pendStart           time.Time
+	// closing: close once out is written, for closeReason.
+	closing     bool
+	closeReason int
 	// local is "1" when the connection's packets arrive on the CPU the
 	// worker accepted it on, "0" when not, "" when unknown or not asked.
 	local string
+
+	// For the event loop: when the head being read began (unix ns), the
+	// deadline of the timeout running now (unix ns; 0: none), and whether
+	// the socket waits to be writable.
+	headStart, deadline int64
+	writing             bool
+
+	// For the goroutine path.
+	w *waiter
 }
 
 var (
@@ -124,22 +138,14 @@ func (s *server) serveFD(fd int) {
 	s.slot.Add(shm.Accepted, 1)
 	s.slot.Add(shm.Open, 1)
 	c := connPool.Get().(*conn)
-	c.s, c.fd, c.file, c.rw = s, fd, nil, nil
-	c.filled, c.discard, c.served, c.out = 0, 0, 0, c.out[:0]
-	c.deadline = time.Time{}
-	c.accepted = time.Now()
-	c.headStart = c.accepted
-	c.state.Store(stateNew)
-	c.bp = bufPool.Get().(*[]byte)
+	*c = conn{s: s, fd: fd, out: c.out[:0], bp: bufPool.Get().(*[]byte)}
 	c.buf = *c.bp
-	c.local = ""
 	if s.locality {
 		c.local = localityOf(fd, s.slot)
 	}
-	if s.sleep == 0 {
-		// The first read, at once: with a new connection per request
-		// the request is usually in the socket already.
+	if s.sleep == 0 && s.eagerRead() {
 		n, err := rawio.TryRead(fd, c.buf)
+		s.tally(err != unix.EAGAIN)
 		switch {
 		case err == unix.EAGAIN:
 		case err != nil:
@@ -147,132 +153,65 @@ func (s *server) serveFD(fd int) {
 			return
 		default:
 			c.filled = n
-			c.headStart = time.Now()
-			if reason, done := c.respond(); done {
-				c.finish(reason)
+			if done := c.step(); done {
 				return
 			}
 		}
 	}
-	// It has to wait: hand it to the netpoller and a goroutine.
-	c.file = os.NewFile(uintptr(fd), "conn")
-	rw, err := rawio.New(c.file)
-	if err != nil {
-		c.finish(shm.CloseError)
+	if s.sleep == 0 {
+		s.loop.add(c)
 		return
 	}
-	c.rw = rw
-	s.mu.Lock()
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
-	s.wg.Add(1)
-	go c.loop()
+	s.wait(c)
 }
 
-// loop serves the connection from the netpoller until it closes.
-func (c *conn) loop() {
+// eagerRead says whether to read at accept. It keeps trying one read in
+// 16 when it does not pay, to notice when it would again.
+func (s *server) eagerRead() bool {
+	return s.hits*2 >= s.tries || s.tries%16 == 0
+}
+
+// tally keeps a moving count of eager reads and their hits.
+func (s *server) tally(hit bool) {
+	if s.tries >= 64 {
+		s.tries, s.hits = s.tries/2, s.hits/2
+	}
+	s.tries++
+	if hit {
+		s.hits++
+	}
+}
+
+// step answers what the buffer holds and writes what it can. It returns
+// true when the connection is finished (closed and counted).
+func (c *conn) step() bool {
+	c.process()
+	if err := c.flush(); err != nil {
+		if err == unix.EAGAIN && c.s.sleep == 0 {
+			return false // the loop waits for the socket to be writable
+		}
+		c.finish(closeReasonFor(err))
+		return true
+	}
+	if c.closing {
+		c.finish(c.closeReason)
+		return true
+	}
+	return false
+}
+
+// process answers every complete request in the buffer, appending the
+// responses to out.
+func (c *conn) process() {
 	s := c.s
-	reason, done := 0, false
-	if c.filled > 0 {
-		reason, done = c.respond()
-	}
-	for !done {
-		c.setReadDeadline()
-		n, err := c.rw.Read(c.buf[c.filled:])
-		if err != nil {
-			reason = c.readFailed(err)
-			break
-		}
-		if c.filled == 0 && c.discard == 0 {
-			c.headStart = time.Now()
-		}
-		c.filled += n
-		reason, done = c.respond()
-	}
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.finish(reason)
-	s.wg.Done()
-}
-
-// readFailed says why a read ended the connection, answering a head cut
-// short by the header timeout with 408.
-func (c *conn) readFailed(err error) int {
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return closeReasonFor(err)
-	}
-	switch {
-	case c.s.draining.Load() && c.filled == 0:
-		return shm.CloseDrain
-	case c.filled == 0 && c.served > 0:
-		return shm.CloseIdle
-	}
-	if c.filled > 0 {
-		c.out = appendError(c.out[:0], 408)
-		c.rw.Write(c.out)
-		c.s.slot.Add(shm.Status4xx, 1)
-	}
-	return shm.CloseHeader
-}
-
-// setReadDeadline arms the timeout the connection's state calls for: the
-// header timeout while a head is due, the keep-alive timeout while idle,
-// now when a stop wants it closed. A deadline is moved only when it must
-// come earlier or has fallen more than 1/16 of its timeout behind, so a
-// busy keep-alive connection does not reset a timer on every request
-// (the connection may then live up to 1/16 longer than the timeout).
-func (c *conn) setReadDeadline() {
-	// drain raises the flag before it wakes connections: one that read
-	// it as down re-arms, so a stop is never answered with a long wait.
-	for {
-		draining := c.s.draining.Load()
-		c.armDeadline(draining)
-		if c.s.draining.Load() == draining {
-			return
-		}
-	}
-}
-
-func (c *conn) armDeadline(draining bool) {
-	s := c.s
-	var want time.Time
-	var timeout time.Duration
-	switch {
-	case draining && c.filled == 0 && c.served > 0:
-		want = time.Unix(1, 0) // idle while stopping: close now
-	case draining && c.filled == 0:
-		want = time.Unix(0, s.drainStart.Load()).Add(newConnWindow)
-	case c.filled == 0 && c.served > 0:
-		timeout = s.idleTimeout
-		want = time.Now().Add(timeout)
-	default:
-		timeout = s.headerTimeout
-		want = c.headStart.Add(timeout)
-	}
-	if !c.deadline.IsZero() && !want.Before(c.deadline) && want.Sub(c.deadline) < timeout/16 {
+	if c.closing {
 		return
 	}
-	if timeout > 0 && !c.deadline.IsZero() && want.After(c.deadline) {
-		want = want.Add(timeout / 16)
+	if len(c.out) == 0 {
+		c.pendStart = time.Now()
 	}
-	c.deadline = want
-	c.file.SetReadDeadline(want)
-}
-
-// respond answers every complete request in the buffer. done says the
-// connection is finished, for reason; the caller closes it.
-func (c *conn) respond() (reason int, done bool) {
-	s := c.s
-	if !c.state.CompareAndSwap(stateIdle, stateActive) && !c.state.CompareAndSwap(stateNew, stateActive) {
-		return shm.CloseDrain, true
-	}
-	start := time.Now()
-	p, nreq := 0, 0
-	c.out = c.out[:0]
-	closing, bad := false, 0
-	reason = shm.CloseServer
-	for p < c.filled && !closing {
+	p := 0
+	for p < c.filled && !c.closing {
 		if c.discard > 0 {
 			k := min(c.discard, int64(c.filled-p))
 			c.discard -= k
@@ -281,9 +220,9 @@ func (c *conn) respond() (reason int, done bool) {
 		}
 		hn, err := httpwire.ParseRequest(c.buf[p:c.filled], &c.req)
 		if err != nil {
-			bad = errorStatus(err)
-			c.out = appendError(c.out, bad)
-			closing, reason = true, shm.CloseBadRequest
+			c.pendBad = errorStatus(err)
+			c.out = appendError(c.out, c.pendBad)
+			c.closing, c.closeReason = true, shm.CloseBadRequest
 			break
 		}
 		if hn == 0 {
@@ -292,38 +231,50 @@ func (c *conn) respond() (reason int, done bool) {
 		p += hn
 		c.discard = c.req.BodyLen
 		s.handle()
-		closing = c.req.Close || s.draining.Load()
-		c.out = s.appendResponse(c.out, &c.req, closing, c.local)
-		nreq++
+		if c.req.Close || s.draining.Load() {
+			c.closing, c.closeReason = true, shm.CloseServer
+		}
+		c.out = s.appendResponse(c.out, &c.req, c.closing, c.local)
+		c.pending2xx++
 	}
 	copy(c.buf, c.buf[p:c.filled])
 	c.filled -= p
-	if c.filled == len(c.buf) && !closing {
+	if c.filled == len(c.buf) && !c.closing {
 		c.grow()
 	}
-	if len(c.out) > 0 {
-		if err := c.write(c.out); err != nil {
-			return closeReasonFor(err), true
+}
+
+// flush writes out without waiting; unix.EAGAIN says some is left.
+// Responses are counted once written, so the counters say what clients
+// were sent.
+func (c *conn) flush() error {
+	for len(c.out) > 0 {
+		n, err := rawio.TryWrite(c.fd, c.out)
+		if err != nil {
+			return err
 		}
-		if nreq > 0 {
-			s.slot.Add(shm.Status2xx, uint64(nreq))
-			d := time.Since(start)
-			for range nreq {
-				s.slot.Observe(d)
-			}
+		c.out = c.out[n:]
+	}
+	c.out = c.out[:0:cap(c.out)]
+	c.commit()
+	return nil
+}
+
+// commit counts the responses just written.
+func (c *conn) commit() {
+	s := c.s
+	if n := c.pending2xx; n > 0 {
+		s.slot.Add(shm.Status2xx, uint64(n))
+		d := time.Since(c.pendStart)
+		for range n {
+			s.slot.Observe(d)
 		}
-		if bad != 0 {
-			s.slot.Add(shm.Status1xx+bad/100-1, 1)
-		}
-		c.served += nreq
+		c.served += n
 	}
-	if closing {
-		return reason, true
+	if c.pendBad != 0 {
+		s.slot.Add(shm.Status1xx+c.pendBad/100-1, 1)
 	}
-	if !c.state.CompareAndSwap(stateActive, stateIdle) {
-		return shm.CloseDrain, true
-	}
-	return 0, false
+	c.pending2xx, c.pendBad = 0, 0
 }
 
 // grow moves a head that does not fit the small buffer into a big one,
@@ -338,48 +289,29 @@ func (c *conn) grow() {
 	c.bp, c.buf = bp, *bp
 }
 
-func (c *conn) write(p []byte) error {
-	if c.rw != nil {
-		return c.rw.Write(p)
-	}
-	// Not in the netpoller yet: a fresh socket's send buffer takes a
-	// response at once; the rest, if ever, waits in the netpoller.
-	n, err := rawio.TryWrite(c.fd, p)
-	if err != nil && err != unix.EAGAIN {
-		return err
-	}
-	if n == len(p) {
-		return nil
-	}
-	c.file = os.NewFile(uintptr(c.fd), "conn")
-	if c.rw, err = rawio.New(c.file); err != nil {
-		return err
-	}
-	return c.rw.Write(p[n:])
-}
-
 // finish closes the connection and counts why.
 func (c *conn) finish(reason int) {
 	s := c.s
-	c.state.Store(stateClosed)
-	if c.file != nil {
-		c.file.Close()
+	if c.w != nil {
+		c.w.close()
 	} else {
-		unix.Close(c.fd)
+		// A raw call: closing a TCP socket without SO_LINGER does not
+		// block, and going through the scheduler's entersyscall lets
+		// sysmon hand this worker's P to another thread.
+		unix.RawSyscall(unix.SYS_CLOSE, uintptr(c.fd), 0, 0)
 	}
 	s.slot.Add(reason, 1)
 	s.slot.Dec(shm.Open)
 	if s.loads != nil {
 		atomic.AddUint64(s.loads, ^uint64(0))
 	}
-	if c.bp != nil {
-		if len(*c.bp) > 4096 {
-			bigPool.Put(c.bp)
-		} else {
-			bufPool.Put(c.bp)
-		}
+	if len(*c.bp) > 4096 {
+		bigPool.Put(c.bp)
+	} else {
+		bufPool.Put(c.bp)
 	}
-	c.bp, c.buf, c.file, c.rw, c.s = nil, nil, nil, nil, nil
+	out := c.out
+	*c = conn{out: out[:0:cap(out)]}
 	connPool.Put(c)
 }
 
@@ -389,6 +321,42 @@ func closeReasonFor(err error) int {
 		return shm.CloseClient
 	}
 	return shm.CloseError
+}
+
+// timedOut answers a connection whose timeout ran out: a head cut short
+// gets 408 (best effort) and the close counts as a header timeout; an
+// idle keep-alive connection just closes.
+func (c *conn) timedOut() int {
+	switch {
+	case c.s.draining.Load() && c.filled == 0:
+		return shm.CloseDrain
+	case c.filled == 0 && c.served > 0:
+		return shm.CloseIdle
+	}
+	if c.filled > 0 {
+		resp := appendError(nil, 408)
+		if n, err := rawio.TryWrite(c.fd, resp); err == nil && n == len(resp) {
+			c.s.slot.Add(shm.Status4xx, 1)
+		}
+	}
+	return shm.CloseHeader
+}
+
+// timeout is when the connection's current timeout runs out: the header
+// timeout while a head is due, the keep-alive timeout while idle; while
+// stopping, an idle connection's at once and a new one's newConnWindow
+// after the stop began.
+func (c *conn) timeout(now time.Time, headStart time.Time) time.Time {
+	s := c.s
+	switch draining := s.draining.Load(); {
+	case draining && c.filled == 0 && c.served > 0:
+		return time.Unix(1, 0)
+	case draining && c.filled == 0:
+		return time.Unix(0, s.drainStart.Load()).Add(newConnWindow)
+	case c.filled == 0 && c.served > 0:
+		return now.Add(s.idleTimeout)
+	}
+	return headStart.Add(s.headerTimeout)
 }
 
 // handle does the configured per-request work.
@@ -447,36 +415,17 @@ func appendError(out []byte, status int) []byte {
 }
 
 // drain stops keep-alive: idle connections close now, new ones get
-// newConnWindow to send their request, active ones finish theirs. It
-// returns false when grace ran out with connections still open; those
-// are then closed.
+// newConnWindow to send their request, those with a request under way
+// finish it. It returns false when grace ran out with connections still
+// open; those are then closed.
 func (s *server) drain(grace time.Duration) bool {
 	s.drainStart.Store(time.Now().UnixNano())
 	s.draining.Store(true)
-	s.mu.Lock()
-	for c := range s.conns {
-		switch c.state.Load() {
-		case stateIdle:
-			c.file.SetReadDeadline(time.Unix(1, 0)) // wake it; it sees draining
-		case stateNew:
-			c.file.SetReadDeadline(time.Now().Add(newConnWindow))
-		}
+	ok := s.loop.drain(grace)
+	if s.sleep > 0 {
+		ok = s.drainWaiters(grace) && ok
 	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(grace):
-	}
-	s.mu.Lock()
-	for c := range s.conns {
-		c.file.SetDeadline(time.Unix(1, 0))
-	}
-	s.mu.Unlock()
-	<-done
-	return false
+	return ok
 }
 
 // localityOf compares the CPU a connection's packets arrive on with the

@@ -87,7 +87,9 @@ func newWorker(spec workerSpec, files inherited, ctl *os.File) (*worker, error) 
 	w.slot = region.Slot(spec.Slot)
 	w.slot.Store(shm.PID, uint64(os.Getpid()))
 	w.slot.Store(shm.Capacity, fdCapacity())
-	w.srv = newServer(w.slot, spec.ID, os.Getpid(), &w.spec.Config)
+	if w.srv, err = newServer(w.slot, spec.ID, os.Getpid(), &w.spec.Config); err != nil {
+		return nil, err
+	}
 	m, err := newModel(&w.spec.Config)
 	if err != nil {
 		return nil, err

@@ -34,9 +34,13 @@ type NginxOptions struct {
 	Addr      string // HOST:PORT
 	Workers   int
 	ReusePort bool
-	// AccessLog logs "$pid $connection" per request, the ground truth of
-	// which worker served which connection.
+	// AccessLog logs "$pid $connection $status" per request, the ground
+	// truth of which worker served which connection; LogFormat replaces
+	// that format (e.g. "combined", nginx's default).
 	AccessLog bool
+	LogFormat string
+	// CPUs, if set, pins nginx (master and workers) to these CPUs.
+	CPUs []int
 }
 
 // StartNginx writes a config that answers every request with 200 "ok" and
@@ -59,6 +63,9 @@ func StartNginx(o NginxOptions) (*Nginx, error) {
 	if o.AccessLog {
 		n.AccessLog = filepath.Join(dir, "access.log")
 		logLine = "log_format lb '$pid $connection $status';\n  access_log " + n.AccessLog + " lb;"
+		if o.LogFormat != "" {
+			logLine = "access_log " + n.AccessLog + " " + o.LogFormat + ";"
+		}
 	}
 	user := ""
 	if os.Geteuid() == 0 {
@@ -92,7 +99,11 @@ http {
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	n.cmd = exec.Command("nginx", "-c", confPath, "-p", dir)
+	bin, args := "nginx", []string{"-c", confPath, "-p", dir}
+	if len(o.CPUs) > 0 {
+		bin, args = Pin(o.CPUs, bin, args...)
+	}
+	n.cmd = exec.Command(bin, args...)
 	var stderr bytes.Buffer
 	n.cmd.Stderr = &stderr
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -171,6 +182,7 @@ type WrkResult struct {
 	CPUSeconds     float64 // wrk's own user+system time
 	MaxRSSBytes    int64
 	P50, P90, P99  float64 // seconds, from --latency
+	PID            int     // wrk's pid (taskset execs it in place)
 }
 
 var (
@@ -181,21 +193,38 @@ var (
 	reLatency = regexp.MustCompile(`(?m)^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$`)
 )
 
+// WrkOptions say how to run wrk.
+type WrkOptions struct {
+	Threads, Conns int
+	Duration       time.Duration // whole seconds
+	Close          bool          // -H "Connection: close" (with the space: wrk ignores it without)
+	CPUs           []int         // pin wrk here
+}
+
 // Wrk runs wrk with one thread against url and parses its output.
 func Wrk(ctx context.Context, url string, conns int, d time.Duration, closeConn bool) (*WrkResult, error) {
+	return RunWrk(ctx, url, WrkOptions{Threads: 1, Conns: conns, Duration: d, Close: closeConn})
+}
+
+// RunWrk runs wrk against url and parses its output.
+func RunWrk(ctx context.Context, url string, o WrkOptions) (*WrkResult, error) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return nil, errors.New("wrk not found: install Debian's wrk (make setup does)")
 	}
-	args := []string{"-t1", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency"}
-	if closeConn {
+	args := []string{"-t" + strconv.Itoa(max(o.Threads, 1)), "-c" + strconv.Itoa(o.Conns), "-d" + strconv.Itoa(int(o.Duration.Seconds())) + "s", "--latency"}
+	if o.Close {
 		args = append(args, "-H", "Connection: close")
 	}
-	cmd := exec.CommandContext(ctx, "wrk", append(args, url)...)
+	bin := "wrk"
+	if len(o.CPUs) > 0 {
+		bin, args = Pin(o.CPUs, bin, args...)
+	}
+	cmd := exec.CommandContext(ctx, bin, append(args, url)...)
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("wrk: %v", err)
 	}
-	r := &WrkResult{}
+	r := &WrkResult{PID: cmd.Process.Pid}
 	if m := reReqs.FindSubmatch(out); m != nil {
 		r.Requests, _ = strconv.ParseInt(string(m[1]), 10, 64)
 	}

@@ -19,6 +19,7 @@ var units = []struct{ unit, better string }{
 	{"failed/restart", "lower"}, {"resets/1M-conn", "lower"}, {"p99-restart-sec", "lower"},
 	{"failed/crash", "lower"}, {"reset/crash", "lower"}, {"refused/crash", "lower"}, {"recovery-sec", "lower"},
 	{"moved-fraction", "lower"},
+	{"cpu-sec/req", "lower"}, {"syscalls/req", "lower"}, {"maxrss-B", "lower"},
 }
 
 // Config returns the stable file-config lines for a benchmark file:
