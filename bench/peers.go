@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -327,12 +328,19 @@ func (p *peerRun) loadgen(ctx context.Context, url, conn string, rate float64) (
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(p.budget.Threads()))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.CombinedOutput()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	peak := peers.WatchPeak(cmd.Process.Pid)
+	err = cmd.Wait()
+	rss := peak()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(string(out)))
+		return nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(out.String()))
 	}
 	b, err := os.ReadFile(tmp.Name())
 	if err != nil {
@@ -343,11 +351,7 @@ func (p *peerRun) loadgen(ctx context.Context, url, conn string, rate float64) (
 		return nil, err
 	}
 	ps := cmd.ProcessState
-	r := &loadgenRun{doc: &doc, cpu: (ps.UserTime() + ps.SystemTime()).Seconds(), pid: cmd.Process.Pid}
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		r.rss = float64(ru.Maxrss * 1024)
-	}
-	return r, nil
+	return &loadgenRun{doc: &doc, cpu: (ps.UserTime() + ps.SystemTime()).Seconds(), pid: cmd.Process.Pid, rss: float64(rss)}, nil
 }
 
 // peerSections are how the peer results are reported.
@@ -375,7 +379,7 @@ var peerSections = []results.Section{
 		About: "loadgen (GOMAXPROCS = client CPUs) against wrk (-t client CPUs), the same connections, on the client CPUs.",
 		Metrics: []results.Metric{
 			{Unit: "req/s", Label: "throughput (req/s)", Summary: true}, {Unit: "cpu-sec/req", Label: "client CPU per request", Summary: true},
-			{Unit: "syscalls/req", Label: "client system calls per request"}, {Unit: "maxrss-B", Label: "peak memory (bytes)"},
+			{Unit: "syscalls/req", Label: "client system calls per request"}, {Unit: "maxrss-B", Label: "peak resident memory (bytes, VmHWM)"},
 		},
 	},
 }

@@ -81,9 +81,9 @@ func TestShardMerge(t *testing.T) {
 		shards[i%3].record(&sample{latency: d, uncorrected: d, ttfb: d, pid: uint64(100 + i%4), newConn: i%10 == 0})
 		all.RecordValue(int64(d))
 	}
-	e := &engine{shards: shards}
+	e := &engine{}
 	var r Result
-	e.collect(&r)
+	e.collect(&r, shards)
 	for _, q := range []float64{50, 90, 99, 99.9, 100} {
 		if got, want := r.Latency.ValueAtQuantile(q), all.ValueAtQuantile(q); got != want {
 			t.Errorf("p%v: merged %d, direct %d", q, got, want)

@@ -1,6 +1,12 @@
 package peers
 
 import (
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/syscount"
 )
@@ -41,3 +47,45 @@ func (m *Meter) Process(pid int) uint64 {
 
 // Sub is the usage between two readings.
 func (u Usage) Sub(v Usage) Usage { return Usage{CPU: u.CPU - v.CPU, Calls: u.Calls - v.Calls} }
+
+// WatchPeak follows the peak resident memory (VmHWM) of a running
+// process until the returned function is called, which returns it in
+// bytes. The rusage of a child is no use here: a child that Go starts
+// shares its parent's memory until exec, and the kernel keeps that
+// high-water mark as the child's.
+func WatchPeak(pid int) func() int64 {
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	read := func() {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			return
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+				if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil && kb*1024 > peak.Load() {
+					peak.Store(kb * 1024)
+				}
+			}
+		}
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			read()
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int64 {
+		close(stop)
+		<-done
+		return peak.Load()
+	}
+}

@@ -180,7 +180,7 @@ type WrkResult struct {
 	RequestsPerSec float64
 	Errors         int64
 	CPUSeconds     float64 // wrk's own user+system time
-	MaxRSSBytes    int64
+	MaxRSSBytes    int64   // peak resident memory (VmHWM)
 	P50, P90, P99  float64 // seconds, from --latency
 	PID            int     // wrk's pid (taskset execs it in place)
 }
@@ -220,11 +220,18 @@ func RunWrk(ctx context.Context, url string, o WrkOptions) (*WrkResult, error) {
 		bin, args = Pin(o.CPUs, bin, args...)
 	}
 	cmd := exec.CommandContext(ctx, bin, append(args, url)...)
-	out, err := cmd.Output()
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("wrk: %v", err)
+	}
+	peak := WatchPeak(cmd.Process.Pid)
+	err := cmd.Wait()
+	r := &WrkResult{PID: cmd.Process.Pid, MaxRSSBytes: peak()}
 	if err != nil {
 		return nil, fmt.Errorf("wrk: %v", err)
 	}
-	r := &WrkResult{PID: cmd.Process.Pid}
+	out := stdout.Bytes()
 	if m := reReqs.FindSubmatch(out); m != nil {
 		r.Requests, _ = strconv.ParseInt(string(m[1]), 10, 64)
 	}
@@ -262,9 +269,6 @@ func RunWrk(ctx context.Context, url string, o WrkOptions) (*WrkResult, error) {
 	}
 	if ps := cmd.ProcessState; ps != nil {
 		r.CPUSeconds = (ps.UserTime() + ps.SystemTime()).Seconds()
-		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-			r.MaxRSSBytes = ru.Maxrss * 1024
-		}
 	}
 	return r, nil
 }
