@@ -27,6 +27,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/atomicfile"
 	"github.com/lbbench/lbbench/internal/cli"
+	"github.com/lbbench/lbbench/internal/kattr"
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/load"
 	"github.com/lbbench/lbbench/internal/metrics"
@@ -51,6 +52,7 @@ type flags struct {
 	metricsAddr string
 	linger      time.Duration
 	restartsURL string
+	fairBy      string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -72,6 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.IntVar(&o.ReqsPerConn, "reqs-per-conn", 0, "keepalive: close each connection after this many requests")
 	fs.StringVar(&src, "src", "", "local source addresses, e.g. 127.0.0.2-127.0.0.20 (spreads the 4-tuple and the port space)")
 	fs.StringVar(&o.PIDHeader, "pid-header", "X-Worker-Pid", "response header naming the worker pid")
+	fs.StringVar(&o.Attribute, "attribute", load.AttrHeader, "who served a request: header (the -pid-header), kernel (the process and thread that accepted the connection, for any server on this host; root), or both (cross-checked)")
+	fs.StringVar(&f.fairBy, "fair-by", "process", "what the fairness figures count as a worker: process, or thread (kernel attribution; threaded servers such as HAProxy)")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "connect and response timeout")
 	fs.Int64Var(&o.Seed, "seed", 0, "seed for Poisson arrivals (0: from the clock)")
 	fs.IntVar(&f.workers, "workers", 0, "worker processes the target has; those that serve nothing count as zeros in the fairness figures")
@@ -109,6 +113,14 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if f.workers < 0 {
 		return nil, fmt.Errorf("-workers %d: must not be negative", f.workers)
+	}
+	switch {
+	case f.fairBy != "process" && f.fairBy != "thread":
+		return nil, fmt.Errorf("-fair-by %q: want process or thread", f.fairBy)
+	case f.fairBy == "thread" && o.Attribute == load.AttrHeader:
+		return nil, errors.New("-fair-by thread needs -attribute kernel or both (threads are the kernel's)")
+	case o.Attribute != load.AttrHeader && o.Attribute != load.AttrKernel && o.Attribute != load.AttrBoth:
+		return nil, fmt.Errorf("-attribute %q: want header, kernel or both", o.Attribute)
 	}
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -176,13 +188,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
+	if f.opts.Attribute != load.AttrHeader {
+		tr, err := startKernelAttribution(f.opts.URL)
+		if err != nil {
+			fmt.Fprintf(stderr, "loadgen: %v\n", err)
+			return 1
+		}
+		defer tr.Close()
+		f.opts.Kernel = tr
+	}
 	before := kernel.Take()
 	res, err := load.Run(ctx, f.opts, onSecond)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 1
 	}
-	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
+	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0), f.fairBy)
 	if f.restartsURL != "" {
 		strategy, events, err := fetchRestarts(f.restartsURL)
 		if err != nil {
@@ -233,6 +254,33 @@ func writeOutputs(f *flags, doc *report.Doc) error {
 		}
 	}
 	return nil
+}
+
+// startKernelAttribution watches the target's port, which must have a
+// listening socket on this host: the kernel sees only this host's
+// accepts.
+func startKernelAttribution(rawURL string) (*kattr.Tracer, error) {
+	u, _ := url.Parse(rawURL)
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	ap, err := sockets.ParseAddr(net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return nil, err
+	}
+	ls, err := sockets.Conflicts(ap)
+	if err != nil {
+		return nil, fmt.Errorf("kernel attribution: cannot list sockets: %v", err)
+	}
+	if len(ls) == 0 {
+		return nil, fmt.Errorf("kernel attribution: nothing listens on %v on this host (the kernel sees only this host's servers)", ap)
+	}
+	tr, err := kattr.Start(ap.Port())
+	if err != nil {
+		return nil, fmt.Errorf("-attribute: %v", err)
+	}
+	return tr, nil
 }
 
 func isTerminal(w io.Writer) bool {

@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -33,7 +34,11 @@ type Result struct {
 	Errors                          map[string]int64
 	// PerPID counts what each worker pid served; Unattributed what came
 	// without a usable pid (no header, or a value that is not a pid).
+	// With kernel attribution the pid is the acceptor's, and PerTID
+	// counts by accepting thread.
 	PerPID       map[uint64]*PIDCount
+	PerTID       map[uint64]*TIDCount
+	Attribution  *Attribution
 	Unattributed PIDCount
 	// BadPIDValues counts responses whose pid header was not a pid;
 	// BadPIDExample is one such value.
@@ -82,6 +87,7 @@ type engine struct {
 	nextDialer atomic.Uint64
 	reqKeep    []byte
 	reqClose   []byte
+	kernel     bool // attribution by the kernel's record of accepts
 }
 
 // Run runs the load o describes. onSecond, if not nil, is called once a
@@ -92,7 +98,10 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	e := &engine{o: o}
+	if o.Attribute != AttrHeader && o.Kernel == nil {
+		return nil, fmt.Errorf("-attribute %s: no kernel attribution running", o.Attribute)
+	}
+	e := &engine{o: o, kernel: o.Attribute != AttrHeader}
 	e.buildRequests()
 	e.remote = netip.MustParseAddrPort(o.Addr())
 	e.family, e.remoteSA, e.remoteLen = rawSockaddr(e.remote)
@@ -151,6 +160,9 @@ loop:
 	for !res.Interrupted {
 		select {
 		case now := <-ticker.C:
+			if e.kernel {
+				o.Kernel.Drain(10 * time.Second) // other clients' accepts, and those never answered
+			}
 			sec := tick(shards, now.Sub(e.measureStart).Seconds(), merged)
 			series = append(series, sec)
 			if o.KeepSecondHistograms {
@@ -231,6 +243,11 @@ func (e *engine) collect(res *Result, shards []*shard) {
 	}
 	res.Requests, res.Connections, res.PerPID = c.requests, c.conns, c.pids
 	res.Unattributed, res.BadPIDValues = c.unattributed, c.badPID
+	if e.kernel {
+		res.PerTID = c.tids
+		res.Attribution = &Attribution{Mode: e.o.Attribute, Recorded: e.o.Kernel.Recorded(), Missed: e.o.Kernel.Missed(),
+			Unresolved: c.unresolved, Disagreements: c.disagree, HeaderPerPID: c.header, Examples: c.examples}
+	}
 	res.LocalConnections, res.LocalityKnown = c.localConns, c.localKnown
 	res.Errors = map[string]int64{}
 	for i, k := range ErrorKinds {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbbench/lbbench/internal/httpwire"
+	"github.com/lbbench/lbbench/internal/kattr"
 	"github.com/lbbench/lbbench/internal/rawio"
 )
 
@@ -81,6 +82,11 @@ type slot struct {
 	resp                         httpwire.Response
 	x                            sample
 	resumeAt                     time.Time // backoff: when to try again
+	// Kernel attribution: the connection as the client sees it, when it
+	// began (kernel clock), and who accepted it.
+	tuple    kattr.Tuple
+	connMono int64
+	acc      acceptor
 }
 
 func newLoop(e *engine) (*loop, error) {
@@ -330,6 +336,10 @@ func (s *slot) dial(local netip.Addr) error {
 	}
 	s.l.byFD[fd] = s
 	s.reqs, s.counted = 0, false
+	s.acc = acceptor{}
+	if s.l.e.kernel {
+		s.connMono = s.l.e.o.Kernel.Mono(s.l.now)
+	}
 	return nil
 }
 
@@ -344,6 +354,17 @@ func rawSockaddr(ap netip.AddrPort) (family int, sa unsafe.Pointer, size uintptr
 	rsa := &unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ap.Addr().As16()}
 	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&rsa.Port))[:], ap.Port())
 	return unix.AF_INET6, unsafe.Pointer(rsa), unix.SizeofSockaddrInet6
+}
+
+// addrPort is a socket address as a netip.AddrPort.
+func addrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
 }
 
 func sockaddr(ap netip.AddrPort) unix.Sockaddr {
@@ -361,6 +382,14 @@ func (s *slot) ready(events uint32) {
 			return
 		}
 		s.x.connect = s.l.now.Sub(s.start)
+		if s.l.e.kernel {
+			// The kernel names acceptors by 4-tuple: learn the local
+			// port it chose.
+			s.tuple = kattr.Tuple{}
+			if sa, err := unix.Getsockname(s.fd); err == nil {
+				s.tuple = kattr.Tuple{Client: addrPort(sa), Server: s.l.e.remote}
+			}
+		}
 		s.send() // a refused connection fails the write with its error
 	case sending:
 		if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
@@ -535,6 +564,13 @@ func (s *slot) finish() {
 	if status < 200 || status > 299 {
 		x.err = ErrStatus
 	} else {
+		if e.kernel {
+			s.learn()
+			x.acc = &s.acc
+			if !s.acc.known || x.pid != uint64(s.acc.PID) {
+				x.client = s.tuple.Client.String()
+			}
+		}
 		x.newConn = !s.counted
 		x.latency = done.Sub(s.intended)
 		x.uncorrected = done.Sub(s.start)

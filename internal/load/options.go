@@ -53,6 +53,10 @@ type Options struct {
 	Timeout time.Duration
 	// Seed seeds Poisson arrivals (0: from the clock).
 	Seed int64
+	// Attribute is AttrHeader (default), AttrKernel or AttrBoth; the
+	// kernel modes need Kernel, which names each connection's acceptor.
+	Attribute string
+	Kernel    Acceptors `json:"-"`
 	// KeepSecondHistograms keeps each second's latency histogram in the
 	// result (for latency around restarts); it costs ~250 KiB a second.
 	KeepSecondHistograms bool
@@ -114,6 +118,11 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("-reqs-per-conn %d: must not be negative", o.ReqsPerConn)
 	case o.ReqsPerConn > 0 && o.Mode == ModeClose:
 		return errors.New("-reqs-per-conn goes with -conn keepalive")
+	case o.Attribute != "" && o.Attribute != AttrHeader && o.Attribute != AttrKernel && o.Attribute != AttrBoth:
+		return fmt.Errorf("-attribute %q: want header, kernel or both", o.Attribute)
+	}
+	if o.Attribute == "" {
+		o.Attribute = AttrHeader
 	}
 	if o.PIDHeader == "" {
 		o.PIDHeader = "X-Worker-Pid"

@@ -64,9 +64,19 @@ type counts struct {
 	// whose pid header held something that is not a pid.
 	unattributed PIDCount
 	badPID       int64
+	// Kernel attribution: by accepting thread, connections with no
+	// accept found, and (attribution both) the header's own counts and
+	// where the two disagree.
+	tids       map[uint64]*TIDCount
+	unresolved PIDCount
+	header     map[uint64]*PIDCount
+	disagree   int64
+	examples   []Disagreement
 }
 
-func newCounts() counts { return counts{pids: map[uint64]*PIDCount{}} }
+func newCounts() counts {
+	return counts{pids: map[uint64]*PIDCount{}, tids: map[uint64]*TIDCount{}, header: map[uint64]*PIDCount{}}
+}
 
 func (c *counts) pid(p uint64) *PIDCount {
 	pc := c.pids[p]
@@ -88,6 +98,32 @@ func (c *counts) add(o *counts) {
 	c.unattributed.Requests += o.unattributed.Requests
 	c.unattributed.Connections += o.unattributed.Connections
 	c.badPID += o.badPID
+	for t, tc := range o.tids {
+		x := c.tids[t]
+		if x == nil {
+			x = &TIDCount{PID: tc.PID, Comm: tc.Comm}
+			c.tids[t] = x
+		}
+		x.Requests += tc.Requests
+		x.Connections += tc.Connections
+	}
+	c.unresolved.Requests += o.unresolved.Requests
+	c.unresolved.Connections += o.unresolved.Connections
+	for p, pc := range o.header {
+		x := c.header[p]
+		if x == nil {
+			x = &PIDCount{}
+			c.header[p] = x
+		}
+		x.Requests += pc.Requests
+		x.Connections += pc.Connections
+	}
+	c.disagree += o.disagree
+	for _, ex := range o.examples {
+		if len(c.examples) < maxExamples {
+			c.examples = append(c.examples, ex)
+		}
+	}
 	for p, pc := range o.pids {
 		x := c.pid(p)
 		x.Requests += pc.Requests
@@ -121,9 +157,13 @@ func newShard() *shard {
 
 // sample is one finished request as a connection saw it.
 type sample struct {
-	err         string // "" when the request succeeded
-	pid         uint64 // 0: unattributed
-	badPID      bool   // the pid header held something that is not a pid
+	err    string // "" when the request succeeded
+	pid    uint64 // 0: unattributed
+	badPID bool   // the pid header held something that is not a pid
+	// acc is the connection's acceptor (kernel attribution), client its
+	// address for examples.
+	acc         *acceptor
+	client      string
 	bad         []byte // ... that value
 	worker      []byte
 	newConn     bool          // first measured response on this connection
@@ -156,6 +196,14 @@ func (s *shard) record(x *sample) {
 	}
 	s.total.requests++
 	s.sec.requests++
+	if x.newConn && x.local >= 0 {
+		s.total.localKnown++
+		s.total.localConns += int64(x.local)
+	}
+	if x.acc != nil {
+		s.recordKernel(x)
+		return
+	}
 	var tp, sp *PIDCount
 	if x.pid == 0 {
 		tp, sp = &s.total.unattributed, &s.sec.unattributed
@@ -170,10 +218,6 @@ func (s *shard) record(x *sample) {
 	}
 	tp.Requests++
 	sp.Requests++
-	if x.newConn && x.local >= 0 {
-		s.total.localKnown++
-		s.total.localConns += int64(x.local)
-	}
 	if x.newConn {
 		s.total.conns++
 		s.sec.conns++
@@ -187,6 +231,53 @@ func (s *shard) record(x *sample) {
 
 // recordErr counts a failed connection attempt.
 func (s *shard) recordErr(kind string) { s.record(&sample{err: kind}) }
+
+// recordKernel counts a response by the acceptor the kernel reported,
+// and in attribution both checks it against the header's pid. s.mu is
+// held.
+func (s *shard) recordKernel(x *sample) {
+	conns := int64(0)
+	if x.newConn {
+		conns = 1
+		s.total.conns++
+		s.sec.conns++
+	}
+	for _, c := range []*counts{&s.total, &s.sec} {
+		if !x.acc.known {
+			c.unresolved.Requests++
+			c.unresolved.Connections += conns
+			c.unattributed.Requests++
+			c.unattributed.Connections += conns
+			continue
+		}
+		pc := c.pid(uint64(x.acc.PID))
+		pc.Requests++
+		pc.Connections += conns
+		tid := uint64(x.acc.TID)
+		tc := c.tids[tid]
+		if tc == nil {
+			tc = &TIDCount{PID: uint64(x.acc.PID), Comm: x.acc.Comm}
+			c.tids[tid] = tc
+		}
+		tc.Requests++
+		tc.Connections += conns
+		if x.pid != 0 { // attribution both: the header's view
+			h := c.header[x.pid]
+			if h == nil {
+				h = &PIDCount{}
+				c.header[x.pid] = h
+			}
+			h.Requests++
+			h.Connections += conns
+			if conns > 0 && x.pid != uint64(x.acc.PID) {
+				c.disagree++
+				if len(c.examples) < maxExamples {
+					c.examples = append(c.examples, Disagreement{Client: x.client, KernelPID: uint64(x.acc.PID), KernelTID: tid, HeaderPID: x.pid})
+				}
+			}
+		}
+	}
+}
 
 // Second is one second of a run.
 type Second struct {
@@ -213,6 +304,7 @@ func tick(shards []*shard, t float64, merged *hdrhistogram.Histogram) Second {
 		s.sec = newCounts()
 		s.mu.Unlock()
 	}
+
 	sec := Second{T: t, Requests: c.requests, Connections: c.conns, PerPID: map[uint64]int64{},
 		PerPIDConns: map[uint64]int64{}, ErrorKinds: map[string]int64{}}
 	for i, e := range c.errs {

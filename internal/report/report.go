@@ -194,6 +194,30 @@ type Unattributed struct {
 	Example       string `json:"example,omitempty"`
 }
 
+// AttributionDoc says how requests were given to workers: by the
+// server's worker-pid header, or by the kernel (the process and thread
+// that accepted each connection), or both, cross-checked.
+type AttributionDoc struct {
+	Mode string `json:"mode"`
+	// FairBy is what the fairness figures count as a worker: process
+	// (pid) or thread (tid).
+	FairBy string `json:"fair_by"`
+	// Kernel attribution: accepts read on the watched port, accepts the
+	// kernel could not hand over (full ring buffer), and this run's
+	// connections whose accept was not seen.
+	Recorded   int64 `json:"recorded,omitempty"`
+	Missed     int64 `json:"missed"`
+	Unresolved int64 `json:"unresolved_connections"`
+	// Both: connections the kernel gives to another pid than the header
+	// names, the header's own counts, examples.
+	Disagreements int64                     `json:"disagreements,omitempty"`
+	HeaderPerPID  map[string]*load.PIDCount `json:"header_per_pid,omitempty"`
+	Examples      []load.Disagreement       `json:"disagreement_examples,omitempty"`
+	// Note says what a disagreement means when every connection was
+	// handed over by one acceptor (the single model's supervisor).
+	Note string `json:"note,omitempty"`
+}
+
 // InFlight describes the requests cut by the end of the run.
 type InFlight struct {
 	Requests         int64   `json:"requests"`
@@ -225,6 +249,10 @@ type Doc struct {
 	TTFB            Quantiles                 `json:"ttfb_seconds"`
 	SendLag         Quantiles                 `json:"send_lag_seconds"`
 	PerPID          map[string]*load.PIDCount `json:"per_pid"`
+	// PerTID, with kernel attribution, counts by accepting thread.
+	PerTID map[string]*load.TIDCount `json:"per_tid,omitempty"`
+	// Attribution says who named the workers and how that went.
+	Attribution AttributionDoc `json:"attribution"`
 	// Unattributed are the responses no worker pid could be given to:
 	// no pid header, or a value that is not a pid. They are left out of
 	// the fairness figures.
@@ -246,10 +274,11 @@ type Doc struct {
 	Series      []SecondJSON       `json:"series"`
 }
 
-// Build assembles the document. workers is the number of worker processes
-// the target has (0: as many as answered); pids that never answered count
-// as zeros in the fairness figures.
-func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host, workers, cores int) *Doc {
+// Build assembles the document. workers is the number of workers the
+// target has (0: as many as answered); those that never answered count
+// as zeros in the fairness figures. A worker is a process, or with
+// fairBy "thread" an accepting thread (kernel attribution).
+func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host, workers, cores int, fairBy string) *Doc {
 	d := &Doc{
 		Name: name,
 		URL:  r.Options.URL, Mode: r.Options.Mode, Conns: r.Options.Conns, Rate: r.Options.Rate,
@@ -274,6 +303,19 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 		d.PerPID[strconv.FormatUint(pid, 10)] = pc
 		reqs = append(reqs, float64(pc.Requests))
 		conns = append(conns, float64(pc.Connections))
+	}
+	d.Attribution = attribution(r, fairBy)
+	if len(r.PerTID) > 0 {
+		d.PerTID = map[string]*load.TIDCount{}
+		var treqs, tconns []float64
+		for tid, tc := range r.PerTID {
+			d.PerTID[strconv.FormatUint(tid, 10)] = tc
+			treqs = append(treqs, float64(tc.Requests))
+			tconns = append(tconns, float64(tc.Connections))
+		}
+		if fairBy == "thread" {
+			reqs, conns = treqs, tconns
+		}
 	}
 	d.Workers = max(workers, len(reqs))
 	for len(reqs) < d.Workers {
@@ -317,6 +359,30 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 	d.InFlightAtEnd, d.Problems = inFlight(r)
 	d.SelfCheck = selfCheck(r, d, cores)
 	return d
+}
+
+func attribution(r *load.Result, fairBy string) AttributionDoc {
+	a := AttributionDoc{Mode: load.AttrHeader, FairBy: fairBy}
+	if a.FairBy == "" {
+		a.FairBy = "process"
+	}
+	ra := r.Attribution
+	if ra == nil {
+		return a
+	}
+	a.Mode, a.Recorded, a.Missed, a.Unresolved = ra.Mode, ra.Recorded, ra.Missed, ra.Unresolved.Connections
+	a.Disagreements, a.Examples = ra.Disagreements, ra.Examples
+	if len(ra.HeaderPerPID) > 0 {
+		a.HeaderPerPID = map[string]*load.PIDCount{}
+		for pid, pc := range ra.HeaderPerPID {
+			a.HeaderPerPID[strconv.FormatUint(pid, 10)] = pc
+		}
+	}
+	if a.Disagreements > 0 && a.Disagreements == r.Connections && len(r.PerPID) == 1 {
+		a.Note = "every connection was accepted by one process and served by others: the acceptor hands connections over " +
+			"(as the single model's supervisor does); per_pid counts the acceptor, header_per_pid the workers that served"
+	}
+	return a
 }
 
 // inFlight describes the requests the end of the run cut, and says what

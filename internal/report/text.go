@@ -78,6 +78,30 @@ func Summary(w io.Writer, d *Doc) {
 		}
 	}
 
+	if len(d.PerTID) > 0 {
+		fmt.Fprintf(w, "\n  %-10s %-10s %-16s %12s %7s %12s %7s\n", "tid", "pid", "comm", "requests", "share", "connections", "share")
+		tids := make([]string, 0, len(d.PerTID))
+		for t := range d.PerTID {
+			tids = append(tids, t)
+		}
+		slices.SortFunc(tids, func(a, b string) int { return cmp.Compare(d.PerTID[b].Connections, d.PerTID[a].Connections) })
+		for _, t := range tids {
+			tc := d.PerTID[t]
+			fmt.Fprintf(w, "  %-10s %-10d %-16s %12d %6.1f%% %12d %6.1f%%\n", t, tc.PID, tc.Comm, tc.Requests,
+				pct(tc.Requests, d.Requests), tc.Connections, pct(tc.Connections, d.Connections))
+		}
+	}
+	if a := d.Attribution; a.Mode != "header" {
+		fmt.Fprintf(w, "  Attribution (%s, fairness by %s): %d accepts recorded, %d missed, %d connections unresolved",
+			a.Mode, a.FairBy, a.Recorded, a.Missed, a.Unresolved)
+		if a.Mode == "both" {
+			fmt.Fprintf(w, ", %d connections where the kernel and the header disagree", a.Disagreements)
+		}
+		fmt.Fprintln(w)
+		if a.Note != "" {
+			fmt.Fprintf(w, "  Note: %s\n", a.Note)
+		}
+	}
 	if u := d.Unattributed; u != nil {
 		fmt.Fprintf(w, "\n  Unattributed %d requests (%.1f%%) on %d connections carry no usable worker pid; left out of the fairness figures\n",
 			u.Requests, pct(u.Requests, d.Requests), u.Connections)

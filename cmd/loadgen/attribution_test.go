@@ -1,0 +1,112 @@
+package main
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lbbench/lbbench/internal/peers"
+	"github.com/lbbench/lbbench/internal/proctest"
+	"github.com/lbbench/lbbench/internal/report"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("kernel attribution needs root (CI runs as root)")
+	}
+}
+
+// TestKernelMatchesHeader: attributed by the kernel, every connection
+// goes to the process the target's own header names, in every model but
+// single, whose supervisor accepts everything and says so.
+func TestKernelMatchesHeader(t *testing.T) {
+	needRoot(t)
+	for _, model := range []string{"reuseport", "shared", "single"} {
+		t.Run(model, func(t *testing.T) {
+			tg := proctest.StartTarget(t, "-model", model, "-workers", "3")
+			for _, args := range [][]string{
+				{"-c", "8", "-n", "3000", "-conn", "close"},
+				{"-c", "6", "-n", "3000", "-conn", "keepalive", "-reqs-per-conn", "10"},
+			} {
+				d, _ := runLoadgen(t, append(args, "-attribute", "both", "-workers", "3", "http://"+tg.Addr+"/")...)
+				a := d.Attribution
+				if d.Errors != 0 || a.Missed != 0 || a.Unresolved != 0 || a.Recorded < d.Connections {
+					t.Fatalf("%v: errors %d, attribution %+v", args, d.Errors, a)
+				}
+				if model == "single" {
+					sup := strconv.Itoa(tg.Cmd.Process.Pid)
+					if len(d.PerPID) != 1 || d.PerPID[sup] == nil || d.PerPID[sup].Connections != d.Connections {
+						t.Errorf("%v: kernel per_pid %v, want every connection on the supervisor %s", args, keysOf(d.PerPID), sup)
+					}
+					if a.Disagreements != d.Connections || !strings.Contains(a.Note, "hands connections over") || len(a.HeaderPerPID) != 3 {
+						t.Errorf("%v: single model not reported plainly: %+v", args, a)
+					}
+					continue
+				}
+				if a.Disagreements != 0 {
+					t.Errorf("%v: %d connections where kernel and header disagree: %+v", args, a.Disagreements, a.Examples)
+				}
+				for pid, pc := range d.PerPID {
+					h := a.HeaderPerPID[pid]
+					if h == nil || h.Requests != pc.Requests || h.Connections != pc.Connections {
+						t.Errorf("%v pid %s: kernel %+v, header %+v", args, pid, pc, h)
+					}
+				}
+				if len(d.PerTID) != 3 {
+					t.Errorf("%v: %d accepting threads, want one per worker", args, len(d.PerTID))
+				}
+			}
+		})
+	}
+}
+
+// TestKernelMatchesNginxLog: for nginx, which sends no worker header,
+// the kernel's per-pid counts equal nginx's own access log, keep-alive
+// and close, one connection at a time and 64 at once.
+func TestKernelMatchesNginxLog(t *testing.T) {
+	needRoot(t)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"close sequential", []string{"-c", "1", "-n", "500", "-conn", "close"}},
+		{"close 64", []string{"-c", "64", "-n", "5000", "-conn", "close"}},
+		{"keepalive sequential", []string{"-c", "1", "-n", "500", "-reqs-per-conn", "25"}},
+		{"keepalive 64", []string{"-c", "64", "-n", "5000", "-reqs-per-conn", "20"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
+			ng, err := peers.StartNginx(peers.NginxOptions{Addr: addr, Workers: 2, ReusePort: true, AccessLog: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ng.Stop()
+			d, _ := runLoadgen(t, append(c.args, "-attribute", "kernel", "-pid-header", "X-None", "http://"+addr+"/")...)
+			time.Sleep(200 * time.Millisecond) // nginx writes its log line after the response
+			reqs, conns, err := ng.LogCounts()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Errors != 0 || d.Attribution.Missed != 0 || d.Attribution.Unresolved != 0 {
+				t.Fatalf("errors %d, attribution %+v", d.Errors, d.Attribution)
+			}
+			compareToLog(t, d, reqs, conns)
+		})
+	}
+}
+
+func compareToLog(t *testing.T, d *report.Doc, reqs, conns map[string]int) {
+	t.Helper()
+	if len(reqs) != len(d.PerPID) {
+		t.Errorf("nginx log names pids %v, kernel %v", reqs, keysOf(d.PerPID))
+	}
+	for pid, n := range reqs {
+		pc := d.PerPID[pid]
+		if pc == nil || pc.Requests != int64(n) || pc.Connections != int64(conns[pid]) {
+			t.Errorf("pid %s: nginx log %d requests %d connections; kernel %+v", pid, n, conns[pid], pc)
+		}
+	}
+}

@@ -1,0 +1,527 @@
+// Package kattr attributes accepted TCP connections to the process and
+// thread that accepted them, as the kernel saw it, for any server on
+// this host. bcc's tcpaccept hooks the return of inet_csk_accept with a
+// kretprobe; kernels without kprobes (CONFIG_KPROBES off) or that refuse
+// BPF trampolines (fexit) cannot do that, so this program sits on the
+// sys_exit raw tracepoint, in the accepting thread: on the return of
+// accept(2) or accept4(2) it follows the new descriptor through the
+// task's file table (task->files->fdt->fd[fd]->private_data->sk) to the
+// socket, and for a connection on a watched port sends its 4-tuple, the
+// accepting tgid and tid, command name and CPU through a ring buffer.
+// It is written with cilium/ebpf's assembler (no clang); every offset
+// it reads comes from the running kernel's BTF when it is loaded. Events
+// the ring could not take are counted, never silently lost. A raw
+// tracepoint needs no tracefs, and nothing is pinned: the program and
+// its link go with the process. Accepts made through io_uring are not
+// seen (nginx, HAProxy, Go and the target all call accept4).
+package kattr
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Acceptor is the thread that accepted a connection.
+type Acceptor struct {
+	PID  int    // thread group: the process
+	TID  int    // the thread
+	Comm string // the thread's command name
+	CPU  int    // the CPU it accepted on
+}
+
+// Tuple is a connection as its client sees it: the client's address and
+// port, the server's address and port.
+type Tuple struct {
+	Client, Server netip.AddrPort
+}
+
+// Errors naming what is missing.
+var (
+	ErrNoPrivilege = errors.New("kernel attribution needs root (or CAP_BPF and CAP_PERFMON)")
+	ErrNoBTF       = errors.New("kernel attribution needs the kernel's BTF (/sys/kernel/btf/vmlinux)")
+	ErrNoTracing   = errors.New("kernel attribution needs BPF raw tracepoints (kernel 4.17+)")
+)
+
+// Tracer records the acceptor of every connection accepted on its
+// ports. It reads the ring when asked (Accepted on a miss, Drain), never
+// blocking: the caller's loop must not wait on it.
+type Tracer struct {
+	objs struct {
+		ports, events, missed *ebpf.Map
+		prog                  *ebpf.Program
+	}
+	link   link.Link
+	reader *ringbuf.Reader
+	rec    ringbuf.Record
+
+	mu    sync.Mutex
+	table map[Tuple]entry
+	// recorded counts events read; missed is read from the program's
+	// counter (events the ring buffer had no room for).
+	recorded atomic.Int64
+	// base ties Go's monotonic clock to the kernel's (bpf_ktime_get_ns,
+	// CLOCK_MONOTONIC): mono = baseMono + t.Sub(baseTime).
+	baseTime time.Time
+	baseMono int64
+}
+
+// entry is one accept: who, and when (kernel monotonic ns).
+type entry struct {
+	Acceptor
+	at int64
+}
+
+// ringSize is the ring buffer's size: at 72 bytes an event, room for
+// about 230 000 accepts between two reads.
+const ringSize = 16 << 20
+
+// event is what the program writes per connection.
+type event struct {
+	At       uint64 // bpf_ktime_get_ns
+	PID, TID uint32
+	CPU      uint32
+	Family   uint16
+	LPort    uint16 // the server's port (skc_num, host order)
+	RPort    uint16 // the client's port (skc_dport, network order)
+	_        uint16
+	LAddr    [16]byte // server address
+	RAddr    [16]byte // client address
+	Comm     [16]byte
+}
+
+const eventSize = int(unsafe.Sizeof(event{}))
+
+// Start loads the program, attaches it and starts reading; ports are
+// the server ports watched (at least one).
+func Start(ports ...uint16) (*Tracer, error) {
+	if len(ports) == 0 {
+		return nil, errors.New("kernel attribution: no port to watch")
+	}
+	offs, err := kernelLayout()
+	if err != nil {
+		return nil, err
+	}
+	t := &Tracer{table: map[Tuple]entry{}}
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	t.baseTime, t.baseMono = time.Now(), ts.Nano()
+	fail := func(err error) (*Tracer, error) {
+		t.Close()
+		return nil, err
+	}
+	if t.objs.ports, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_kattr_ports", Type: ebpf.Array, KeySize: 4, ValueSize: 1, MaxEntries: 1 << 16}); err != nil {
+		return fail(privilege(err))
+	}
+	for _, p := range ports {
+		if err := t.objs.ports.Put(uint32(p), uint8(1)); err != nil {
+			return fail(err)
+		}
+	}
+	if t.objs.events, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_kattr_events", Type: ebpf.RingBuf, MaxEntries: ringSize}); err != nil {
+		return fail(privilege(err))
+	}
+	if t.objs.missed, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_kattr_missed", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
+		return fail(privilege(err))
+	}
+	t.objs.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "lbb_accept", Type: ebpf.RawTracepoint, License: "GPL",
+		Instructions: program(offs, t.objs.ports.FD(), t.objs.events.FD(), t.objs.missed.FD()),
+	})
+	if err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrNoTracing, privilege(err)))
+	}
+	if t.link, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: t.objs.prog}); err != nil {
+		return fail(fmt.Errorf("%w: attach to sys_exit: %v", ErrNoTracing, err))
+	}
+	if t.reader, err = ringbuf.NewReader(t.objs.events); err != nil {
+		return fail(err)
+	}
+	return t, nil
+}
+
+func privilege(err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w: %v", ErrNoPrivilege, err)
+	}
+	return err
+}
+
+// layout is where the program reads: the syscall number in pt_regs, the
+// way from the task to the socket, and struct sock_common's fields.
+type layout struct {
+	sysno                               uint32 // pt_regs: orig_ax (amd64), syscallno (arm64)
+	files, fdt, fdArray, private, sk    uint32 // task_struct.files, files_struct.fdt, fdtable.fd, file.private_data, socket.sk
+	daddr, rcvSaddr, dport, num, family uint32
+	v6daddr, v6rcvSaddr                 uint32
+	hasV6                               bool
+	accept, accept4                     int32 // syscall numbers
+}
+
+// kernelLayout finds, in the running kernel's BTF, the offsets of what
+// the program reads.
+func kernelLayout() (layout, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return layout{}, fmt.Errorf("%w: %v", ErrNoBTF, err)
+	}
+	l := layout{accept: unix.SYS_ACCEPT, accept4: unix.SYS_ACCEPT4}
+	sysno := map[string]string{"amd64": "orig_ax", "arm64": "syscallno"}[runtime.GOARCH]
+	if sysno == "" {
+		return layout{}, fmt.Errorf("kernel attribution: not written for %s", runtime.GOARCH)
+	}
+	for _, f := range []struct {
+		typ, name string
+		dst       *uint32
+		need      bool
+	}{
+		{"pt_regs", sysno, &l.sysno, true},
+		{"task_struct", "files", &l.files, true}, {"files_struct", "fdt", &l.fdt, true},
+		{"fdtable", "fd", &l.fdArray, true}, {"file", "private_data", &l.private, true}, {"socket", "sk", &l.sk, true},
+		{"sock_common", "skc_daddr", &l.daddr, true}, {"sock_common", "skc_rcv_saddr", &l.rcvSaddr, true},
+		{"sock_common", "skc_dport", &l.dport, true}, {"sock_common", "skc_num", &l.num, true},
+		{"sock_common", "skc_family", &l.family, true},
+		{"sock_common", "skc_v6_daddr", &l.v6daddr, false}, {"sock_common", "skc_v6_rcv_saddr", &l.v6rcvSaddr, false},
+	} {
+		var st *btf.Struct
+		if err := spec.TypeByName(f.typ, &st); err != nil {
+			return layout{}, fmt.Errorf("%w: struct %s: %v", ErrNoBTF, f.typ, err)
+		}
+		off, ok := fieldOffset(st, f.name)
+		if !ok && f.need {
+			return layout{}, fmt.Errorf("%w: struct %s has no %s", ErrNoBTF, f.typ, f.name)
+		}
+		*f.dst = off
+		if f.name == "skc_v6_daddr" {
+			l.hasV6 = ok
+		}
+	}
+	// struct sock begins with its sock_common.
+	var sk *btf.Struct
+	if err := spec.TypeByName("sock", &sk); err != nil {
+		return layout{}, fmt.Errorf("%w: struct sock: %v", ErrNoBTF, err)
+	}
+	if off, ok := fieldOffset(sk, "__sk_common"); !ok || off != 0 {
+		return layout{}, fmt.Errorf("%w: struct sock does not begin with __sk_common", ErrNoBTF)
+	}
+	return l, nil
+}
+
+// fieldOffset finds a member by name, looking into anonymous unions and
+// structs, and returns its offset in bytes.
+func fieldOffset(t btf.Type, name string) (uint32, bool) {
+	var members []btf.Member
+	switch t := btf.UnderlyingType(t).(type) {
+	case *btf.Struct:
+		members = t.Members
+	case *btf.Union:
+		members = t.Members
+	default:
+		return 0, false
+	}
+	for _, m := range members {
+		if m.Name == name {
+			return uint32(m.Offset.Bytes()), true
+		}
+		if m.Name == "" {
+			if off, ok := fieldOffset(m.Type, name); ok {
+				return uint32(m.Offset.Bytes()) + off, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// Event offsets, for the program.
+var (
+	offAt     = int16(unsafe.Offsetof(event{}.At))
+	offPID    = int16(unsafe.Offsetof(event{}.PID))
+	offCPU    = int16(unsafe.Offsetof(event{}.CPU))
+	offFamily = int16(unsafe.Offsetof(event{}.Family))
+	offLPort  = int16(unsafe.Offsetof(event{}.LPort))
+	offRPort  = int16(unsafe.Offsetof(event{}.RPort))
+	offLAddr  = int16(unsafe.Offsetof(event{}.LAddr))
+	offRAddr  = int16(unsafe.Offsetof(event{}.RAddr))
+	offComm   = int16(unsafe.Offsetof(event{}.Comm))
+)
+
+// program runs on every system call's exit. r6: context, r7: the new
+// sock, r8: the reserved event, r9: the returned descriptor.
+func program(l layout, ports, events, missed int) asm.Instructions {
+	// deref: *(u64 *)(r7 + off) into r7, through the stack; a null or a
+	// failed read ends the program.
+	deref := func(off uint32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.RFP),
+			asm.Add.Imm(asm.R1, -8),
+			asm.Mov.Imm(asm.R2, 8),
+			asm.Mov.Reg(asm.R3, asm.R7),
+			asm.Add.Imm(asm.R3, int32(off)),
+			asm.FnProbeReadKernel.Call(),
+			asm.JNE.Imm(asm.R0, 0, "out"),
+			asm.LoadMem(asm.R7, asm.RFP, -8, asm.DWord),
+			asm.JEq.Imm(asm.R7, 0, "out"),
+		}
+	}
+	read := func(dstOff int16, size int32, srcOff uint32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.R8),
+			asm.Add.Imm(asm.R1, int32(dstOff)),
+			asm.Mov.Imm(asm.R2, size),
+			asm.Mov.Reg(asm.R3, asm.R7),
+			asm.Add.Imm(asm.R3, int32(srcOff)),
+			asm.FnProbeReadKernel.Call(),
+		}
+	}
+	insns := asm.Instructions{
+		// ctx: args[0] = struct pt_regs *, args[1] = the return value.
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R9, asm.R6, 8, asm.DWord),
+		asm.JSLT.Imm(asm.R9, 0, "out"), // failed: nothing accepted
+		asm.LoadMem(asm.R7, asm.R6, 0, asm.DWord),
+		// The syscall number: accept or accept4?
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, -8),
+		asm.Mov.Imm(asm.R2, 8),
+		asm.Mov.Reg(asm.R3, asm.R7),
+		asm.Add.Imm(asm.R3, int32(l.sysno)),
+		asm.FnProbeReadKernel.Call(),
+		asm.LoadMem(asm.R1, asm.RFP, -8, asm.DWord),
+		asm.JEq.Imm(asm.R1, l.accept4, "accepted"),
+		asm.JNE.Imm(asm.R1, l.accept, "out"),
+		// The new descriptor's socket: current->files->fdt->fd[ret]->private_data->sk.
+		asm.FnGetCurrentTask.Call().WithSymbol("accepted"),
+		asm.Mov.Reg(asm.R7, asm.R0),
+	}
+	insns = append(insns, deref(l.files)...)
+	insns = append(insns, deref(l.fdt)...)
+	insns = append(insns, deref(l.fdArray)...)
+	insns = append(insns, asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R9),
+		asm.And.Imm(asm.R1, 0xfffff), // a descriptor is small; bound it for the verifier's sake
+		asm.LSh.Imm(asm.R1, 3),
+		asm.Add.Reg(asm.R7, asm.R1),
+	}...)
+	insns = append(insns, deref(0)...)
+	insns = append(insns, deref(l.private)...)
+	insns = append(insns, deref(l.sk)...)
+	insns = append(insns, asm.Instructions{
+		// The server port (skc_num): is it watched?
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, -16),
+		asm.Mov.Imm(asm.R2, 2),
+		asm.Mov.Reg(asm.R3, asm.R7),
+		asm.Add.Imm(asm.R3, int32(l.num)),
+		asm.FnProbeReadKernel.Call(),
+		asm.LoadMapPtr(asm.R1, ports),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -16),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Byte),
+		asm.JEq.Imm(asm.R1, 0, "out"),
+		// An event.
+		asm.LoadMapPtr(asm.R1, events),
+		asm.Mov.Imm(asm.R2, int32(eventSize)),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnRingbufReserve.Call(),
+		asm.JNE.Imm(asm.R0, 0, "fill"),
+		// No room: count it.
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -24, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, missed),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -24),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+		asm.Ja.Label("out"),
+
+		asm.Mov.Reg(asm.R8, asm.R0).WithSymbol("fill"),
+		asm.FnKtimeGetNs.Call(),
+		asm.StoreMem(asm.R8, offAt, asm.R0, asm.DWord),
+		asm.FnGetCurrentPidTgid.Call(),
+		asm.Mov.Reg(asm.R1, asm.R0),
+		asm.RSh.Imm(asm.R1, 32),
+		asm.StoreMem(asm.R8, offPID, asm.R1, asm.Word),   // tgid
+		asm.StoreMem(asm.R8, offPID+4, asm.R0, asm.Word), // tid: the low half
+		asm.FnGetSmpProcessorId.Call(),
+		asm.StoreMem(asm.R8, offCPU, asm.R0, asm.Word),
+		asm.LoadMem(asm.R1, asm.RFP, -16, asm.Half),
+		asm.StoreMem(asm.R8, offLPort, asm.R1, asm.Half),
+	}...)
+	insns = append(insns, read(offFamily, 2, l.family)...)
+	insns = append(insns, read(offRPort, 2, l.dport)...)
+	if l.hasV6 {
+		// Both forms; user space picks by family.
+		insns = append(insns, read(offLAddr, 16, l.v6rcvSaddr)...)
+		insns = append(insns, read(offRAddr, 16, l.v6daddr)...)
+		insns = append(insns,
+			asm.LoadMem(asm.R1, asm.R8, offFamily, asm.Half),
+			asm.JNE.Imm(asm.R1, unix.AF_INET, "comm"),
+		)
+	}
+	insns = append(insns, read(offLAddr, 4, l.rcvSaddr)...)
+	insns = append(insns, read(offRAddr, 4, l.daddr)...)
+	insns = append(insns,
+		asm.Mov.Reg(asm.R1, asm.R8).WithSymbol("comm"),
+		asm.Add.Imm(asm.R1, int32(offComm)),
+		asm.Mov.Imm(asm.R2, 16),
+		asm.FnGetCurrentComm.Call(),
+		asm.Mov.Reg(asm.R1, asm.R8),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRingbufSubmit.Call(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	)
+	return insns
+}
+
+// drain reads every event on the ring now. t.mu is held.
+func (t *Tracer) drain() {
+	for t.reader.AvailableBytes() > 0 {
+		if err := t.reader.ReadInto(&t.rec); err != nil {
+			return
+		}
+		if len(t.rec.RawSample) < eventSize {
+			continue
+		}
+		ev := (*event)(unsafe.Pointer(&t.rec.RawSample[0]))
+		tu, a := ev.decode()
+		t.table[tu] = entry{a, int64(ev.At)}
+		t.recorded.Add(1)
+	}
+}
+
+func (ev *event) decode() (Tuple, Acceptor) {
+	var la, ra netip.Addr
+	if ev.Family == unix.AF_INET6 {
+		la, ra = netip.AddrFrom16(ev.LAddr).Unmap(), netip.AddrFrom16(ev.RAddr).Unmap()
+	} else {
+		la, ra = netip.AddrFrom4([4]byte(ev.LAddr[:4])), netip.AddrFrom4([4]byte(ev.RAddr[:4]))
+	}
+	rport := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&ev.RPort))[:])
+	comm := ev.Comm[:]
+	for i, c := range comm {
+		if c == 0 {
+			comm = comm[:i]
+			break
+		}
+	}
+	return Tuple{Client: netip.AddrPortFrom(ra, rport), Server: netip.AddrPortFrom(la, ev.LPort)},
+		Acceptor{PID: int(ev.PID), TID: int(ev.TID), Comm: string(comm), CPU: int(ev.CPU)}
+}
+
+// Mono is a time in the kernel's monotonic nanoseconds, the clock of the
+// accepts' timestamps.
+func (t *Tracer) Mono(at time.Time) int64 { return t.baseMono + at.Sub(t.baseTime).Nanoseconds() }
+
+// staleMargin allows for the gap between the two clock reads that tie
+// Go's clock to the kernel's. A 4-tuple comes back only after its
+// TIME_WAIT (at least a second with tcp_tw_reuse), so an older accept
+// of the same tuple is far older than this.
+const staleMargin = time.Millisecond
+
+// Accepted returns, and forgets, the acceptor of the connection t that
+// began (connect) at notBefore (Mono), reading the ring if its accept is
+// not in the table yet. Ask once the server has answered: it accepted
+// before that, so its event is on the ring.
+func (t *Tracer) Accepted(tu Tuple, notBefore int64) (Acceptor, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	notBefore -= staleMargin.Nanoseconds()
+	e, ok := t.table[tu]
+	if !ok || e.at < notBefore {
+		t.drain()
+		e, ok = t.table[tu]
+	}
+	if !ok {
+		return Acceptor{}, false
+	}
+	delete(t.table, tu)
+	return e.Acceptor, e.at >= notBefore
+}
+
+// Drain reads what is on the ring and forgets accepts older than
+// maxAge: connections of other clients, or that never got an answer.
+func (t *Tracer) Drain(maxAge time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.drain()
+	old := t.Mono(time.Now()) - maxAge.Nanoseconds()
+	for tu, e := range t.table {
+		if e.at < old {
+			delete(t.table, tu)
+		}
+	}
+}
+
+// Take reads the ring and returns every accept read and not asked for
+// (in the table), emptying it.
+func (t *Tracer) Take() map[Tuple]Acceptor {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.drain()
+	out := make(map[Tuple]Acceptor, len(t.table))
+	for tu, e := range t.table {
+		out[tu] = e.Acceptor
+	}
+	t.table = map[Tuple]entry{}
+	return out
+}
+
+// Recorded is how many accepts were read; Missed how many the ring
+// buffer had no room for.
+func (t *Tracer) Recorded() int64 { return t.recorded.Load() }
+
+// Missed is how many accepts the ring buffer had no room for.
+func (t *Tracer) Missed() int64 {
+	var n uint64
+	if t.objs.missed != nil {
+		t.objs.missed.Lookup(uint32(0), &n)
+	}
+	return int64(n)
+}
+
+// Close detaches the program and frees everything.
+func (t *Tracer) Close() error {
+	if t.link != nil {
+		t.link.Close()
+	}
+	if t.reader != nil {
+		t.reader.Close()
+	}
+	for _, c := range []interface{ Close() error }{t.objs.prog, t.objs.ports, t.objs.events, t.objs.missed} {
+		if c != nil && !isNil(c) {
+			c.Close()
+		}
+	}
+	return nil
+}
+
+func isNil(c interface{ Close() error }) bool {
+	switch v := c.(type) {
+	case *ebpf.Program:
+		return v == nil
+	case *ebpf.Map:
+		return v == nil
+	}
+	return false
+}

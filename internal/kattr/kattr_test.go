@@ -1,0 +1,102 @@
+package kattr
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func start(t *testing.T, ports ...uint16) *Tracer {
+	t.Helper()
+	tr, err := Start(ports...)
+	if errors.Is(err, ErrNoPrivilege) && os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// TestAcceptsAttributed: connections accepted on a watched port are
+// recorded with their 4-tuple and the accepting thread; others are not.
+func TestAcceptsAttributed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	tr := start(t, port)
+
+	const n = 200
+	tids := make(chan int, 1)
+	go func() {
+		runtime.LockOSThread()
+		tids <- unix.Gettid()
+		for range n {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	tid := <-tids
+	start := time.Now()
+	var clients []netip.AddrPort
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c.LocalAddr().(*net.TCPAddr).AddrPort())
+		c.Close()
+	}
+	for range 5 { // not watched
+		c, err := net.Dial("tcp", other.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // the accept loop takes the last ones
+	server := netip.MustParseAddrPort(ln.Addr().String())
+	for _, c := range clients {
+		a, ok := tr.Accepted(Tuple{Client: c, Server: server}, tr.Mono(start))
+		if !ok {
+			t.Fatalf("no acceptor for %v", c)
+		}
+		if a.PID != os.Getpid() || a.TID != tid || a.Comm == "" {
+			t.Errorf("%v accepted by %+v, want pid %d tid %d", c, a, os.Getpid(), tid)
+		}
+	}
+	if got := tr.Recorded(); got != n {
+		t.Errorf("recorded %d accepts, want %d (missed %d)", got, n, tr.Missed())
+	}
+	if len(tr.Take()) != 0 || tr.Missed() != 0 {
+		t.Errorf("entries left or missed: %d", tr.Missed())
+	}
+	// An accept older than the connection asked about is not its own.
+	if _, ok := tr.Accepted(Tuple{Client: clients[0], Server: server}, tr.Mono(time.Now())); ok {
+		t.Error("a forgotten accept was found again")
+	}
+}
+
+func TestNoPort(t *testing.T) {
+	if _, err := Start(); err == nil {
+		t.Error("Start with no port succeeded")
+	}
+}
