@@ -1,7 +1,10 @@
 package main
 
 import (
+	"cmp"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,7 +88,7 @@ func TestKernelMatchesNginxLog(t *testing.T) {
 			}
 			defer ng.Stop()
 			d, _ := runLoadgen(t, append(c.args, "-attribute", "kernel", "-pid-header", "X-None", "http://"+addr+"/")...)
-			time.Sleep(200 * time.Millisecond) // nginx writes its log line after the response
+			awaitLog(t, d.Requests, func() int64 { r, _, _ := ng.LogCounts(); return sum(r) })
 			reqs, conns, err := ng.LogCounts()
 			if err != nil {
 				t.Fatal(err)
@@ -109,4 +112,111 @@ func compareToLog(t *testing.T, d *report.Doc, reqs, conns map[string]int) {
 			t.Errorf("pid %s: nginx log %d requests %d connections; kernel %+v", pid, n, conns[pid], pc)
 		}
 	}
+}
+
+// TestKernelMatchesHAProxy: for HAProxy's threads, the kernel's count
+// of connections each thread accepted equals HAProxy's own (show
+// activity), and its count of requests equals HAProxy's log of
+// %[thread] wherever the accepting thread serves the connection: with a
+// socket per thread (shards by-thread), and with one shared socket when
+// multi-queue accept is off. With it on, HAProxy's default, a thread
+// hands some of what it accepts to others; the kernel sees the
+// accepting thread, the log the serving one.
+func TestKernelMatchesHAProxy(t *testing.T) {
+	needRoot(t)
+	for _, c := range []struct {
+		name   string
+		o      peers.HAProxyOptions
+		serves bool // the accepting thread serves
+	}{
+		{"shards", peers.HAProxyOptions{Shards: true}, true},
+		{"shared single-queue", peers.HAProxyOptions{SingleQueue: true}, true},
+		{"shared multi-queue", peers.HAProxyOptions{}, false},
+	} {
+		for _, args := range [][]string{
+			{"-c", "64", "-n", "5000", "-conn", "close"},
+			{"-c", "64", "-n", "5000", "-conn", "keepalive", "-reqs-per-conn", "20"},
+		} {
+			t.Run(c.name+"/"+args[5], func(t *testing.T) {
+				addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
+				c.o.Addr, c.o.Threads, c.o.Log = addr, 3, true
+				hp, err := peers.StartHAProxy(c.o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer hp.Stop()
+				stats, err := hp.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer stats.Close()
+				before, err := stats.Activity()
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, _ := runLoadgen(t, append(args, "-attribute", "kernel", "-fair-by", "thread", "-workers", "3", "http://"+addr+"/")...)
+				awaitLog(t, d.Requests, func() int64 { r, _ := stats.ThreadRequests(); return sum(r) })
+				after, err := stats.Activity()
+				if err != nil {
+					t.Fatal(err)
+				}
+				reqs, err := stats.ThreadRequests()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d.Errors != 0 || d.Attribution.Missed != 0 || d.Attribution.Unresolved != 0 {
+					t.Fatalf("errors %d, attribution %+v", d.Errors, d.Attribution)
+				}
+				// HAProxy numbers its threads in the order it starts them,
+				// the first being the process's own: the kernel's thread
+				// ids in ascending order.
+				tids := slices.SortedFunc(maps.Keys(d.PerTID), func(a, b string) int { return cmp.Compare(atoi(a), atoi(b)) })
+				var kConns, kReqs, hConns, hReqs []int64
+				for _, tid := range tids {
+					tc := d.PerTID[tid]
+					if tc.PID != uint64(hp.Pid()) {
+						t.Errorf("thread %s belongs to pid %d, not HAProxy's %d", tid, tc.PID, hp.Pid())
+					}
+					kConns, kReqs = append(kConns, tc.Connections), append(kReqs, tc.Requests)
+				}
+				for th := range after["accepted"] {
+					if n := after["accepted"][th] - before["accepted"][th]; n > 0 {
+						hConns = append(hConns, n)
+						hReqs = append(hReqs, int64(reqs[th]))
+					}
+				}
+				if !slices.Equal(kConns, hConns) {
+					t.Errorf("connections accepted per thread: kernel %v, HAProxy %v (tids %v)", kConns, hConns, tids)
+				}
+				if c.serves && !slices.Equal(kReqs, hReqs) {
+					t.Errorf("requests per thread: kernel %v, HAProxy's log %v (tids %v)", kReqs, hReqs, tids)
+				}
+				if !c.serves {
+					t.Logf("requests per thread: by the accepting thread (kernel) %v, by the serving one (HAProxy's log) %v", kReqs, hReqs)
+				}
+			})
+		}
+	}
+}
+
+// awaitLog waits, up to 3 s, until a server's log holds want requests:
+// servers write the line after the response.
+func awaitLog(t *testing.T, want int64, logged func() int64) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); logged() < want && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func sum[K comparable](m map[K]int) int64 {
+	var n int64
+	for _, v := range m {
+		n += int64(v)
+	}
+	return n
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

@@ -103,8 +103,7 @@ func TestCountsMatchNginxLog(t *testing.T) {
 	defer ng.Stop()
 	d, _ := runLoadgen(t, "-c", "10", "-n", "2000", "-conn", "close", "http://"+addr+"/")
 	d2, _ := runLoadgen(t, "-c", "4", "-n", "2000", "-reqs-per-conn", "50", "http://"+addr+"/")
-	// nginx writes the log line after the response; give it a moment.
-	time.Sleep(200 * time.Millisecond)
+	awaitLog(t, d.Requests+d2.Requests, func() int64 { r, _, _ := ng.LogCounts(); return sum(r) })
 	reqs, conns, err := ng.LogCounts()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,244 @@
+package peers
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// HAProxy is a running HAProxy: one process, a thread per worker.
+type HAProxy struct {
+	Addr string
+	Dir  string
+	d    *daemon
+}
+
+// HAProxyOptions configure StartHAProxy.
+type HAProxyOptions struct {
+	Addr    string // HOST:PORT
+	Threads int    // nbthread
+	// Shards gives each thread its own SO_REUSEPORT socket (bind ...
+	// shards by-thread); otherwise the threads share one.
+	Shards bool
+	// Log logs every request with the thread that served it (%[thread])
+	// to a ring in memory (Stats.ThreadRequests reads it).
+	Log bool
+	// SingleQueue turns off the listener's multi-queue accept (on by
+	// default): a thread then serves every connection it accepts, rather
+	// than handing some to less loaded threads.
+	SingleQueue bool
+	// Work, if set, burns this much CPU per request in a Lua service.
+	Work time.Duration
+	CPUs []int
+}
+
+// StartHAProxy writes a config whose frontend answers every request
+// itself with 200 "ok" (http-request return; no backend) and starts
+// HAProxy in the foreground.
+func StartHAProxy(o HAProxyOptions) (*HAProxy, error) {
+	d, err := newDaemon("haproxy")
+	if err != nil {
+		return nil, err
+	}
+	h := &HAProxy{Addr: o.Addr, Dir: d.dir, d: d}
+	var global, sections, front []string
+	bind := "bind " + o.Addr + " backlog 4096"
+	if o.Shards {
+		bind += " shards by-thread"
+	}
+	front = append(front, bind)
+	if o.Log {
+		// A ring never drops a line while it has room; HAProxy's writes to
+		// stdout give up when another thread holds the file.
+		sections = append(sections, "ring requests\n  format raw\n  size 33554432")
+		front = append(front, "log ring@requests local0", `log-format "%[thread] %ci:%cp"`)
+	}
+	if o.SingleQueue {
+		global = append(global, "tune.listener.multi-queue off")
+	}
+	if o.Work > 0 {
+		lua := filepath.Join(d.dir, "burn.lua")
+		if err := os.WriteFile(lua, fmt.Appendf(nil, haproxyBurn, o.Work.Microseconds()), 0o644); err != nil {
+			os.RemoveAll(d.dir)
+			return nil, err
+		}
+		global = append(global, "lua-load "+lua)
+		front = append(front, "http-request use-service lua.burn")
+	} else {
+		front = append(front, `http-request return status 200 content-type text/plain string "ok\n" hdr X-Worker-Pid "%pid"`)
+	}
+	conf := fmt.Sprintf(`global
+  nbthread %d
+  maxconn 8000
+  pidfile %[2]s/haproxy.pid
+  stats socket %[2]s/admin.sock level operator
+  %[3]s
+defaults
+  mode http
+  timeout client 30s
+  timeout connect 5s
+  timeout server 30s
+  timeout http-request 10s
+  timeout http-keep-alive 30s
+  option dontlognull
+%[5]s
+frontend lbbench
+  maxconn 8000
+  %[4]s
+`, o.Threads, d.dir, strings.Join(global, "\n  "), strings.Join(front, "\n  "), strings.Join(sections, "\n"))
+	cfg := filepath.Join(d.dir, "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		os.RemoveAll(d.dir)
+		return nil, err
+	}
+	// -db: stay in the foreground.
+	if err := d.start(o.CPUs, o.Addr, nil, "", "haproxy", "-db", "-f", cfg); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// haproxyBurn is a Lua service that spins on the wall clock for the
+// given microseconds, then answers.
+const haproxyBurn = `
+local work = %d
+core.register_service("burn", "http", function(applet)
+  local t = core.now()
+  local stop = t.sec * 1e6 + t.usec + work
+  repeat t = core.now() until t.sec * 1e6 + t.usec >= stop
+  applet:set_status(200)
+  applet:add_header("content-length", "3")
+  applet:start_response()
+  applet:send("ok\n")
+end)
+`
+
+// Stop stops HAProxy (SIGUSR1: finish the connections it has, then exit)
+// and removes its directory.
+func (h *HAProxy) Stop() error { return h.d.stop(syscall.SIGUSR1) }
+
+// Pid is HAProxy's one process.
+func (h *HAProxy) Pid() int { return h.d.pid() }
+
+// Stats is a session on HAProxy's stats socket. One session serves
+// every query: HAProxy counts the session's own connection as an accept,
+// once.
+type Stats struct {
+	c  net.Conn
+	rd *bufio.Reader
+}
+
+// Stats opens a session on the stats socket, in interactive mode.
+func (h *HAProxy) Stats() (*Stats, error) {
+	// HAProxy may open its stats socket after its listeners.
+	var c net.Conn
+	var err error
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err = net.DialTimeout("unix", filepath.Join(h.Dir, "admin.sock"), time.Second); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Stats{c: c, rd: bufio.NewReader(c)}
+	if _, err := s.query("prompt"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close ends the session.
+func (s *Stats) Close() error { return s.c.Close() }
+
+// query sends a command and reads its answer, up to the prompt.
+func (s *Stats) query(cmd string) ([]string, error) {
+	s.c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(s.c, cmd+"\n"); err != nil {
+		return nil, err
+	}
+	var lines []string
+	for {
+		// The prompt ends an answer: "\n> " with no newline after it.
+		if b, err := s.rd.Peek(2); err == nil && string(b) == "> " {
+			s.rd.Discard(2)
+			return lines, nil
+		}
+		line, err := s.rd.ReadString('\n')
+		if err != nil {
+			return nil, fmt.Errorf("haproxy stats socket: %v", err)
+		}
+		lines = append(lines, strings.TrimRight(line, "\n"))
+	}
+}
+
+// Activity is HAProxy's own per-thread record ("show activity"): for
+// each counter, one value per thread, HAProxy's thread 0 first.
+func (s *Stats) Activity() (map[string][]int64, error) {
+	lines, err := s.query("show activity")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]int64{}
+	for _, l := range lines {
+		// "accepted: 3001 [ 961 1096 944 ]": the total, then per thread.
+		name, rest, ok := strings.Cut(l, ":")
+		_, list, ok2 := strings.Cut(rest, "[")
+		list, _, ok3 := strings.Cut(list, "]")
+		if !ok || !ok2 || !ok3 {
+			continue
+		}
+		var vals []int64
+		for f := range strings.FieldsSeq(list) {
+			v, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("haproxy show activity: %q", l)
+			}
+			vals = append(vals, v)
+		}
+		out[name] = vals
+	}
+	if len(out["accepted"]) == 0 {
+		return nil, errors.New("haproxy show activity: no accepted counters")
+	}
+	return out, nil
+}
+
+// ThreadRequests reads the log (Log): requests per HAProxy thread
+// number. It fails if HAProxy dropped any line.
+func (s *Stats) ThreadRequests() (map[int]int, error) {
+	info, err := s.query("show info")
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(info, "DroppedLogs: 0") {
+		return nil, errors.New("haproxy dropped log lines (show info: DroppedLogs)")
+	}
+	lines, err := s.query("show events requests")
+	if err != nil {
+		return nil, err
+	}
+	requests := map[int]int{}
+	for _, l := range lines {
+		if l == "" {
+			continue
+		}
+		var thread int
+		var client string
+		if _, err := fmt.Sscanf(l, "%d %s", &thread, &client); err != nil {
+			return nil, fmt.Errorf("haproxy log line %q: %v", l, err)
+		}
+		requests[thread]++
+	}
+	return requests, nil
+}

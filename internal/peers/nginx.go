@@ -1,0 +1,167 @@
+package peers
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Nginx is a running nginx with a private prefix directory.
+type Nginx struct {
+	Addr      string
+	Dir       string
+	AccessLog string // "" when access logging is off
+	d         *daemon
+}
+
+// NginxOptions configure StartNginx.
+type NginxOptions struct {
+	Addr    string // HOST:PORT
+	Workers int
+	// How workers accept: ReusePort gives each its own socket (listen ...
+	// reuseport); otherwise they share one, woken one at a time with
+	// EPOLLEXCLUSIVE (accept_mutex off, nginx's default since 1.11.3),
+	// or taking turns holding a lock (AcceptMutex).
+	ReusePort, AcceptMutex bool
+	// AccessLog logs "$pid $connection $status" per request, the ground
+	// truth of which worker served which connection; LogFormat replaces
+	// that format (e.g. "combined", nginx's default).
+	AccessLog bool
+	LogFormat string
+	// Work, if set, burns this much CPU per request in a Lua handler
+	// (Debian's libnginx-mod-http-lua), which answers with a chunked body.
+	Work time.Duration
+	// CPUs, if set, pins nginx (master and workers) to these CPUs.
+	CPUs []int
+}
+
+// luaModules are Debian's paths of the modules the Lua handler needs.
+var luaModules = []string{
+	"/usr/lib/nginx/modules/ndk_http_module.so",
+	"/usr/lib/nginx/modules/ngx_http_lua_module.so",
+}
+
+// StartNginx writes a config that answers every request with 200 "ok" and
+// an X-Worker-Pid header, starts nginx in the foreground, and waits until
+// it accepts connections.
+func StartNginx(o NginxOptions) (*Nginx, error) {
+	d, err := newDaemon("nginx")
+	if err != nil {
+		return nil, err
+	}
+	n := &Nginx{Addr: o.Addr, Dir: d.dir, d: d}
+	listen := o.Addr
+	if o.ReusePort {
+		listen += " reuseport"
+	}
+	logLine := "access_log off;"
+	if o.AccessLog {
+		n.AccessLog = filepath.Join(d.dir, "access.log")
+		logLine = "log_format lb '$pid $connection $status';\n  access_log " + n.AccessLog + " lb;"
+		if o.LogFormat != "" {
+			logLine = "access_log " + n.AccessLog + " " + o.LogFormat + ";"
+		}
+	}
+	var head []string
+	if os.Geteuid() == 0 {
+		head = append(head, "user root;") // the prefix directory is root's
+	}
+	handler := `return 200 "ok\n";`
+	if o.Work > 0 {
+		for _, m := range luaModules {
+			if _, err := os.Stat(m); err != nil {
+				os.RemoveAll(d.dir)
+				return nil, fmt.Errorf("nginx: %s missing: run make setup (it installs Debian's libnginx-mod-http-lua)", m)
+			}
+			head = append(head, "load_module "+m+";")
+		}
+		handler = fmt.Sprintf(luaBurn, o.Work.Microseconds())
+	}
+	mutex := "off"
+	if o.AcceptMutex {
+		mutex = "on"
+	}
+	conf := fmt.Sprintf(`%s
+worker_processes %d;
+daemon off;
+master_process on;
+pid %[3]s/nginx.pid;
+error_log %[3]s/error.log;
+events {
+  worker_connections 16384;
+  accept_mutex %[4]s;
+}
+http {
+  %[5]s
+  keepalive_requests 1000000;
+  client_body_temp_path %[3]s;
+  proxy_temp_path %[3]s;
+  fastcgi_temp_path %[3]s;
+  uwsgi_temp_path %[3]s;
+  scgi_temp_path %[3]s;
+  server {
+    listen %[6]s backlog=4096;
+    location / {
+      add_header X-Worker-Pid $pid;
+      %[7]s
+    }
+  }
+}
+`, strings.Join(head, "\n"), o.Workers, d.dir, mutex, logLine, listen, handler)
+	confPath := filepath.Join(d.dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		os.RemoveAll(d.dir)
+		return nil, err
+	}
+	if err := d.start(o.CPUs, o.Addr, nil, "error.log", "nginx", "-c", confPath, "-p", d.dir); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// luaBurn spins on the wall clock (ngx.now is cached per event, so the
+// clock is updated each turn) for the given microseconds, then answers.
+const luaBurn = `content_by_lua_block {
+        local stop = ngx.now() + %d / 1e6
+        repeat ngx.update_time() until ngx.now() >= stop
+        ngx.say("ok")
+      }`
+
+// Stop stops nginx (SIGQUIT: graceful) and removes its directory.
+func (n *Nginx) Stop() error { return n.d.stop(syscall.SIGQUIT) }
+
+// Pid is the master's pid.
+func (n *Nginx) Pid() int { return n.d.pid() }
+
+// Workers are the worker processes' pids.
+func (n *Nginx) Workers() []int { return n.d.children() }
+
+// LogCounts reads the access log: requests and distinct connections per
+// worker pid.
+func (n *Nginx) LogCounts() (requests, conns map[string]int, err error) {
+	f, err := os.Open(n.AccessLog)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	requests, conns = map[string]int{}, map[string]int{}
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fl := strings.Fields(sc.Text())
+		if len(fl) < 3 || fl[2] != "200" {
+			continue
+		}
+		requests[fl[0]]++
+		// $connection is a serial number per worker.
+		if key := fl[0] + "/" + fl[1]; !seen[key] {
+			seen[key] = true
+			conns[fl[0]]++
+		}
+	}
+	return requests, conns, sc.Err()
+}
