@@ -52,7 +52,6 @@ type flags struct {
 	metricsAddr string
 	linger      time.Duration
 	restartsURL string
-	fairBy      string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -74,8 +73,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.IntVar(&o.ReqsPerConn, "reqs-per-conn", 0, "keepalive: close each connection after this many requests")
 	fs.StringVar(&src, "src", "", "local source addresses, e.g. 127.0.0.2-127.0.0.20 (spreads the 4-tuple and the port space)")
 	fs.StringVar(&o.PIDHeader, "pid-header", "X-Worker-Pid", "response header naming the worker pid")
+	fs.StringVar(&o.IDHeader, "id-header", "X-Worker-Id", "response header naming the worker id (shown beside its pid; counted with -fair-by worker)")
 	fs.StringVar(&o.Attribute, "attribute", load.AttrHeader, "who served a request: header (the -pid-header), kernel (the process and thread that accepted the connection, for any server on this host; root), or both (cross-checked)")
-	fs.StringVar(&f.fairBy, "fair-by", "process", "what the fairness figures count as a worker: process, or thread (kernel attribution; threaded servers such as HAProxy)")
+	fs.StringVar(&o.FairBy, "fair-by", load.FairProcess, "what the fairness figures count as a worker: process, thread (the accepting thread, with -attribute kernel: threaded servers such as HAProxy) or worker (the -id-header the server sends: in-process workers that share a pid)")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "connect and response timeout")
 	fs.Int64Var(&o.Seed, "seed", 0, "seed for Poisson arrivals (0: from the clock)")
 	fs.IntVar(&f.workers, "workers", 0, "worker processes the target has; those that serve nothing count as zeros in the fairness figures")
@@ -113,14 +113,6 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if f.workers < 0 {
 		return nil, fmt.Errorf("-workers %d: must not be negative", f.workers)
-	}
-	switch {
-	case f.fairBy != "process" && f.fairBy != "thread":
-		return nil, fmt.Errorf("-fair-by %q: want process or thread", f.fairBy)
-	case f.fairBy == "thread" && o.Attribute == load.AttrHeader:
-		return nil, errors.New("-fair-by thread needs -attribute kernel or both (threads are the kernel's)")
-	case o.Attribute != load.AttrHeader && o.Attribute != load.AttrKernel && o.Attribute != load.AttrBoth:
-		return nil, fmt.Errorf("-attribute %q: want header, kernel or both", o.Attribute)
 	}
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -203,7 +195,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 1
 	}
-	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0), f.fairBy)
+	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
 	if f.restartsURL != "" {
 		strategy, events, err := fetchRestarts(f.restartsURL)
 		if err != nil {

@@ -65,6 +65,8 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "close a connection whose request head is not complete this long after accept (or after its first byte), with 408")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a keep-alive connection idle this long")
 	fs.BoolVar(&cfg.Locality, "locality", cfg.Locality, "check every connection's arrival CPU against the worker's (X-Conn-Local; two system calls per connection; on with -steer cpu|incoming-cpu)")
+	fs.StringVar(&cfg.HTTP, "http", cfg.HTTP, "serving path: lean (raw system calls, an event loop per worker, like nginx) or nethttp (Go's net/http server, as most Go services run)")
+	fs.BoolVar(&cfg.InProc, "inproc", cfg.InProc, "run the workers as goroutines of one process (GOMAXPROCS = workers), each with its own accept loop (shared or reuseport); they share a pid: count them with loadgen -fair-by worker")
 	fs.IntVar(&cfg.ReadyFD, "ready-fd", 0, "write one JSON line (supervisor and worker pids, addresses) to this inherited descriptor once every worker serves, then close it")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return cfg, err
@@ -73,6 +75,9 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	set := cli.Set(fs)
+	if set["restart"] && cfg.InProc {
+		return cfg, fmt.Errorf("-inproc: in-process workers cannot be restarted one at a time (-restart)")
+	}
 	if set["dispatch"] && cfg.Model != models.Single {
 		return cfg, fmt.Errorf("-dispatch applies to the single model only")
 	}

@@ -32,6 +32,12 @@ var variants = []struct {
 	{"reuseport/netpoll", []string{"-model", "reuseport"}, perWorker},
 	{"reuseport/blocking", []string{"-model", "reuseport", "-accept", "blocking"}, perWorker},
 	{"reuseport/exclusive", []string{"-model", "reuseport", "-accept", "exclusive"}, perWorker},
+	// Go's net/http serving, on Go's own accept path and on handed-over
+	// descriptors.
+	{"reuseport/nethttp", []string{"-model", "reuseport", "-http", "nethttp"}, perWorker},
+	{"shared/nethttp", []string{"-model", "shared", "-http", "nethttp"}, one},
+	{"shared/exclusive/nethttp", []string{"-model", "shared", "-accept", "exclusive", "-http", "nethttp"}, one},
+	{"single/nethttp", []string{"-model", "single", "-http", "nethttp"}, one},
 }
 
 func one(int) int         { return 1 }
@@ -150,6 +156,58 @@ func TestAttributionMatchesMetrics(t *testing.T) {
 				if proctest.Alive(p) {
 					t.Errorf("worker %d still alive after the supervisor exited", p)
 				}
+			}
+		})
+	}
+}
+
+// TestInProc: in-process workers are one process whose accept loops each
+// serve a share, counted by worker id; the target's metrics agree with
+// what the client saw, and a stop leaves nothing running.
+func TestInProc(t *testing.T) {
+	for _, args := range [][]string{
+		{"-model", "reuseport"},
+		{"-model", "shared"},
+		{"-model", "shared", "-accept", "exclusive"},
+		{"-model", "reuseport", "-http", "nethttp"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			tg := proctest.StartTarget(t, append(args, "-inproc", "-workers", "3")...)
+			if kids := proctest.Children(tg.Cmd.Process.Pid); len(kids) != 0 {
+				t.Fatalf("in-process workers, yet child processes %v", kids)
+			}
+			seen := map[string]int{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for range 8 { // 8 clients at once, so that every loop is woken
+				wg.Go(func() {
+					for range 100 {
+						pid, id, err := proctest.Get(tg.Addr)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if pid != strconv.Itoa(tg.Cmd.Process.Pid) {
+							t.Errorf("X-Worker-Pid %s, want the one process %d", pid, tg.Cmd.Process.Pid)
+						}
+						mu.Lock()
+						seen[id]++
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			if len(seen) != 3 {
+				t.Errorf("worker ids that answered 800 connections: %v, want 3", seen)
+			}
+			got := proctest.ByLabel(tg.Metrics(t)["lbbench_target_requests_total"], "worker")
+			for id, n := range seen {
+				if got[id] != float64(n) {
+					t.Errorf("worker %s: client saw %d requests, metrics say %v", id, n, got[id])
+				}
+			}
+			if err := tg.Stop(t, 10*time.Second); err != nil {
+				t.Fatalf("exit after SIGTERM: %v", err)
 			}
 		})
 	}
@@ -345,6 +403,12 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-addr", "127.0.0.1:23111", "-metrics-addr", "127.0.0.1:23111"}, "-addr and -metrics-addr are both 127.0.0.1:23111"},
 		{[]string{"-addr", "127.0.0.1:23111", "-metrics-addr", "0.0.0.0:23111"}, "-addr and -metrics-addr are both"},
 		{[]string{"-header-timeout", "0s"}, "-header-timeout and -idle-timeout must be positive"},
+		{[]string{"-http", "fasthttp"}, `-http "fasthttp": want lean or nethttp`},
+		{[]string{"-http", "nethttp", "-locality"}, "-locality needs -http lean"},
+		{[]string{"-inproc", "-model", "single"}, "-inproc: the single model hands connections to worker processes"},
+		{[]string{"-inproc", "-restart-every", "1s"}, "-inproc: in-process workers cannot be restarted"},
+		{[]string{"-inproc", "-restart", "reuseport-overlap"}, "-inproc: in-process workers cannot be restarted"},
+		{[]string{"-inproc", "-pin"}, "-inproc: goroutines cannot be pinned"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

@@ -13,6 +13,13 @@ const (
 	AttrBoth   = "both"   // the kernel's, cross-checked against the header
 )
 
+// What the fairness figures count as a worker (Options.FairBy).
+const (
+	FairProcess = "process" // the pid (header or kernel)
+	FairThread  = "thread"  // the accepting thread (kernel)
+	FairWorker  = "worker"  // the worker id the server sends (in-process workers share a pid)
+)
+
 // Acceptors names the thread that accepted a connection (kattr.Tracer).
 type Acceptors interface {
 	// Accepted returns the acceptor of the connection t that began at

@@ -36,8 +36,11 @@ type Result struct {
 	// without a usable pid (no header, or a value that is not a pid).
 	// With kernel attribution the pid is the acceptor's, and PerTID
 	// counts by accepting thread.
-	PerPID       map[uint64]*PIDCount
-	PerTID       map[uint64]*TIDCount
+	PerPID map[uint64]*PIDCount
+	PerTID map[uint64]*TIDCount
+	// PerWorker counts by the worker id the server names, with FairBy
+	// worker (in-process workers, which share a pid).
+	PerWorker    map[uint64]*PIDCount
 	Attribution  *Attribution
 	Unattributed PIDCount
 	// BadPIDValues counts responses whose pid header was not a pid;
@@ -163,7 +166,7 @@ loop:
 			if e.kernel {
 				o.Kernel.Drain(10 * time.Second) // other clients' accepts, and those never answered
 			}
-			sec := tick(shards, now.Sub(e.measureStart).Seconds(), merged)
+			sec := tick(shards, now.Sub(e.measureStart).Seconds(), merged, o.FairBy)
 			series = append(series, sec)
 			if o.KeepSecondHistograms {
 				res.SecondHists = append(res.SecondHists, merged.Clone())
@@ -200,7 +203,7 @@ loop:
 	}
 	res.CPUSeconds = cpuSeconds() - cpu0
 
-	if last := tick(shards, stopAt.Sub(e.measureStart).Seconds(), merged); last.Requests > 0 || last.Errors > 0 {
+	if last := tick(shards, stopAt.Sub(e.measureStart).Seconds(), merged, e.o.FairBy); last.Requests > 0 || last.Errors > 0 {
 		series = append(series, last)
 		if o.KeepSecondHistograms {
 			res.SecondHists = append(res.SecondHists, merged.Clone())
@@ -243,6 +246,9 @@ func (e *engine) collect(res *Result, shards []*shard) {
 	}
 	res.Requests, res.Connections, res.PerPID = c.requests, c.conns, c.pids
 	res.Unattributed, res.BadPIDValues = c.unattributed, c.badPID
+	if e.o.FairBy == FairWorker {
+		res.PerWorker = c.workers
+	}
 	if e.kernel {
 		res.PerTID = c.tids
 		res.Attribution = &Attribution{Mode: e.o.Attribute, Recorded: e.o.Kernel.Recorded(), Missed: e.o.Kernel.Missed(),

@@ -496,7 +496,12 @@ func (s *slot) consume(n int) (complete bool, kind string) {
 	if x.badPID {
 		x.bad = append(x.bad[:0], s.resp.Values[0]...)
 	}
-	x.local = -1
+	x.local, x.workerID = -1, 0
+	if s.l.e.o.FairBy == FairWorker {
+		if id, ok := httpwire.ParseUint(s.resp.Values[1]); ok && len(s.resp.Values[1]) > 0 {
+			x.workerID = id + 1
+		}
+	}
 	if !s.counted && !x.badPID {
 		if len(s.resp.Values[1]) > 0 {
 			x.worker = append(x.worker[:0], s.resp.Values[1]...)

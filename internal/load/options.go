@@ -57,6 +57,10 @@ type Options struct {
 	// kernel modes need Kernel, which names each connection's acceptor.
 	Attribute string
 	Kernel    Acceptors `json:"-"`
+	// FairBy is what the fairness figures count as a worker: FairProcess
+	// (default), FairThread (the accepting thread; kernel attribution) or
+	// FairWorker (the X-Worker-Id the server sends; in-process workers).
+	FairBy string
 	// KeepSecondHistograms keeps each second's latency histogram in the
 	// result (for latency around restarts); it costs ~250 KiB a second.
 	KeepSecondHistograms bool
@@ -120,9 +124,18 @@ func (o *Options) Validate() error {
 		return errors.New("-reqs-per-conn goes with -conn keepalive")
 	case o.Attribute != "" && o.Attribute != AttrHeader && o.Attribute != AttrKernel && o.Attribute != AttrBoth:
 		return fmt.Errorf("-attribute %q: want header, kernel or both", o.Attribute)
+	case o.FairBy != "" && o.FairBy != FairProcess && o.FairBy != FairThread && o.FairBy != FairWorker:
+		return fmt.Errorf("-fair-by %q: want process, thread or worker", o.FairBy)
+	case o.FairBy == FairThread && (o.Attribute == "" || o.Attribute == AttrHeader):
+		return errors.New("-fair-by thread needs -attribute kernel or both (threads are the kernel's)")
+	case o.FairBy == FairWorker && o.Attribute == AttrKernel:
+		return errors.New("-fair-by worker counts the server's -id-header: it needs -attribute header or both")
 	}
 	if o.Attribute == "" {
 		o.Attribute = AttrHeader
+	}
+	if o.FairBy == "" {
+		o.FairBy = FairProcess
 	}
 	if o.PIDHeader == "" {
 		o.PIDHeader = "X-Worker-Pid"

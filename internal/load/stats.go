@@ -67,7 +67,10 @@ type counts struct {
 	// Kernel attribution: by accepting thread, connections with no
 	// accept found, and (attribution both) the header's own counts and
 	// where the two disagree.
-	tids       map[uint64]*TIDCount
+	tids map[uint64]*TIDCount
+	// workers counts by the worker id the server names (X-Worker-Id),
+	// for in-process workers that share a pid (fair-by worker).
+	workers    map[uint64]*PIDCount
 	unresolved PIDCount
 	header     map[uint64]*PIDCount
 	disagree   int64
@@ -75,7 +78,35 @@ type counts struct {
 }
 
 func newCounts() counts {
-	return counts{pids: map[uint64]*PIDCount{}, tids: map[uint64]*TIDCount{}, header: map[uint64]*PIDCount{}}
+	return counts{pids: map[uint64]*PIDCount{}, tids: map[uint64]*TIDCount{}, header: map[uint64]*PIDCount{}, workers: map[uint64]*PIDCount{}}
+}
+
+// addTo adds a response (and a connection, if conns is 1) to m[k].
+func addTo(m map[uint64]*PIDCount, k uint64, conns int64) *PIDCount {
+	pc := m[k]
+	if pc == nil {
+		pc = &PIDCount{}
+		m[k] = pc
+	}
+	pc.Requests++
+	pc.Connections += conns
+	return pc
+}
+
+// sum adds o's counts into m.
+func sum(m, o map[uint64]*PIDCount) {
+	for k, pc := range o {
+		x := m[k]
+		if x == nil {
+			x = &PIDCount{}
+			m[k] = x
+		}
+		x.Requests += pc.Requests
+		x.Connections += pc.Connections
+		if pc.Worker != "" {
+			x.Worker = pc.Worker
+		}
+	}
 }
 
 func (c *counts) pid(p uint64) *PIDCount {
@@ -109,29 +140,15 @@ func (c *counts) add(o *counts) {
 	}
 	c.unresolved.Requests += o.unresolved.Requests
 	c.unresolved.Connections += o.unresolved.Connections
-	for p, pc := range o.header {
-		x := c.header[p]
-		if x == nil {
-			x = &PIDCount{}
-			c.header[p] = x
-		}
-		x.Requests += pc.Requests
-		x.Connections += pc.Connections
-	}
+	sum(c.header, o.header)
+	sum(c.workers, o.workers)
 	c.disagree += o.disagree
 	for _, ex := range o.examples {
 		if len(c.examples) < maxExamples {
 			c.examples = append(c.examples, ex)
 		}
 	}
-	for p, pc := range o.pids {
-		x := c.pid(p)
-		x.Requests += pc.Requests
-		x.Connections += pc.Connections
-		if pc.Worker != "" {
-			x.Worker = pc.Worker
-		}
-	}
+	sum(c.pids, o.pids)
 }
 
 // shard holds the statistics of a group of connections. Connections are
@@ -166,6 +183,7 @@ type sample struct {
 	client      string
 	bad         []byte // ... that value
 	worker      []byte
+	workerID    uint64        // worker+1 when it is a number, else 0
 	newConn     bool          // first measured response on this connection
 	local       int8          // X-Conn-Local: 1, 0, or -1 when not sent
 	latency     time.Duration // from the intended time (open loop) or the start
@@ -216,16 +234,22 @@ func (s *shard) record(x *sample) {
 	} else {
 		tp, sp = s.total.pid(x.pid), s.sec.pid(x.pid)
 	}
-	tp.Requests++
-	sp.Requests++
+	conns := int64(0)
 	if x.newConn {
+		conns = 1
 		s.total.conns++
 		s.sec.conns++
-		tp.Connections++
-		sp.Connections++
 	}
+	tp.Requests++
+	sp.Requests++
+	tp.Connections += conns
+	sp.Connections += conns
 	if tp.Worker == "" && len(x.worker) > 0 {
 		tp.Worker = string(x.worker)
+	}
+	if x.workerID > 0 {
+		addTo(s.total.workers, x.workerID-1, conns)
+		addTo(s.sec.workers, x.workerID-1, conns)
 	}
 }
 
@@ -262,13 +286,7 @@ func (s *shard) recordKernel(x *sample) {
 		tc.Requests++
 		tc.Connections += conns
 		if x.pid != 0 { // attribution both: the header's view
-			h := c.header[x.pid]
-			if h == nil {
-				h = &PIDCount{}
-				c.header[x.pid] = h
-			}
-			h.Requests++
-			h.Connections += conns
+			addTo(c.header, x.pid, conns)
 			if conns > 0 && x.pid != uint64(x.acc.PID) {
 				c.disagree++
 				if len(c.examples) < maxExamples {
@@ -289,11 +307,14 @@ type Second struct {
 	P50, P99    time.Duration
 	PerPID      map[uint64]int64 // requests per worker pid (0: unattributed)
 	PerPIDConns map[uint64]int64 // new connections per worker pid (0: unattributed)
-	ErrorKinds  map[string]int64
+	// PerUnit counts requests by what the fairness figures count as a
+	// worker (Options.FairBy): a pid, a tid or a worker id.
+	PerUnit    map[uint64]int64
+	ErrorKinds map[string]int64
 }
 
 // tick moves the per-second counts of every shard into one Second.
-func tick(shards []*shard, t float64, merged *hdrhistogram.Histogram) Second {
+func tick(shards []*shard, t float64, merged *hdrhistogram.Histogram, fairBy string) Second {
 	merged.Reset()
 	c := newCounts()
 	for _, s := range shards {
@@ -319,6 +340,19 @@ func tick(shards []*shard, t float64, merged *hdrhistogram.Histogram) Second {
 	}
 	if u := c.unattributed; u.Requests > 0 {
 		sec.PerPID[0], sec.PerPIDConns[0] = u.Requests, u.Connections
+	}
+	sec.PerUnit = sec.PerPID
+	switch fairBy {
+	case FairThread:
+		sec.PerUnit = map[uint64]int64{}
+		for t, tc := range c.tids {
+			sec.PerUnit[t] = tc.Requests
+		}
+	case FairWorker:
+		sec.PerUnit = map[uint64]int64{}
+		for w, pc := range c.workers {
+			sec.PerUnit[w] = pc.Requests
+		}
 	}
 	if merged.TotalCount() > 0 {
 		sec.P50 = time.Duration(merged.ValueAtQuantile(50))

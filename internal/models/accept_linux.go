@@ -32,21 +32,23 @@ const pollTimeout = 250 * time.Millisecond
 const acceptFlags = unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC
 
 // newAcceptSource returns the source that accepts on the listening
-// socket lfd (which it then owns) with the named strategy; netpoll
-// accepts in the worker's event loop. shared says every worker accepts
-// on this socket.
-func newAcceptSource(strategy string, lfd int, slot *shm.Slot, loop *evloop, shared bool) (source, error) {
+// socket lfd (which it then owns) for worker w with the named strategy;
+// netpoll accepts in the worker's event loop, or with -http nethttp in
+// http.Server.Serve. shared says every worker accepts on this socket.
+func newAcceptSource(strategy string, lfd int, w *worker, shared bool) (source, error) {
 	ino, err := sockets.Inode(lfd)
 	if err != nil {
 		return nil, err
 	}
-	switch strategy {
-	case AcceptNetpoll:
-		return newNetpollSource(lfd, ino, slot, loop, shared)
-	case AcceptBlocking:
-		return newBlockingSource(lfd, ino, slot)
-	case AcceptExclusive:
-		return newExclusiveSource(lfd, ino, slot)
+	switch {
+	case strategy == AcceptNetpoll && w.std != nil:
+		return w.std.listenerSource(lfd, ino)
+	case strategy == AcceptNetpoll:
+		return newNetpollSource(lfd, ino, w.slot, w.lean.loop, shared)
+	case strategy == AcceptBlocking:
+		return newBlockingSource(lfd, ino, w.slot)
+	case strategy == AcceptExclusive:
+		return newExclusiveSource(lfd, ino, w.slot)
 	}
 	return nil, fmt.Errorf("unknown accept strategy %q", strategy)
 }

@@ -9,6 +9,7 @@
 package models
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -63,6 +64,11 @@ type Config struct {
 	// arrive on the CPU the worker runs on (SO_INCOMING_CPU and getcpu:
 	// two system calls); on by default with -steer cpu and incoming-cpu.
 	Locality bool `json:"locality"`
+	// HTTP is the serving path: HTTPLean or HTTPNetHTTP.
+	HTTP string `json:"http"`
+	// InProc runs the workers as goroutines of one process
+	// (inproc_linux.go) rather than as processes.
+	InProc bool `json:"inproc"`
 	// ReadyFD, if > 0, is a descriptor the target writes its Ready
 	// document to (one JSON line) once every worker serves, then closes.
 	ReadyFD int `json:"-"`
@@ -80,6 +86,7 @@ func DefaultConfig() Config {
 		GOMAXPROCS:    1,
 		Grace:         5 * time.Second,
 		Steer:         steer.Hash,
+		HTTP:          HTTPLean,
 		HeaderTimeout: DefaultHeaderTimeout,
 		IdleTimeout:   DefaultIdleTimeout,
 	}
@@ -110,6 +117,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-steer %s: at most 256 workers", c.Steer)
 	case c.Restart != "" && !slices.Contains(RestartStrategies, c.Restart):
 		return fmt.Errorf("unknown restart strategy %q (want reuseport-overlap, reuseport-migrate, fd-handoff, shared-inherit or dispatch)", c.Restart)
+	case !slices.Contains(HTTPPaths, c.HTTP):
+		return fmt.Errorf("-http %q: want lean or nethttp", c.HTTP)
+	case c.HTTP == HTTPNetHTTP && c.Locality:
+		return fmt.Errorf("-locality needs -http lean (net/http does not expose the connection's descriptor)")
+	case c.InProc && c.Model == Single:
+		return errors.New("-inproc: the single model hands connections to worker processes; use shared or reuseport")
+	case c.InProc && c.RestartEvery > 0:
+		return errors.New("-inproc: in-process workers cannot be restarted one at a time (-restart-every)")
+	case c.InProc && (c.Pin || steer.Pinned(c.Steer)):
+		return errors.New("-inproc: goroutines cannot be pinned (-pin, -steer cpu|incoming-cpu)")
 	case c.RestartEvery < 0 || (c.RestartEvery > 0 && c.RestartEvery < 10*time.Millisecond):
 		return fmt.Errorf("-restart-every %v: want 0 (off) or at least 10ms", c.RestartEvery)
 	}
@@ -125,7 +142,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if steer.Pinned(c.Steer) {
-		c.Pin, c.Locality = true, true
+		c.Pin, c.Locality = true, c.HTTP == HTTPLean
 	}
 	// The model checks the flags that are its own and picks its restart
 	// strategy.

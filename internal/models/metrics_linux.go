@@ -59,7 +59,7 @@ var (
 	descLastRestart = prometheus.NewDesc("lbbench_target_last_rolling_restart_timestamp_seconds",
 		"When the last rolling-restart step told the old process to stop (0: none yet). All instants: /restarts.", []string{"model"}, nil)
 	descInfo = prometheus.NewDesc("lbbench_target_info",
-		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "steer", "workers"}, nil)
+		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "steer", "workers", "http"}, nil)
 )
 
 // statusClasses label the Status* words.
@@ -161,7 +161,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(ext["ListenDrops"]))
 	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
-		model, s.model.acceptName(), s.model.dispatchName(), s.cfg.Steer, strconv.Itoa(s.cfg.Workers))
+		model, s.model.acceptName(), s.model.dispatchName(), s.cfg.Steer, strconv.Itoa(s.cfg.Workers), s.cfg.HTTP)
 }
 
 func (c *collector) collectQueues(ch chan<- prometheus.Metric, mine map[uint64]string) {

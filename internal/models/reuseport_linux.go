@@ -143,7 +143,7 @@ func (m *reusePort) source(w *worker) (source, error) {
 	if err := joinSteering(w, fd); err != nil {
 		return fail(err)
 	}
-	return newAcceptSource(m.cfg.Accept, fd, w.slot, w.srv.loop, false)
+	return newAcceptSource(m.cfg.Accept, fd, w, false)
 }
 
 func pageRound(n int) int {

@@ -106,7 +106,7 @@ func joinSteering(w *worker, fd int) error {
 			if err != nil {
 				return fmt.Errorf("mmap loads map: %w", err)
 			}
-			w.srv.loads = (*uint64)(unsafe.Pointer(&mem[8*w.spec.ID]))
+			w.serve.setLoads((*uint64)(unsafe.Pointer(&mem[8*w.spec.ID])))
 		}
 	}
 	return nil

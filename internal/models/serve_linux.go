@@ -428,6 +428,8 @@ func (s *server) drain(grace time.Duration) bool {
 	return ok
 }
 
+func (s *server) setLoads(p *uint64) { s.loads = p }
+
 // localityOf compares the CPU a connection's packets arrive on with the
 // CPU the worker runs on as it accepts, and counts the answer.
 func localityOf(fd int, slot *shm.Slot) string {

@@ -73,5 +73,5 @@ func (m *shared) source(w *worker) (source, error) {
 	if err := checkListener(fd, m.cfg, w.spec.ID); err != nil {
 		return nil, err
 	}
-	return newAcceptSource(m.cfg.Accept, fd, w.slot, w.srv.loop, true)
+	return newAcceptSource(m.cfg.Accept, fd, w, true)
 }

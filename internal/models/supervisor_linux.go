@@ -76,10 +76,11 @@ type proc struct {
 	slot     int // shm slot
 	replaced bool
 	pid      int
-	cmd      *exec.Cmd
-	ctl      int    // supervisor's end of the control socket; -1 once exited
-	inode    uint64 // the worker's listening socket (reuseport)
-	handed   uint64 // single: connections sent to this process
+	cmd      *exec.Cmd // nil for an in-process worker (-inproc)
+	done     chan int  // -inproc: the worker's exit status
+	ctl      int       // supervisor's end of the control socket; -1 once exited
+	inode    uint64    // the worker's listening socket (reuseport)
+	handed   uint64    // single: connections sent to this process
 	started  time.Time
 }
 
@@ -143,6 +144,10 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) error {
 		case <-ctx.Done():
 			return s.Stop()
 		case sig := <-sigs:
+			if sig == syscall.SIGHUP && s.cfg.InProc {
+				s.log.Printf("SIGHUP ignored: in-process workers are not restarted")
+				continue
+			}
 			if sig == syscall.SIGHUP {
 				s.log.Printf("SIGHUP: rolling restart (%s)", s.cfg.Restart)
 				go s.RollingRestart()
@@ -171,6 +176,9 @@ func Start(cfg Config, stderr io.Writer) (_ *Supervisor, err error) {
 	}
 	if s.model, err = newModel(&s.cfg); err != nil {
 		return nil, err
+	}
+	if cfg.InProc {
+		setInProcProcs(&cfg)
 	}
 	defer func() {
 		if err != nil {
@@ -322,6 +330,9 @@ func (s *Supervisor) spawn(id int) (_ *proc, err error) {
 		return nil, err
 	}
 	passed := append([]namedFile{{fileCounters, int(s.counters.Fd())}, {fileControl, pair[1]}}, mf...)
+	if s.cfg.InProc {
+		return s.startInProc(id, slot, passed, pair[0])
+	}
 	files, names, err := childFiles(passed)
 	if err != nil {
 		return nil, err
@@ -414,17 +425,15 @@ func readControl(fd int, timeout time.Duration, msg *controlMsg) error {
 // other exit is a crash, and a new process takes the worker's place.
 func (s *Supervisor) watch(p *proc) {
 	defer s.watchers.Done()
-	err := p.cmd.Wait()
-	ps := p.cmd.ProcessState
-	cpu := ps.UserTime() + ps.SystemTime()
+	status, cpu, err := p.wait()
 	s.mu.Lock()
 	slot := s.region.Slot(p.slot)
-	s.retired = append(s.retired, retiredWorker{id: p.id, pid: p.pid, cpuSeconds: cpu.Seconds(), counts: slot.Snapshot()})
+	s.retired = append(s.retired, retiredWorker{id: p.id, pid: p.pid, cpuSeconds: cpu, counts: slot.Snapshot()})
 	slot.AddHistogramTo(&s.retiredHist)
 	s.trimRetired(p.id)
 	s.draining = slices.DeleteFunc(s.draining, func(d *proc) bool { return d == p })
 	s.slotFree = append(s.slotFree, p.slot)
-	if ps.ExitCode() == exitGraceOver {
+	if status == exitGraceOver {
 		s.graceOver = append(s.graceOver, fmt.Sprintf("worker %d (pid %d)", p.id, p.pid))
 	}
 	crashed := !s.stopping && !p.replaced
@@ -437,11 +446,11 @@ func (s *Supervisor) watch(p *proc) {
 	if !crashed {
 		return
 	}
-	status := "exited"
+	how := "exited"
 	if err != nil {
-		status = err.Error()
+		how = err.Error()
 	}
-	s.log.Printf("worker %d (pid %d) %s; restarting", p.id, p.pid, status)
+	s.log.Printf("worker %d (pid %d) %s; restarting", p.id, p.pid, how)
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		s.restartMu.Lock()
 		if s.isStopping() {
@@ -532,7 +541,7 @@ func (s *Supervisor) stop(graceful bool) error {
 		sig = syscall.SIGTERM
 	}
 	for _, p := range procs {
-		p.cmd.Process.Signal(sig)
+		p.signal(sig)
 	}
 	done := make(chan struct{})
 	go func() { s.watchers.Wait(); close(done) }()
@@ -542,6 +551,9 @@ func (s *Supervisor) stop(graceful bool) error {
 	case <-time.After(s.cfg.Grace + 2*time.Second):
 		s.mu.Lock()
 		for _, p := range s.live() {
+			if p.cmd == nil {
+				continue // an in-process worker's drain is bounded by grace
+			}
 			s.log.Printf("worker %d (pid %d) still running after grace; killing", p.id, p.pid)
 			killed = append(killed, fmt.Sprintf("worker %d (pid %d)", p.id, p.pid))
 			p.cmd.Process.Kill()

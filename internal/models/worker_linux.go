@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -25,6 +26,8 @@ type workerSpec struct {
 	Slot  int      `json:"slot"`  // shm slot
 	Slots int      `json:"slots"` // shm slots in all
 	Files []string `json:"files"` // names of the inherited files, from descriptor 3 on
+	// inproc: the worker is a goroutine of the supervisor's process.
+	inproc bool
 }
 
 // IsWorker reports whether this process was started as a worker.
@@ -70,8 +73,20 @@ type worker struct {
 	files inherited
 	ctl   *os.File
 	slot  *shm.Slot
-	srv   *server
+	serve servingPath
+	lean  *server    // -http lean
+	std   *stdServer // -http nethttp
 	src   source
+}
+
+// servingPath serves the connections a worker's source yields: the lean
+// path (serve_linux.go) or Go's net/http (nethttp_linux.go).
+type servingPath interface {
+	serveFD(fd int)
+	drain(grace time.Duration) bool
+	// setLoads gives bpf-least's per-worker counter, which the path
+	// decrements as connections close.
+	setLoads(*uint64)
 }
 
 func newWorker(spec workerSpec, files inherited, ctl *os.File) (*worker, error) {
@@ -87,8 +102,14 @@ func newWorker(spec workerSpec, files inherited, ctl *os.File) (*worker, error) 
 	w.slot = region.Slot(spec.Slot)
 	w.slot.Store(shm.PID, uint64(os.Getpid()))
 	w.slot.Store(shm.Capacity, fdCapacity())
-	if w.srv, err = newServer(w.slot, spec.ID, os.Getpid(), &w.spec.Config); err != nil {
-		return nil, err
+	if spec.HTTP == HTTPNetHTTP {
+		w.std = newStdServer(w.slot, spec.ID, os.Getpid(), &w.spec.Config)
+		w.serve = w.std
+	} else {
+		if w.lean, err = newServer(w.slot, spec.ID, os.Getpid(), &w.spec.Config); err != nil {
+			return nil, err
+		}
+		w.serve = w.lean
 	}
 	m, err := newModel(&w.spec.Config)
 	if err != nil {
@@ -121,7 +142,9 @@ func fdCapacity() uint64 {
 // the grace period ran out with connections still open.
 func (w *worker) run() int {
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	if !w.spec.inproc { // in-process, the supervisor's signals are its own
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	}
 
 	tell(w.ctl, controlMsg{Inode: w.src.inode()})
 
@@ -130,13 +153,15 @@ func (w *worker) run() int {
 	// supervisor, if alive, starts another.
 	ended := make(chan struct{})
 	go func() {
-		w.src.run(w.srv.serveFD)
+		w.src.run(w.serve.serveFD)
 		close(ended)
 	}()
 	if _, ok := w.src.(interface{ ownsControl() }); !ok {
 		go func() {
 			io.Copy(io.Discard, w.ctl)
-			log.Printf("supervisor gone; stopping")
+			if !w.spec.inproc {
+				log.Printf("supervisor gone; stopping")
+			}
 			select {
 			case sigs <- syscall.SIGTERM:
 			default:
@@ -149,7 +174,7 @@ func (w *worker) run() int {
 	}
 	w.src.stop()
 	<-ended
-	if !w.srv.drain(w.spec.Grace) {
+	if !w.serve.drain(w.spec.Grace) {
 		log.Printf("grace %v over with connections still open; closed them", w.spec.Grace)
 		return exitGraceOver
 	}

@@ -251,6 +251,9 @@ type Doc struct {
 	PerPID          map[string]*load.PIDCount `json:"per_pid"`
 	// PerTID, with kernel attribution, counts by accepting thread.
 	PerTID map[string]*load.TIDCount `json:"per_tid,omitempty"`
+	// PerWorker, with fair_by worker, counts by the worker id the server
+	// sends (in-process workers, which share a pid).
+	PerWorker map[string]*load.PIDCount `json:"per_worker,omitempty"`
 	// Attribution says who named the workers and how that went.
 	Attribution AttributionDoc `json:"attribution"`
 	// Unattributed are the responses no worker pid could be given to:
@@ -276,9 +279,11 @@ type Doc struct {
 
 // Build assembles the document. workers is the number of workers the
 // target has (0: as many as answered); those that never answered count
-// as zeros in the fairness figures. A worker is a process, or with
-// fairBy "thread" an accepting thread (kernel attribution).
-func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host, workers, cores int, fairBy string) *Doc {
+// as zeros in the fairness figures. A worker is what the run's FairBy
+// says: a process, an accepting thread (kernel attribution) or a worker
+// id the server sends.
+func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host, workers, cores int) *Doc {
+	fairBy := r.Options.FairBy
 	d := &Doc{
 		Name: name,
 		URL:  r.Options.URL, Mode: r.Options.Mode, Conns: r.Options.Conns, Rate: r.Options.Rate,
@@ -313,8 +318,17 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 			treqs = append(treqs, float64(tc.Requests))
 			tconns = append(tconns, float64(tc.Connections))
 		}
-		if fairBy == "thread" {
+		if fairBy == load.FairThread {
 			reqs, conns = treqs, tconns
+		}
+	}
+	if fairBy == load.FairWorker {
+		d.PerWorker = map[string]*load.PIDCount{}
+		reqs, conns = nil, nil
+		for w, pc := range r.PerWorker {
+			d.PerWorker[strconv.FormatUint(w, 10)] = pc
+			reqs = append(reqs, float64(pc.Requests))
+			conns = append(conns, float64(pc.Connections))
 		}
 	}
 	d.Workers = max(workers, len(reqs))
@@ -329,14 +343,18 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 	for _, s := range r.Series {
 		sj := SecondJSON{T: s.T, Requests: s.Requests, Connections: s.Connections, Errors: s.Errors,
 			P50: s.P50.Seconds(), P99: s.P99.Seconds(), PerPID: map[string]int64{}, Jain: 1}
-		var xs []float64
 		for pid, n := range s.PerPID {
 			if pid == 0 {
 				sj.Unattributed = n
 				continue
 			}
 			sj.PerPID[strconv.FormatUint(pid, 10)] = n
-			xs = append(xs, float64(n))
+		}
+		var xs []float64
+		for unit, n := range s.PerUnit {
+			if unit != 0 || fairBy == load.FairWorker {
+				xs = append(xs, float64(n))
+			}
 		}
 		for len(xs) < d.Workers {
 			xs = append(xs, 0)
@@ -359,6 +377,28 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 	d.InFlightAtEnd, d.Problems = inFlight(r)
 	d.SelfCheck = selfCheck(r, d, cores)
 	return d
+}
+
+// Units are the counts the fairness figures were computed over: one per
+// worker, as fair_by counts workers (processes, accepting threads or
+// worker ids).
+func (d *Doc) Units() []load.PIDCount {
+	var out []load.PIDCount
+	switch d.Attribution.FairBy {
+	case load.FairThread:
+		for _, tc := range d.PerTID {
+			out = append(out, load.PIDCount{Requests: tc.Requests, Connections: tc.Connections})
+		}
+	case load.FairWorker:
+		for _, pc := range d.PerWorker {
+			out = append(out, *pc)
+		}
+	default:
+		for _, pc := range d.PerPID {
+			out = append(out, *pc)
+		}
+	}
+	return out
 }
 
 func attribution(r *load.Result, fairBy string) AttributionDoc {

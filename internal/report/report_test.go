@@ -35,7 +35,7 @@ func TestBuild(t *testing.T) {
 	r := result(map[uint64]int64{101: 300, 102: 100})
 	r.Unattributed = load.PIDCount{Requests: 50, Connections: 50}
 	r.BadPIDValues, r.BadPIDExample = 50, "abc"
-	d := Build("Loadgen/conn=close", r, kernel.Observation{}, kernel.Host{}, 4, 1, "")
+	d := Build("Loadgen/conn=close", r, kernel.Observation{}, kernel.Host{}, 4, 1)
 	if d.Requests != 400 || d.Errors != 3 || d.RequestsPerSec != 200 {
 		t.Errorf("requests %d errors %d rate %v", d.Requests, d.Errors, d.RequestsPerSec)
 	}
@@ -62,23 +62,23 @@ func TestBuild(t *testing.T) {
 // TestProblems: no successful response, a request unanswered far longer
 // than any answer, and nothing measured are failures.
 func TestProblems(t *testing.T) {
-	d := Build("x", result(nil), kernel.Observation{}, kernel.Host{}, 0, 1, "")
+	d := Build("x", result(nil), kernel.Observation{}, kernel.Host{}, 0, 1)
 	if len(d.Problems) != 1 || d.Problems[0] != "no successful response" {
 		t.Errorf("problems %q", d.Problems)
 	}
 	r := result(map[uint64]int64{7: 10})
 	r.InFlightAtEnd, r.OldestInFlight = 2, 1500*time.Millisecond
-	d = Build("x", r, kernel.Observation{}, kernel.Host{}, 0, 1, "")
+	d = Build("x", r, kernel.Observation{}, kernel.Host{}, 0, 1)
 	if len(d.Problems) != 1 || !strings.Contains(d.Problems[0], "2 request(s) still unanswered") {
 		t.Errorf("problems %q", d.Problems)
 	}
 	r.OldestInFlight = 5 * time.Millisecond // as long as an answer takes: normal
-	if d = Build("x", r, kernel.Observation{}, kernel.Host{}, 0, 1, ""); len(d.Problems) != 0 {
+	if d = Build("x", r, kernel.Observation{}, kernel.Host{}, 0, 1); len(d.Problems) != 0 {
 		t.Errorf("problems %q for requests cut a moment after they left", d.Problems)
 	}
 	r = result(nil)
 	r.Interrupted, r.Duration = true, 0
-	if d = Build("x", r, kernel.Observation{}, kernel.Host{}, 0, 1, ""); len(d.Problems) != 1 || !strings.Contains(d.Problems[0], "nothing measured") {
+	if d = Build("x", r, kernel.Observation{}, kernel.Host{}, 0, 1); len(d.Problems) != 1 || !strings.Contains(d.Problems[0], "nothing measured") {
 		t.Errorf("problems %q", d.Problems)
 	}
 }
@@ -86,7 +86,7 @@ func TestProblems(t *testing.T) {
 // TestWriteBench: the file benchstat reads: units declared, the name as
 // given, zeros that would break a geomean written as 1e-9.
 func TestWriteBench(t *testing.T) {
-	d := Build("x", result(map[uint64]int64{101: 10, 102: 10}), kernel.Observation{}, kernel.Host{CPUModel: "cpu x", Kernel: "6.0"}, 2, 1, "")
+	d := Build("x", result(map[uint64]int64{101: 10, 102: 10}), kernel.Observation{}, kernel.Host{CPUModel: "cpu x", Kernel: "6.0"}, 2, 1)
 	d.Restarts = &Restarts{Count: 3}
 	var out bytes.Buffer
 	if err := WriteBench(&out, d, "Accept/model=reuseport/workers=2/conn=close"); err != nil {

@@ -5,9 +5,12 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/lbbench/lbbench/internal/load"
 )
 
 // Summary writes a wrk-style summary for people.
@@ -54,30 +57,20 @@ func Summary(w io.Writer, d *Doc) {
 
 	if len(d.PerPID) > 0 {
 		fmt.Fprintf(w, "\n  %-10s %-7s %12s %7s %12s %7s\n", "pid", "worker", "requests", "share", "connections", "share")
-		pids := make([]string, 0, len(d.PerPID))
-		for p := range d.PerPID {
-			pids = append(pids, p)
-		}
-		slices.SortFunc(pids, func(a, b string) int { return cmp.Compare(d.PerPID[b].Requests, d.PerPID[a].Requests) })
-		for _, p := range pids {
+		for _, p := range byRequests(d.PerPID) {
 			pc := d.PerPID[p]
 			fmt.Fprintf(w, "  %-10s %-7s %12d %6.1f%% %12d %6.1f%%\n", p, pc.Worker, pc.Requests,
 				pct(pc.Requests, d.Requests), pc.Connections, pct(pc.Connections, d.Connections))
 		}
-		if missing := d.Workers - len(d.PerPID); missing > 0 {
-			fmt.Fprintf(w, "  %d worker(s) served nothing\n", missing)
-		}
-		f := d.Fairness
-		fmt.Fprintf(w, "  Fairness (requests)    max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
-			f.Requests.MaxOverMean, f.Requests.MinOverMean, f.Requests.CoV, f.Requests.Jain, f.Requests.ChiSquare, f.Requests.PValue)
-		fmt.Fprintf(w, "  Fairness (connections) max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
-			f.Connections.MaxOverMean, f.Connections.MinOverMean, f.Connections.CoV, f.Connections.Jain, f.Connections.ChiSquare, f.Connections.PValue)
-		fmt.Fprintf(w, "  Per-second Jain        mean %.4f  min %.4f\n", f.PerSecondJainMean, f.PerSecondJainMin)
-		if l := d.Locality; l != nil {
-			fmt.Fprintf(w, "  Locality               %.1f%% of %d connections handled on the CPU they arrived on\n", 100*l.Share, l.Connections)
+	}
+	if len(d.PerWorker) > 0 {
+		fmt.Fprintf(w, "\n  %-10s %12s %7s %12s %7s\n", "worker id", "requests", "share", "connections", "share")
+		for _, id := range byRequests(d.PerWorker) {
+			pc := d.PerWorker[id]
+			fmt.Fprintf(w, "  %-10s %12d %6.1f%% %12d %6.1f%%\n", id, pc.Requests,
+				pct(pc.Requests, d.Requests), pc.Connections, pct(pc.Connections, d.Connections))
 		}
 	}
-
 	if len(d.PerTID) > 0 {
 		fmt.Fprintf(w, "\n  %-10s %-10s %-16s %12s %7s %12s %7s\n", "tid", "pid", "comm", "requests", "share", "connections", "share")
 		tids := make([]string, 0, len(d.PerTID))
@@ -91,9 +84,24 @@ func Summary(w io.Writer, d *Doc) {
 				pct(tc.Requests, d.Requests), tc.Connections, pct(tc.Connections, d.Connections))
 		}
 	}
+	if units := d.Units(); len(units) > 0 {
+		if missing := d.Workers - len(units); missing > 0 {
+			fmt.Fprintf(w, "  %d worker(s) served nothing\n", missing)
+		}
+		f := d.Fairness
+		fmt.Fprintf(w, "  Fairness by %s\n", d.Attribution.FairBy)
+		fmt.Fprintf(w, "  Fairness (requests)    max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
+			f.Requests.MaxOverMean, f.Requests.MinOverMean, f.Requests.CoV, f.Requests.Jain, f.Requests.ChiSquare, f.Requests.PValue)
+		fmt.Fprintf(w, "  Fairness (connections) max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
+			f.Connections.MaxOverMean, f.Connections.MinOverMean, f.Connections.CoV, f.Connections.Jain, f.Connections.ChiSquare, f.Connections.PValue)
+		fmt.Fprintf(w, "  Per-second Jain        mean %.4f  min %.4f\n", f.PerSecondJainMean, f.PerSecondJainMin)
+		if l := d.Locality; l != nil {
+			fmt.Fprintf(w, "  Locality               %.1f%% of %d connections handled on the CPU they arrived on\n", 100*l.Share, l.Connections)
+		}
+	}
 	if a := d.Attribution; a.Mode != "header" {
-		fmt.Fprintf(w, "  Attribution (%s, fairness by %s): %d accepts recorded, %d missed, %d connections unresolved",
-			a.Mode, a.FairBy, a.Recorded, a.Missed, a.Unresolved)
+		fmt.Fprintf(w, "  Attribution (%s): %d accepts recorded, %d missed, %d connections unresolved",
+			a.Mode, a.Recorded, a.Missed, a.Unresolved)
 		if a.Mode == "both" {
 			fmt.Fprintf(w, ", %d connections where the kernel and the header disagree", a.Disagreements)
 		}
@@ -128,6 +136,13 @@ func Summary(w io.Writer, d *Doc) {
 	} else {
 		fmt.Fprintf(w, "  Self-check: ok (loadgen CPU %.0f%% of %d CPUs)\n", sc.CPUUtilization*100, sc.Cores)
 	}
+}
+
+// byRequests lists m's keys, most requests first.
+func byRequests(m map[string]*load.PIDCount) []string {
+	keys := slices.Collect(maps.Keys(m))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(m[b].Requests, m[a].Requests) })
+	return keys
 }
 
 func pct(n, total int64) float64 {

@@ -191,7 +191,7 @@ func (t *Table) shareChart(row benchproc.Key) *plot.Plot {
 		for _, d := range docs {
 			var xs []float64
 			var total float64
-			for _, pc := range d.PerPID {
+			for _, pc := range d.Units() {
 				x := float64(pc.Requests)
 				if conns {
 					x = float64(pc.Connections)

@@ -1,0 +1,197 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lbbench/lbbench/internal/shm"
+)
+
+// Serving paths (-http).
+const (
+	HTTPLean    = "lean"    // serve_linux.go: raw system calls, an event loop per worker
+	HTTPNetHTTP = "nethttp" // Go's net/http server, as most Go services run
+)
+
+// HTTPPaths lists the serving paths.
+var HTTPPaths = []string{HTTPLean, HTTPNetHTTP}
+
+// stdServer serves a worker's connections with Go's net/http: a
+// goroutine per connection on Go's netpoller. Where the worker accepts
+// through Go's netpoller (shared and reuseport with -accept netpoll) it
+// is exactly http.Server.Serve on a net.Listener; connections another
+// strategy accepted (single's handed-over descriptors, blocking and
+// exclusive accept) reach it through a listener fed by the source.
+type stdServer struct {
+	slot   *shm.Slot
+	work   time.Duration
+	sleep  time.Duration
+	pid    string
+	id     string
+	hs     *http.Server
+	handed *handedListener
+	served chan struct{} // closed when Serve on handed returns
+	loads  *uint64       // bpf-least: this worker's count in the map
+}
+
+func newStdServer(slot *shm.Slot, id, pid int, c *Config) *stdServer {
+	s := &stdServer{slot: slot, work: c.Work, sleep: c.Sleep, pid: strconv.Itoa(pid), id: strconv.Itoa(id),
+		handed: newHandedListener(), served: make(chan struct{})}
+	s.hs = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: c.HeaderTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		ConnState:         s.connState,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	go func() { s.hs.Serve(s.handed); close(s.served) }()
+	return s
+}
+
+// ServeHTTP answers every request as the lean path does: 200 "ok".
+func (s *stdServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Body != nil {
+		io.Copy(io.Discard, r.Body)
+	}
+	if s.work > 0 {
+		for end := start.Add(s.work); time.Now().Before(end); {
+		}
+	}
+	if s.sleep > 0 {
+		time.Sleep(s.sleep)
+	}
+	h := w.Header()
+	h["Content-Type"] = []string{"text/plain"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["X-Worker-Pid"] = []string{s.pid}
+	h["X-Worker-Id"] = []string{s.id}
+	if r.Method != http.MethodHead {
+		io.WriteString(w, body)
+	}
+	s.slot.Add(shm.Status2xx, 1)
+	s.slot.Observe(time.Since(start))
+}
+
+// connState counts connections as they come and go. net/http does not
+// say why a connection closed; closes are counted as the client's.
+func (s *stdServer) connState(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		s.slot.Add(shm.Accepted, 1)
+		s.slot.Add(shm.Open, 1)
+	case http.StateClosed, http.StateHijacked:
+		s.slot.Add(shm.CloseClient, 1)
+		s.slot.Dec(shm.Open)
+		if s.loads != nil {
+			atomic.AddUint64(s.loads, ^uint64(0))
+		}
+	}
+}
+
+// serveFD hands an accepted descriptor to net/http, which owns it from
+// here on.
+func (s *stdServer) serveFD(fd int) {
+	f := os.NewFile(uintptr(fd), "conn")
+	c, err := net.FileConn(f) // a duplicate, in Go's netpoller
+	f.Close()
+	if err != nil {
+		s.slot.Add(shm.CloseError, 1)
+		return
+	}
+	if !s.handed.put(c) {
+		c.Close()
+	}
+}
+
+// drain is http.Server.Shutdown: no more accepts, idle connections
+// close, requests under way finish within grace; then whatever is left is
+// closed and drain returns false.
+func (s *stdServer) drain(grace time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := s.hs.Shutdown(ctx)
+	if err != nil {
+		s.hs.Close()
+	}
+	<-s.served
+	return err == nil
+}
+
+func (s *stdServer) setLoads(p *uint64) { s.loads = p }
+
+// listenerSource is Go's own accept path: http.Server.Serve on the
+// listening socket as a net.Listener.
+type listenerSource struct {
+	srv  *stdServer
+	ln   net.Listener
+	ino  uint64
+	done chan struct{}
+}
+
+func (s *stdServer) listenerSource(lfd int, ino uint64) (*listenerSource, error) {
+	f := os.NewFile(uintptr(lfd), fileListener)
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	return &listenerSource{srv: s, ln: ln, ino: ino, done: make(chan struct{})}, nil
+}
+
+// run serves until stop closes the listener; connections already
+// accepted go on being served (drain stops them). Serve itself backs off
+// and retries when out of descriptors, as net/http does.
+func (l *listenerSource) run(func(fd int)) {
+	defer close(l.done)
+	err := l.srv.hs.Serve(l.ln)
+	if !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+		log.Printf("serve: %v", err)
+	}
+}
+
+func (l *listenerSource) stop()         { l.ln.Close(); <-l.done }
+func (l *listenerSource) inode() uint64 { return l.ino }
+
+// handedListener is a net.Listener whose connections were accepted
+// elsewhere.
+type handedListener struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandedListener() *handedListener {
+	return &handedListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// put hands c over; false once the listener is closed.
+func (h *handedListener) put(c net.Conn) bool {
+	select {
+	case h.ch <- c:
+		return true
+	case <-h.closed:
+		return false
+	}
+}
+
+func (h *handedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.ch:
+		return c, nil
+	case <-h.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handedListener) Close() error   { h.once.Do(func() { close(h.closed) }); return nil }
+func (h *handedListener) Addr() net.Addr { return &net.TCPAddr{} }
