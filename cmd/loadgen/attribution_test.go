@@ -66,6 +66,32 @@ func TestKernelMatchesHeader(t *testing.T) {
 	}
 }
 
+// TestKernelMatchesGoHTTP: plain Go net/http processes (Go's own accept
+// path, from whichever thread the runtime runs it on) are attributed by
+// the kernel to the process whose header answered, every connection.
+func TestKernelMatchesGoHTTP(t *testing.T) {
+	needRoot(t)
+	addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
+	g, err := peers.StartGoHTTP(peers.GoHTTPOptions{Bin: proctest.Bin(t, "gohttp"), Addr: addr, Procs: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	for _, args := range [][]string{
+		{"-c", "32", "-n", "4000", "-conn", "close"},
+		{"-c", "32", "-n", "4000", "-conn", "keepalive", "-reqs-per-conn", "10"},
+	} {
+		d, _ := runLoadgen(t, append(args, "-attribute", "both", "-workers", "3", "http://"+addr+"/")...)
+		a := d.Attribution
+		if d.Errors != 0 || a.Missed != 0 || a.Unresolved != 0 || a.Disagreements != 0 {
+			t.Fatalf("%v: errors %d, attribution %+v", args, d.Errors, a)
+		}
+		if len(d.PerPID) != 3 {
+			t.Errorf("%v: kernel names pids %v, want the 3 processes %v", args, keysOf(d.PerPID), g.Workers())
+		}
+	}
+}
+
 // TestKernelMatchesNginxLog: for nginx, which sends no worker header,
 // the kernel's per-pid counts equal nginx's own access log, keep-alive
 // and close, one connection at a time and 64 at once.
