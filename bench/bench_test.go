@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lbbench/lbbench/internal/report"
 	"github.com/lbbench/lbbench/internal/results"
 )
 
@@ -44,6 +46,49 @@ func TestBenchQuick(t *testing.T) {
 	charts, _ := filepath.Glob(filepath.Join(dir, "charts", "*.svg"))
 	if len(charts) < 2 {
 		t.Errorf("charts: %v", charts)
+	}
+}
+
+// TestServersInTheMatrix: real servers run through the matrix as models,
+// attributed by the kernel (every cell of the group, the target's too),
+// HAProxy by thread and in-process workers by id.
+func TestServersInTheMatrix(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("real servers are attributed by the kernel: root (CI runs as root)")
+	}
+	root, _ := filepath.Abs("..")
+	bin := filepath.Join(t.TempDir(), "bin")
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/...")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	models := []string{"reuseport", "nginx-shared", "haproxy", "gohttp", "inproc-reuseport"}
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"matrix", "-bin", bin, "-results", dir, "-count", "1", "-duration", "300ms", "-warmup", "100ms",
+		"-workers", "2", "-conns", "close", "-models", strings.Join(models, ",")}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("matrix: %s%s", stdout.String(), stderr.String())
+	}
+	for _, m := range models {
+		docs, _ := filepath.Glob(filepath.Join(dir, "json", "Accept_model-"+m+"_*.json"))
+		if len(docs) != 1 {
+			t.Fatalf("%s: json %v", m, docs)
+		}
+		b, _ := os.ReadFile(docs[0])
+		var d report.Doc
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatal(err)
+		}
+		a := d.Attribution
+		want := map[string]string{"haproxy": "thread", "inproc-reuseport": "worker"}[m]
+		if want == "" {
+			want = "process"
+		}
+		if a.Mode == "header" || a.FairBy != want || a.Missed != 0 || len(d.Units()) != 2 || d.Errors != 0 {
+			t.Errorf("%s: attribution %+v, %d workers counted, %d errors; want the kernel's, by %s, 2 workers", m, a, len(d.Units()), d.Errors, want)
+		}
 	}
 }
 

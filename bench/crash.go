@@ -29,12 +29,16 @@ type Crash struct {
 // service manager would).
 var crashVictims = []string{"worker", "supervisor"}
 
-// crashCells: every model under connection-per-request load at a fixed
-// rate, long enough for three crashes.
+// crashCells: every target model whose workers are processes, under
+// connection-per-request load at a fixed rate, long enough for three
+// crashes.
 func crashCells(p Params) []Cell {
 	var out []Cell
 	for _, v := range crashVictims {
 		for _, m := range p.Models {
+			if isServer(m) || inProc(m) {
+				continue
+			}
 			c := Cell{
 				Name:  fmt.Sprintf("Crash/model=%s/victim=%s/workers=%d/conn=close", m, v, p.CPUs),
 				Model: m, Workers: p.CPUs, Conn: "close", Duration: max(3*crashEvery, p.Duration),

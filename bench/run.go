@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,7 +45,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	fs.IntVar(&f.count, "count", 10, "samples per cell (rounds); models are interleaved within each round")
 	fs.DurationVar(&f.Duration, "duration", time.Second, "measured length of each sample")
 	fs.DurationVar(&f.Warmup, "warmup", 300*time.Millisecond, "warm-up before each sample")
-	fs.StringVar(&models, "models", strings.Join(defaultModels, ","), "model variants: "+strings.Join(slices.Sorted(maps.Keys(modelFlags)), ", "))
+	fs.StringVar(&models, "models", strings.Join(defaultModels, ","), "model variants: "+strings.Join(modelNames(), ", "))
 	fs.StringVar(&workers, "workers", fmt.Sprintf("1,%d,%d", n, 2*n), "worker counts of the matrix")
 	fs.StringVar(&conns, "conns", "close,keepalive", "connection modes")
 	fs.IntVar(&f.Clients, "c", 50, "loadgen connections")
@@ -76,8 +75,8 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	}
 	for m := range strings.SplitSeq(models, ",") {
 		m = strings.TrimSpace(m)
-		if modelFlags[m] == nil {
-			return nil, usageErr("unknown model %q (want %s)", m, strings.Join(slices.Sorted(maps.Keys(modelFlags)), ", "))
+		if modelFlags[m] == nil && !isServer(m) {
+			return nil, usageErr("unknown model %q (want %s)", m, strings.Join(modelNames(), ", "))
 		}
 		f.Models = append(f.Models, m)
 	}
@@ -153,7 +152,10 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 			continue
 		}
-		cells := sc.Cells(f.Params)
+		cells := withKernelAttribution(sc.Cells(f.Params))
+		if len(cells) > 0 && cells[0].Kernel && os.Geteuid() != 0 {
+			return fmt.Errorf("%s: real servers are attributed by the kernel (BPF): run as root", sc.Name)
+		}
 		plan = append(plan, planned{sc, cells})
 		total += len(cells) * f.count
 	}
@@ -291,19 +293,23 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 			return nil, nil, err
 		}
 	}
-	targs := append([]string{"-addr", addr, "-metrics-addr", metricsAddr, "-workers", strconv.Itoa(c.Workers)}, modelFlags[c.Model]...)
-	targs = append(targs, c.Target...)
-	tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targs, f.CPUs, true)
-	start := func() (*peers.Target, error) { return peers.StartTarget(tbin, targs...) }
-	tg, err := start()
+	srv, start, err := startServer(f, c, addr, metricsAddr)
 	if err != nil {
 		return nil, nil, err
 	}
 	var crash *crasher
-	current := func() *peers.Target { return tg }
+	current := func() server { return srv }
 	if c.Crash != nil {
-		crash = &crasher{c: c.Crash, addr: metricsAddr, restart: start, tg: tg}
-		current = crash.target
+		tg := srv.(targetServer).Target
+		restart := func() (*peers.Target, error) {
+			s, err := start()
+			if err != nil {
+				return nil, err
+			}
+			return s.(targetServer).Target, nil
+		}
+		crash = &crasher{c: c.Crash, addr: metricsAddr, restart: restart, tg: tg}
+		current = func() server { return targetServer{Target: crash.target()} }
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go crash.run(cctx, time.Now().Add(f.Warmup))
@@ -311,13 +317,16 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		defer func() { cancel(); time.Sleep(10 * time.Millisecond) }()
 	}
 	defer func() {
-		if err := current().Stop(10 * time.Second); err != nil && ctx.Err() == nil && c.Crash == nil {
-			fmt.Fprintf(os.Stderr, "warning: %s: target: %v\n", c.Name, err)
+		if err := current().Stop(); err != nil && ctx.Err() == nil && c.Crash == nil {
+			fmt.Fprintf(os.Stderr, "warning: %s: %s: %v\n", c.Name, c.Model, err)
 		}
 		assertPortFree(addr)
 	}()
 	if c.Stall != nil {
-		pid := tg.Ready.Workers[0].PID
+		pid := srv.stallPID()
+		if pid == 0 {
+			return nil, nil, fmt.Errorf("%s: one worker of %s cannot be paused alone", c.Name, c.Model)
+		}
 		stop := time.AfterFunc(f.Warmup+c.Stall.After, func() {
 			syscall.Kill(pid, syscall.SIGSTOP)
 			time.AfterFunc(c.Stall.For, func() { syscall.Kill(pid, syscall.SIGCONT) })
@@ -337,6 +346,7 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 	}
 	largs := []string{"-q", "-c", strconv.Itoa(f.Clients), "-d", c.Duration.String(), "-warmup", f.Warmup.String(),
 		"-conn", c.Conn, "-workers", strconv.Itoa(c.Workers), "-src", f.src, "-json", jsonPath, "-name", c.Name}
+	largs = append(largs, attributionArgs(c.Model, c.Kernel)...)
 	if c.RateFraction > 0 && rate > 0 {
 		largs = append(largs, "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
 	}
@@ -383,6 +393,35 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		rec.Values = append(rec.Values, vals...)
 	}
 	return &doc, rec, nil
+}
+
+// startServer starts the cell's server, the target or a real one, and
+// returns it with the way to start it again (for crash cells).
+func startServer(f *matrixFlags, c Cell, addr, metricsAddr string) (server, func() (server, error), error) {
+	var start func() (server, error)
+	if sm, ok := serverModels[c.Model]; ok {
+		o := serverOptions{bin: f.bin, addr: addr, workers: c.Workers, work: c.Work}
+		if f.CPUs >= 4 {
+			o.cpus = cpuRange(0, f.CPUs/2-1)
+		}
+		start = func() (server, error) { return sm.start(o) }
+	} else {
+		targs := append([]string{"-addr", addr, "-metrics-addr", metricsAddr, "-workers", strconv.Itoa(c.Workers)}, modelFlags[c.Model]...)
+		if c.Work > 0 {
+			targs = append(targs, "-work", c.Work.String())
+		}
+		targs = append(targs, c.Target...)
+		tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targs, f.CPUs, true)
+		start = func() (server, error) {
+			tg, err := peers.StartTarget(tbin, targs...)
+			if err != nil {
+				return nil, err
+			}
+			return targetServer{Target: tg, inproc: inProc(c.Model)}, nil
+		}
+	}
+	srv, err := start()
+	return srv, start, err
 }
 
 // onCPUs runs the target on the first half of the CPUs and loadgen on the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,35 @@ var modelFlags = map[string][]string{
 	"fd-handoff":        {"-model", "reuseport", "-restart", "fd-handoff"},
 	"shared-inherit":    {"-model", "shared", "-restart", "shared-inherit"},
 	"single-dispatch":   {"-model", "single", "-restart", "dispatch"},
+	// Served by Go's net/http, and in-process workers (goroutines of one
+	// process, GOMAXPROCS = workers).
+	"reuseport-nethttp":        {"-model", "reuseport", "-http", "nethttp"},
+	"shared-nethttp":           {"-model", "shared", "-http", "nethttp"},
+	"inproc-reuseport":         {"-model", "reuseport", "-inproc"},
+	"inproc-shared":            {"-model", "shared", "-inproc"},
+	"inproc-reuseport-nethttp": {"-model", "reuseport", "-inproc", "-http", "nethttp"},
+}
+
+// serverScenarioModels are what the servers scenario compares: the real
+// servers and the Go variants, against the target's reuseport (the base).
+var serverScenarioModels = []string{"reuseport", "nginx-shared", "nginx-mutex", "nginx-reuseport", "haproxy", "haproxy-shards",
+	"gohttp", "reuseport-nethttp", "inproc-reuseport", "inproc-shared"}
+
+// modelNames lists every model a scenario can name: the target's
+// variants and the real servers.
+func modelNames() []string {
+	return slices.Sorted(func(yield func(string) bool) {
+		for m := range modelFlags {
+			if !yield(m) {
+				return
+			}
+		}
+		for m := range serverModels {
+			if !yield(m) {
+				return
+			}
+		}
+	})
 }
 
 // churnStrategies are the restart strategies the churn scenario compares.
@@ -70,6 +100,11 @@ type Cell struct {
 	Conn    string
 	Target  []string // extra bin/target flags
 	Load    []string // extra bin/loadgen flags
+	// Work is CPU burnt per request by the server's handler.
+	Work time.Duration
+	// Kernel attributes by the kernel (BPF), as every cell of a group
+	// with a real server is.
+	Kernel bool
 	// Stall pauses worker 0 (SIGSTOP) from After for For.
 	Stall *Stall
 	// Crash kills a worker (or the supervisor) with SIGKILL, at Every.
@@ -163,7 +198,7 @@ var scenarios = []Scenario{
 			for _, conn := range p.Conns {
 				for _, m := range p.Models {
 					c := cell("CPUHeavy", m, p.CPUs, conn, p.Duration)
-					c.Target = []string{"-work", heavyWork.String()}
+					c.Work = heavyWork
 					out = append(out, c)
 				}
 			}
@@ -273,6 +308,56 @@ var scenarios = []Scenario{
 		}},
 	},
 	{
+		Name: "servers",
+		About: "nginx (accept_mutex on and off, reuseport), HAProxy (one socket, a socket per thread), N Go net/http processes, " +
+			"the target served by net/http and by in-process workers, against the target's reuseport; N workers; also CPU-heavy and with a worker paused",
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, conn := range p.Conns {
+				for _, m := range serverScenarioModels {
+					out = append(out, cell("Servers", m, p.CPUs, conn, p.Duration))
+				}
+			}
+			for _, conn := range p.Conns {
+				for _, m := range serverScenarioModels {
+					c := cell("ServersCPUHeavy", m, p.CPUs, conn, p.Duration)
+					c.Work = heavyWork
+					out = append(out, c)
+				}
+			}
+			return append(out, stalledCells("ServersStalled", serverScenarioModels, p.CPUs, p.Duration)...)
+		},
+		Sections: []results.Section{
+			{
+				Name: "Servers", Title: "Real servers",
+				About: "nginx 1.22 (nginx-shared: one socket, EPOLLEXCLUSIVE, its default; nginx-mutex: accept_mutex on; nginx-reuseport), " +
+					"HAProxy 2.6 with a thread per worker (haproxy: one socket; haproxy-shards: a socket per thread), N independent Go net/http " +
+					"processes on one SO_REUSEPORT port (gohttp), the target served by net/http, and its workers as goroutines of one process (inproc-*), " +
+					"N workers, all attributed by the kernel. A worker is a process, HAProxy's a thread (the one that accepted: with one socket HAProxy " +
+					"hands some connections to other threads), an in-process one its accept loop.",
+				Rows:    "/conn,/workers@num",
+				Metrics: []results.Metric{throughput, p99, withFilter(connImbalance, "/conn:close"), withFilter(reqImbalance, "/conn:keepalive")},
+				Charts:  shareCharts,
+			},
+			{
+				Name: "ServersCPUHeavy", Title: "Real servers, CPU-heavy handler",
+				About: "The same servers with a handler that burns " + heavyWork.String() + " of CPU per request " +
+					"(nginx: a Lua handler spinning on CLOCK_MONOTONIC; HAProxy, whose Lua has no running clock: a loop calibrated at start, ~110 us; Go: a busy loop).",
+				Rows:    "/conn,/workers@num",
+				Metrics: []results.Metric{throughput, p99, withFilter(connImbalance, "/conn:close"), withFilter(reqImbalance, "/conn:keepalive")},
+				Charts:  shareCharts,
+			},
+			{
+				Name: "ServersStalled", Title: "Real servers, a worker paused",
+				About: "One worker process paused with SIGSTOP for the middle third of each run, a new connection per request. " +
+					"HAProxy's threads and in-process workers cannot be paused one at a time, so they are not in this table.",
+				Rows:    "/conn,/workers@num",
+				Metrics: []results.Metric{throughput, p99, connImbalance},
+				Charts:  shareCharts,
+			},
+		},
+	},
+	{
 		Name:    "remap",
 		About:   "the fraction of fixed 4-tuples that change socket when a reuseport group grows from N to N+1",
 		Measure: measureRemap,
@@ -332,11 +417,15 @@ func cell(prefix, model string, workers int, conn string, d time.Duration) Cell 
 }
 
 // stalledCells: worker 0 paused (SIGSTOP) for the middle third of a run
-// of at least 3 s, a new connection per request.
+// of at least 3 s, a new connection per request; for the models whose
+// workers are processes.
 func stalledCells(prefix string, models []string, workers int, d time.Duration) []Cell {
 	d = max(3*time.Second, d)
 	var out []Cell
 	for _, m := range models {
+		if !canStall(m) {
+			continue
+		}
 		c := cell(prefix, m, workers, "close", d)
 		c.Stall = &Stall{After: d / stallFractions, For: d / stallFractions}
 		c.Load = []string{"-timeout", "2s"}

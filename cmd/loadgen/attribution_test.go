@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"maps"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/proctest"
 	"github.com/lbbench/lbbench/internal/report"
@@ -245,4 +250,137 @@ func sum[K comparable](m map[K]int) int64 {
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
+}
+
+// TestFairByWorker: in-process workers share a pid; -fair-by worker
+// counts them by the id each sends, and the fairness figures are theirs.
+func TestFairByWorker(t *testing.T) {
+	tg := proctest.StartTarget(t, "-model", "reuseport", "-inproc", "-workers", "3")
+	d, _ := runLoadgen(t, "-c", "8", "-n", "3000", "-conn", "close", "-fair-by", "worker", "-workers", "3", "http://"+tg.Addr+"/")
+	if len(d.PerPID) != 1 || len(d.PerWorker) != 3 {
+		t.Fatalf("per_pid %v, per_worker %v: want one pid and three workers", keysOf(d.PerPID), d.PerWorker)
+	}
+	var sum int64
+	for _, pc := range d.PerWorker {
+		sum += pc.Requests
+	}
+	if sum != d.Requests || d.Attribution.FairBy != "worker" || d.Fairness.Requests.Jain < 0.5 {
+		t.Errorf("per-worker sum %d of %d requests, fairness by %q, Jain %v", sum, d.Requests, d.Attribution.FairBy, d.Fairness.Requests.Jain)
+	}
+}
+
+// TestKernelAttributionBadInput: what kernel attribution cannot do gets
+// one line and a non-zero status, and no BPF program of ours outlives
+// loadgen, even killed with SIGKILL.
+func TestKernelAttributionBadInput(t *testing.T) {
+	needRoot(t)
+	free := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"nobody listens", []string{"-attribute", "kernel", "-d", "1s", "http://" + free + "/"}, 1, "nothing listens on " + free},
+		{"not this host", []string{"-attribute", "kernel", "-d", "1s", "http://198.18.0.1:80/"}, 1, "the kernel sees only this host's servers"},
+		{"threads need the kernel", []string{"-fair-by", "thread", "-d", "1s", "http://" + free + "/"}, 2, "-fair-by thread needs -attribute kernel or both"},
+		{"worker ids are a header", []string{"-fair-by", "worker", "-attribute", "kernel", "-d", "1s", "http://" + free + "/"}, 2, "-fair-by worker counts the server's -id-header"},
+		{"unknown mode", []string{"-attribute", "ebpf", "-d", "1s", "http://" + free + "/"}, 2, `-attribute "ebpf": want header, kernel or both`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, out := runStatus(t, exec.Command(proctest.Bin(t, "loadgen"), c.args...))
+			if code != c.code || !strings.Contains(out, c.want) || strings.Contains(out, "\n") {
+				t.Errorf("status %d, stderr %q; want status %d and one line saying %q", code, out, c.code, c.want)
+			}
+		})
+	}
+
+	t.Run("no privilege", func(t *testing.T) {
+		// A copy nobody may run, as nobody.
+		dir, err := os.MkdirTemp("", "lbbench-nobody-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		os.Chmod(dir, 0o755)
+		b, err := os.ReadFile(proctest.Bin(t, "loadgen"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(dir, "loadgen")
+		if err := os.WriteFile(bin, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "1")
+		cmd := exec.Command(bin, "-attribute", "kernel", "-d", "1s", "http://"+tg.Addr+"/")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		code, out := runStatus(t, cmd)
+		if code != 1 || !strings.Contains(out, "needs root") || strings.Contains(out, "\n") {
+			t.Errorf("as nobody: status %d, stderr %q; want 1 and one line saying it needs root", code, out)
+		}
+	})
+
+	t.Run("SIGKILL leaves no program", func(t *testing.T) {
+		tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "1")
+		cmd := exec.Command(proctest.Bin(t, "loadgen"), "-attribute", "kernel", "-c", "2", "-d", "30s", "http://"+tg.Addr+"/")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); ourPrograms(t) == 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatal("loadgen never loaded its program")
+			}
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		for deadline := time.Now().Add(3 * time.Second); ourPrograms(t) > 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d BPF program(s) of ours still loaded 3s after loadgen was killed", ourPrograms(t))
+			}
+		}
+	})
+}
+
+// ourPrograms counts the loaded BPF programs named as kattr names its.
+func ourPrograms(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return n
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if info, err := p.Info(); err == nil && info.Name == "lbb_accept" {
+			n++
+		}
+		p.Close()
+	}
+}
+
+// runStatus runs cmd (3 s at most) and returns its exit status and
+// stderr, trimmed.
+func runStatus(t *testing.T, cmd *exec.Cmd) (int, string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("still running after 5s: %s", stderr.String())
+	}
+	return cmd.ProcessState.ExitCode(), strings.TrimSpace(stderr.String())
 }

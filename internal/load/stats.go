@@ -267,6 +267,9 @@ func (s *shard) recordKernel(x *sample) {
 		s.sec.conns++
 	}
 	for _, c := range []*counts{&s.total, &s.sec} {
+		if x.workerID > 0 { // fair-by worker: the header's worker id
+			addTo(c.workers, x.workerID-1, conns)
+		}
 		if !x.acc.known {
 			c.unresolved.Requests++
 			c.unresolved.Connections += conns

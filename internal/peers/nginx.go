@@ -123,11 +123,20 @@ http {
 	return n, nil
 }
 
-// luaBurn spins on the wall clock (ngx.now is cached per event, so the
-// clock is updated each turn) for the given microseconds, then answers.
+// luaBurn spins on CLOCK_MONOTONIC, read through LuaJIT's FFI (ngx.now
+// has millisecond resolution), for the given microseconds, then answers.
 const luaBurn = `content_by_lua_block {
-        local stop = ngx.now() + %d / 1e6
-        repeat ngx.update_time() until ngx.now() >= stop
+        local ffi = require "ffi"
+        if not pcall(ffi.typeof, "lbbench_timespec") then
+          ffi.cdef[[
+            typedef struct { long tv_sec; long tv_nsec; } lbbench_timespec;
+            int clock_gettime(int clk, lbbench_timespec *tp);
+          ]]
+        end
+        local ts = ffi.new("lbbench_timespec")
+        local function ns() ffi.C.clock_gettime(1, ts); return tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec) end
+        local stop = ns() + %d * 1000
+        repeat until ns() >= stop
         ngx.say("ok")
       }`
 

@@ -215,7 +215,7 @@ func (t *Table) shareChart(row benchproc.Key) *plot.Plot {
 			continue
 		}
 		bars.LineStyle.Width = 0
-		bars.Color = plotutil.Color(i)
+		bars.Color = seriesColor(i)
 		bars.Offset = width * vg.Length(float64(i)-float64(len(t.Cols)-1)/2)
 		p.Add(bars)
 		p.Legend.Add(colLabel(col), bars)
@@ -286,7 +286,7 @@ func (t *Table) spectrumChart(row benchproc.Key) *plot.Plot {
 		if err != nil {
 			continue
 		}
-		l.Color = plotutil.Color(i)
+		l.Color = seriesColor(i)
 		l.Width = vg.Points(1.5)
 		l.Dashes = plotutil.Dashes(i)
 		p.Add(l)
@@ -353,7 +353,7 @@ func (t *Table) scalingCharts(rows []benchproc.Key, c Chart) []titled {
 			if err != nil {
 				continue
 			}
-			l.Color, sc.Color = plotutil.Color(i), plotutil.Color(i)
+			l.Color, sc.Color = seriesColor(i), seriesColor(i)
 			sc.Shape = plotutil.Shape(i)
 			l.Dashes = plotutil.Dashes(i)
 			p.Add(l, sc)
@@ -408,7 +408,7 @@ func (t *Table) barChart(row benchproc.Key, c Chart) *plot.Plot {
 	if err != nil {
 		return nil
 	}
-	bars.Color = plotutil.Color(0)
+	bars.Color = seriesColor(0)
 	bars.LineStyle.Width = 0
 	p.Add(bars)
 	p.NominalX(labels...)
@@ -419,4 +419,22 @@ func (t *Table) barChart(row benchproc.Key, c Chart) *plot.Plot {
 	}
 	p.Title.TextStyle.Font.Size = vg.Points(12)
 	return p
+}
+
+// moreColors follow plotutil's seven, so that up to twelve columns (the
+// servers scenario has ten) never share a color.
+var moreColors = []color.Color{
+	color.RGBA{0x17, 0xbe, 0xcf, 0xff}, // teal
+	color.RGBA{0xbc, 0xbd, 0x22, 0xff}, // olive
+	color.RGBA{0x7f, 0x7f, 0x7f, 0xff}, // gray
+	color.RGBA{0x8c, 0x56, 0x4b, 0xff}, // brown
+	color.RGBA{0x00, 0x00, 0x80, 0xff}, // navy
+}
+
+// seriesColor is column i's color.
+func seriesColor(i int) color.Color {
+	if n := len(plotutil.DefaultColors); i >= n && i < n+len(moreColors) {
+		return moreColors[i-n]
+	}
+	return plotutil.Color(i)
 }

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/lbbench/lbbench/internal/load"
+	"github.com/lbbench/lbbench/internal/peers"
+)
+
+// Real servers, each a model of the matrix: started and configured by the
+// suite on loopback, attributed by the kernel (they send no worker
+// header the suite can trust, and HAProxy's workers are threads).
+
+// serverModel is a real server the suite can run as a model.
+type serverModel struct {
+	start func(o serverOptions) (server, error)
+	// fairBy is what the server's workers are: processes or threads.
+	fairBy string
+}
+
+// serverOptions are what a cell asks of a server.
+type serverOptions struct {
+	bin     string // the folder with bin/gohttp
+	addr    string
+	workers int
+	work    time.Duration // CPU burnt per request
+	cpus    []int         // pin the server here (nil: no pinning)
+}
+
+// server is a running server of a cell, the target's or a real one.
+type server interface {
+	Stop() error
+	// stallPID is the process to pause to stall one worker, 0 when one
+	// worker cannot be paused alone (threads, goroutines).
+	stallPID() int
+}
+
+var serverModels = map[string]serverModel{
+	"nginx-mutex":     {start: nginx(false, true), fairBy: load.FairProcess},
+	"nginx-shared":    {start: nginx(false, false), fairBy: load.FairProcess},
+	"nginx-reuseport": {start: nginx(true, false), fairBy: load.FairProcess},
+	"haproxy":         {start: haproxy(false), fairBy: load.FairThread},
+	"haproxy-shards":  {start: haproxy(true), fairBy: load.FairThread},
+	"gohttp":          {start: startGoHTTP, fairBy: load.FairProcess},
+}
+
+// nginx 1.22: workers share one socket, woken one at a time by
+// EPOLLEXCLUSIVE (accept_mutex off, the default) or taking turns with
+// the accept mutex; or each has its own (listen ... reuseport).
+func nginx(reuseport, mutex bool) func(serverOptions) (server, error) {
+	return func(o serverOptions) (server, error) {
+		n, err := peers.StartNginx(peers.NginxOptions{Addr: o.addr, Workers: o.workers, ReusePort: reuseport,
+			AcceptMutex: mutex, Work: o.work, CPUs: o.cpus})
+		if err != nil {
+			return nil, err
+		}
+		return nginxServer{n}, nil
+	}
+}
+
+type nginxServer struct{ *peers.Nginx }
+
+func (n nginxServer) stallPID() int {
+	if w := n.Workers(); len(w) > 0 {
+		return w[0]
+	}
+	return 0
+}
+
+// haproxy 2.6, one process with a thread per worker: one shared socket
+// (with its multi-queue accept, the default), or one per thread (shards
+// by-thread).
+func haproxy(shards bool) func(serverOptions) (server, error) {
+	return func(o serverOptions) (server, error) {
+		h, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: o.addr, Threads: o.workers, Shards: shards, Work: o.work, CPUs: o.cpus})
+		if err != nil {
+			return nil, err
+		}
+		return haproxyServer{h}, nil
+	}
+}
+
+type haproxyServer struct{ *peers.HAProxy }
+
+func (haproxyServer) stallPID() int { return 0 } // SIGSTOP stops every thread
+
+func startGoHTTP(o serverOptions) (server, error) {
+	g, err := peers.StartGoHTTP(peers.GoHTTPOptions{Bin: filepath.Join(o.bin, "gohttp"), Addr: o.addr, Procs: o.workers, Work: o.work, CPUs: o.cpus})
+	if err != nil {
+		return nil, err
+	}
+	return goServer{g}, nil
+}
+
+type goServer struct{ *peers.GoHTTP }
+
+func (g goServer) stallPID() int { return g.Workers()[0] }
+
+// targetServer is bin/target as a cell's server.
+type targetServer struct {
+	*peers.Target
+	inproc bool
+}
+
+func (t targetServer) Stop() error { return t.Target.Stop(10 * time.Second) }
+
+func (t targetServer) stallPID() int {
+	if t.inproc {
+		return 0
+	}
+	return t.Ready.Workers[0].PID
+}
+
+// isServer says whether a model is a real server.
+func isServer(model string) bool { _, ok := serverModels[model]; return ok }
+
+// inProc says whether a target model runs its workers in one process.
+func inProc(model string) bool { return slices.Contains(modelFlags[model], "-inproc") }
+
+// canStall says whether one worker of the model can be paused alone.
+func canStall(model string) bool {
+	return !inProc(model) && (!isServer(model) || serverModels[model].fairBy == load.FairProcess)
+}
+
+// fairBy is what loadgen counts as the model's workers.
+func fairBy(model string) string {
+	switch {
+	case isServer(model):
+		return serverModels[model].fairBy
+	case inProc(model):
+		return load.FairWorker
+	}
+	return load.FairProcess
+}
+
+// attributionArgs are loadgen's attribution flags for a model: the
+// kernel's (for every model of a cell group with a real server, so that
+// all pay its cost), else the target's header.
+func attributionArgs(model string, kernel bool) []string {
+	args := []string{"-fair-by", fairBy(model)}
+	switch {
+	case kernel && fairBy(model) == load.FairWorker:
+		return append(args, "-attribute", "both") // goroutines: their ids come from the header
+	case kernel:
+		return append(args, "-attribute", "kernel")
+	}
+	return args
+}
+
+// withKernelAttribution attributes every cell of a scenario by the
+// kernel when one of them is a real server: the BPF program costs every
+// system call a little, and the cells compared must pay alike.
+func withKernelAttribution(cells []Cell) []Cell {
+	if !slices.ContainsFunc(cells, func(c Cell) bool { return isServer(c.Model) }) {
+		return cells
+	}
+	for i := range cells {
+		cells[i].Kernel = true
+	}
+	return cells
+}
+
+// cpuRange lists the CPUs lo to hi.
+func cpuRange(lo, hi int) []int {
+	var out []int
+	for c := lo; c <= hi; c++ {
+		out = append(out, c)
+	}
+	return out
+}
