@@ -473,18 +473,40 @@ func (t *Tracer) Drain(maxAge time.Duration) {
 	}
 }
 
-// Take reads the ring and returns every accept read and not asked for
-// (in the table), emptying it.
-func (t *Tracer) Take() map[Tuple]Acceptor {
+// Event is one accept as the kernel reported it.
+type Event struct {
+	Tuple
+	Acceptor
+	At int64 // kernel monotonic nanoseconds
+}
+
+// Read reads every accept on the ring now, in order, for a caller that
+// counts each one (a watch of the port) rather than asking about its own
+// connections: these never enter the table Accepted looks in.
+func (t *Tracer) Read() []Event {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.drain()
-	out := make(map[Tuple]Acceptor, len(t.table))
-	for tu, e := range t.table {
-		out[tu] = e.Acceptor
+	var out []Event
+	for t.reader.AvailableBytes() > 0 {
+		if err := t.reader.ReadInto(&t.rec); err != nil {
+			break
+		}
+		if len(t.rec.RawSample) < eventSize {
+			continue
+		}
+		ev := (*event)(unsafe.Pointer(&t.rec.RawSample[0]))
+		tu, a := ev.decode()
+		out = append(out, Event{tu, a, int64(ev.At)})
+		t.recorded.Add(1)
 	}
-	t.table = map[Tuple]entry{}
 	return out
+}
+
+// pending is how many accepts wait in the table (read, not asked for).
+func (t *Tracer) pending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.table)
 }
 
 // Recorded is how many accepts were read; Missed how many the ring

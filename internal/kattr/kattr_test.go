@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -86,12 +87,52 @@ func TestAcceptsAttributed(t *testing.T) {
 	if got := tr.Recorded(); got != n {
 		t.Errorf("recorded %d accepts, want %d (missed %d)", got, n, tr.Missed())
 	}
-	if len(tr.Take()) != 0 || tr.Missed() != 0 {
-		t.Errorf("entries left or missed: %d", tr.Missed())
+	if tr.Drain(time.Minute); tr.pending() != 0 || tr.Missed() != 0 {
+		t.Errorf("%d entries left, %d missed", tr.pending(), tr.Missed())
 	}
 	// An accept older than the connection asked about is not its own.
 	if _, ok := tr.Accepted(Tuple{Client: clients[0], Server: server}, tr.Mono(time.Now())); ok {
 		t.Error("a forgotten accept was found again")
+	}
+}
+
+// TestRead: a watch reads every accept, in order, each once.
+func TestRead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tr := start(t, uint16(ln.Addr().(*net.TCPAddr).Port))
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	var want []netip.AddrPort
+	for range 50 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, c.LocalAddr().(*net.TCPAddr).AddrPort())
+		c.Close()
+	}
+	var got []netip.AddrPort
+	for deadline := time.Now().Add(2 * time.Second); len(got) < len(want) && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, ev := range tr.Read() {
+			if ev.PID != os.Getpid() {
+				t.Errorf("accepted by pid %d, want %d", ev.PID, os.Getpid())
+			}
+			got = append(got, ev.Client)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("read %v, want %v", got, want)
 	}
 }
 

@@ -1,0 +1,450 @@
+// Command acceptwatch watches a TCP port on this host and shows, once a
+// second and at the end, which processes and threads accept its new
+// connections (as the kernel saw each accept), how evenly, the accept
+// queue of every listening socket on the port, and the host's listen
+// overflows. It generates no load: point it at a live server (nginx,
+// HAProxy, a Go service) while its clients run. It needs root (BPF).
+//
+//	acceptwatch -port 8080 -d 30s -by thread -metrics-addr 127.0.0.1:9102
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/procfs"
+
+	"github.com/lbbench/lbbench/internal/atomicfile"
+	"github.com/lbbench/lbbench/internal/cli"
+	"github.com/lbbench/lbbench/internal/fairness"
+	"github.com/lbbench/lbbench/internal/kattr"
+	"github.com/lbbench/lbbench/internal/kernel"
+	"github.com/lbbench/lbbench/internal/sockets"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+type options struct {
+	port        int
+	duration    time.Duration
+	by          string
+	workers     int
+	metricsAddr string
+	jsonPath    string
+	quiet       bool
+}
+
+func parse(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("acceptwatch", flag.ContinueOnError)
+	fs.IntVar(&o.port, "port", 0, "the TCP port to watch (required)")
+	fs.DurationVar(&o.duration, "d", 0, "how long to watch (0: until Ctrl-C)")
+	fs.StringVar(&o.by, "by", "process", "what the fairness figures count as a worker: process or thread")
+	fs.IntVar(&o.workers, "workers", 0, "workers the server has; those that accept nothing count as zeros in the fairness figures")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on HOST:PORT while watching")
+	fs.StringVar(&o.jsonPath, "json", "", "write the final counts to this file")
+	fs.BoolVar(&o.quiet, "q", false, "no line per second; only the summary")
+	if err := cli.Parse(fs, args, stderr); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected argument %q (the port goes in -port)", fs.Arg(0))
+	case o.port < 1 || o.port > 65535:
+		return nil, errors.New("-port: give the port to watch, 1 to 65535")
+	case o.duration < 0:
+		return nil, errors.New("-d must not be negative")
+	case o.by != "process" && o.by != "thread":
+		return nil, fmt.Errorf("-by %q: want process or thread", o.by)
+	case o.workers < 0:
+		return nil, errors.New("-workers must not be negative")
+	}
+	if o.metricsAddr != "" {
+		if _, err := sockets.ParseAddr(o.metricsAddr); err != nil {
+			return nil, fmt.Errorf("-metrics-addr: %v", err)
+		}
+	}
+	if o.jsonPath != "" {
+		if err := atomicfile.CheckWritable(o.jsonPath); err != nil {
+			return nil, fmt.Errorf("-json: %v", err)
+		}
+	}
+	return o, nil
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "acceptwatch: %v\n", err)
+		return 2
+	}
+	if err := watch(o, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "acceptwatch: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// Summary is what -json writes: every accept seen, by process and by
+// thread, and the fairness figures over what -by counts.
+type Summary struct {
+	Port            int                  `json:"port"`
+	DurationSeconds float64              `json:"duration_seconds"`
+	Accepts         int64                `json:"accepts"`
+	Missed          int64                `json:"missed"`
+	By              string               `json:"by"`
+	PerPID          map[string]*Count    `json:"per_pid"`
+	PerTID          map[string]*Count    `json:"per_tid"`
+	Fairness        fairness.Figures     `json:"fairness"`
+	Sockets         []Socket             `json:"sockets"`
+	Kernel          map[string]uint64    `json:"kernel_deltas"` // ListenOverflows, ListenDrops (the whole host)
+	Seconds         []map[string]float64 `json:"per_second_share,omitempty"`
+}
+
+// Count is one process's or thread's accepts.
+type Count struct {
+	PID     int    `json:"pid"`
+	Comm    string `json:"comm"`
+	Accepts int64  `json:"accepts"`
+}
+
+// Socket is a listening socket on the port and who holds it.
+type Socket struct {
+	Addr     string `json:"addr"`
+	Inode    uint64 `json:"inode"`
+	Owners   []int  `json:"owners"`
+	Queue    uint32 `json:"queue"`
+	MaxQueue uint32 `json:"max_queue"` // the longest seen at a one-second look
+	Backlog  uint32 `json:"backlog"`
+}
+
+// tally counts accepts by process and by thread.
+type tally struct {
+	pids, tids map[int]*Count
+	total      int64
+}
+
+func newTally() *tally { return &tally{pids: map[int]*Count{}, tids: map[int]*Count{}} }
+
+func (t *tally) add(ev kattr.Event) {
+	for _, k := range []struct {
+		m  map[int]*Count
+		id int
+	}{{t.pids, ev.PID}, {t.tids, ev.TID}} {
+		c := k.m[k.id]
+		if c == nil {
+			c = &Count{PID: ev.PID, Comm: ev.Comm}
+			k.m[k.id] = c
+		}
+		c.Accepts++
+	}
+	t.total++
+}
+
+// units are the counts the fairness figures are over, zeros added for
+// workers that accepted nothing.
+func (t *tally) units(by string, workers int) []float64 {
+	m := t.pids
+	if by == "thread" {
+		m = t.tids
+	}
+	var xs []float64
+	for _, c := range m {
+		xs = append(xs, float64(c.Accepts))
+	}
+	for len(xs) < workers {
+		xs = append(xs, 0)
+	}
+	return xs
+}
+
+func watch(o *options, stdout, stderr io.Writer) error {
+	ls, err := sockets.Listeners(uint16(o.port))
+	if err != nil {
+		return fmt.Errorf("cannot list sockets: %v", err)
+	}
+	if len(ls) == 0 {
+		return fmt.Errorf("nothing listens on port %d on this host (the kernel sees only this host's servers)", o.port)
+	}
+	tr, err := kattr.Start(uint16(o.port))
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+
+	var m *watchMetrics
+	if o.metricsAddr != "" {
+		ln, err := net.Listen("tcp", o.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen metrics %s: %v", o.metricsAddr, errors.Unwrap(err))
+		}
+		m = newWatchMetrics(o.port)
+		srv := &http.Server{Handler: promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if o.duration > 0 {
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	until := "Ctrl-C ends it"
+	if o.duration > 0 {
+		until = "for " + o.duration.String()
+	}
+	fmt.Fprintf(stderr, "watching port %d (%d listening sockets), %s\n", o.port, len(ls), until)
+	before, _ := kernel.TcpExt()
+	owners := socketOwners()
+	socks := map[uint64]*Socket{}
+	total := newTally()
+	sum := &Summary{Port: o.port, By: o.by}
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-tick.C:
+		}
+		sec := newTally()
+		for _, ev := range tr.Read() {
+			sec.add(ev)
+			total.add(ev)
+			m.observe(ev)
+		}
+		ls, _ := sockets.Listeners(uint16(o.port))
+		for _, l := range ls {
+			s := socks[l.Inode]
+			if s == nil {
+				if _, known := owners[l.Inode]; !known {
+					owners = socketOwners() // a socket opened since: look again
+				}
+				s = &Socket{Addr: l.Addr.String(), Inode: l.Inode, Owners: owners[l.Inode], Backlog: l.Backlog}
+				socks[l.Inode] = s
+			}
+			s.Queue, s.MaxQueue = l.Queue, max(s.MaxQueue, l.Queue)
+			m.queue(s)
+		}
+		now, _ := kernel.TcpExt()
+		m.kernel(before, now, tr.Missed())
+		if done && sec.total == 0 {
+			break
+		}
+		shares := map[string]float64{}
+		for id, c := range pick(sec, o.by) {
+			shares[strconv.Itoa(id)] = float64(c.Accepts) / float64(max(sec.total, 1))
+		}
+		sum.Seconds = append(sum.Seconds, shares)
+		if !o.quiet {
+			fmt.Fprintln(stderr, secondLine(time.Since(start), sec, o, ls, before, now))
+		}
+	}
+
+	after, _ := kernel.TcpExt()
+	sum.DurationSeconds = time.Since(start).Seconds()
+	sum.Accepts, sum.Missed = total.total, tr.Missed()
+	sum.PerPID, sum.PerTID = byID(total.pids), byID(total.tids)
+	sum.Fairness = fairness.Compute(total.units(o.by, o.workers))
+	sum.Kernel = map[string]uint64{}
+	for _, k := range []string{"ListenOverflows", "ListenDrops"} {
+		sum.Kernel[k] = after[k] - before[k]
+	}
+	for _, ino := range slices.Sorted(maps.Keys(socks)) {
+		sum.Sockets = append(sum.Sockets, *socks[ino])
+	}
+	printSummary(stdout, sum)
+	if o.jsonPath != "" {
+		b, _ := json.MarshalIndent(sum, "", "  ")
+		if err := atomicfile.WriteBytes(o.jsonPath, append(b, '\n')); err != nil {
+			return err
+		}
+	}
+	if sum.Missed > 0 {
+		return fmt.Errorf("%d accepts could not be recorded (the ring buffer was full): the counts are short by that many", sum.Missed)
+	}
+	return nil
+}
+
+func pick(t *tally, by string) map[int]*Count {
+	if by == "thread" {
+		return t.tids
+	}
+	return t.pids
+}
+
+func byID(m map[int]*Count) map[string]*Count {
+	out := map[string]*Count{}
+	for id, c := range m {
+		out[strconv.Itoa(id)] = c
+	}
+	return out
+}
+
+// secondLine is one second: accepts, the busiest workers' shares, Jain,
+// the accept queues and the host's listen overflows so far.
+func secondLine(since time.Duration, sec *tally, o *options, ls []sockets.Listener, before, now map[string]uint64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%5.1fs] %7d accepts", since.Seconds(), sec.total)
+	m := pick(sec, o.by)
+	ids := slices.SortedFunc(maps.Keys(m), func(a, c int) int { return cmp.Compare(m[c].Accepts, m[a].Accepts) })
+	for i, id := range ids {
+		if i == 4 {
+			fmt.Fprintf(&b, " +%d more", len(ids)-4)
+			break
+		}
+		fmt.Fprintf(&b, "  %s %d %4.1f%%", o.by[:1], id, 100*float64(m[id].Accepts)/float64(sec.total))
+	}
+	if sec.total > 0 {
+		fmt.Fprintf(&b, "  Jain %.3f", fairness.Compute(sec.units(o.by, o.workers)).Jain)
+	}
+	var q []string
+	for _, l := range ls {
+		q = append(q, fmt.Sprintf("%d/%d", l.Queue, l.Backlog))
+	}
+	fmt.Fprintf(&b, "  queue %s  overflows +%d", strings.Join(q, " "), now["ListenOverflows"]-before["ListenOverflows"])
+	return b.String()
+}
+
+func printSummary(w io.Writer, s *Summary) {
+	fmt.Fprintf(w, "%.1fs on port %d: %d accepts (%.0f/s), %d missed\n", s.DurationSeconds, s.Port, s.Accepts,
+		float64(s.Accepts)/max(s.DurationSeconds, 1e-9), s.Missed)
+	fmt.Fprintf(w, "\n  %-10s %-16s %10s %7s\n", "pid", "comm", "accepts", "share")
+	for _, id := range byAccepts(s.PerPID) {
+		c := s.PerPID[id]
+		fmt.Fprintf(w, "  %-10s %-16s %10d %6.1f%%\n", id, c.Comm, c.Accepts, 100*float64(c.Accepts)/float64(max(s.Accepts, 1)))
+	}
+	fmt.Fprintf(w, "\n  %-10s %-10s %-16s %10s %7s\n", "tid", "pid", "comm", "accepts", "share")
+	for _, id := range byAccepts(s.PerTID) {
+		c := s.PerTID[id]
+		fmt.Fprintf(w, "  %-10s %-10d %-16s %10d %6.1f%%\n", id, c.PID, c.Comm, c.Accepts, 100*float64(c.Accepts)/float64(max(s.Accepts, 1)))
+	}
+	f := s.Fairness
+	fmt.Fprintf(w, "\n  Fairness by %s over %d: max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
+		s.By, f.Workers, f.MaxOverMean, f.MinOverMean, f.CoV, f.Jain, f.ChiSquare, f.PValue)
+	fmt.Fprintf(w, "\n  %-24s %-10s %-16s %7s %9s %8s\n", "listening socket", "inode", "held by", "queue", "max seen", "backlog")
+	for _, k := range s.Sockets {
+		var owners []string
+		for _, p := range k.Owners {
+			owners = append(owners, strconv.Itoa(p))
+		}
+		fmt.Fprintf(w, "  %-24s %-10d %-16s %7d %9d %8d\n", k.Addr, k.Inode, strings.Join(owners, ","), k.Queue, k.MaxQueue, k.Backlog)
+	}
+	fmt.Fprintf(w, "  Host: ListenOverflows +%d, ListenDrops +%d (every port)\n", s.Kernel["ListenOverflows"], s.Kernel["ListenDrops"])
+}
+
+func byAccepts(m map[string]*Count) []string {
+	return slices.SortedFunc(maps.Keys(m), func(a, b string) int { return cmp.Compare(m[b].Accepts, m[a].Accepts) })
+}
+
+// socketOwners maps socket inodes to the processes holding a descriptor
+// of them.
+func socketOwners() map[uint64][]int {
+	out := map[uint64][]int{}
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return out
+	}
+	for _, p := range procs {
+		targets, err := p.FileDescriptorTargets()
+		if err != nil {
+			continue
+		}
+		for _, t := range targets {
+			if !strings.HasPrefix(t, "socket:[") {
+				continue
+			}
+			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(t, "socket:["), "]"), 10, 64)
+			if err == nil && !slices.Contains(out[ino], p.PID) {
+				out[ino] = append(out[ino], p.PID)
+			}
+		}
+	}
+	return out
+}
+
+// watchMetrics are the live Prometheus series; a nil *watchMetrics
+// records nothing.
+type watchMetrics struct {
+	reg              *prometheus.Registry
+	byPID, byTID     *prometheus.CounterVec
+	queues, backlogs *prometheus.GaugeVec
+	overflows, drops prometheus.Gauge
+	missed           prometheus.Gauge
+}
+
+func newWatchMetrics(port int) *watchMetrics {
+	l := prometheus.Labels{"port": strconv.Itoa(port)}
+	m := &watchMetrics{
+		reg: prometheus.NewRegistry(),
+		byPID: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lbbench_watch_accepts_total", ConstLabels: l,
+			Help: "Connections accepted on the port, by the accepting process (the kernel's view)."}, []string{"pid", "comm"}),
+		byTID: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lbbench_watch_thread_accepts_total", ConstLabels: l,
+			Help: "Connections accepted on the port, by the accepting thread."}, []string{"pid", "tid", "comm"}),
+		queues: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lbbench_watch_accept_queue", ConstLabels: l,
+			Help: "Accept queue length of each listening socket on the port, once a second."}, []string{"inode", "owners"}),
+		backlogs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lbbench_watch_accept_queue_limit", ConstLabels: l,
+			Help: "Accept queue limit (backlog) of each listening socket on the port."}, []string{"inode", "owners"}),
+		overflows: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lbbench_watch_host_listen_overflows", ConstLabels: l,
+			Help: "TcpExt ListenOverflows of the whole host since the watch began."}),
+		drops: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lbbench_watch_host_listen_drops", ConstLabels: l,
+			Help: "TcpExt ListenDrops of the whole host since the watch began."}),
+		missed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lbbench_watch_missed_accepts", ConstLabels: l,
+			Help: "Accepts the kernel could not hand over (full ring buffer); the counts are short by this many."}),
+	}
+	m.reg.MustRegister(m.byPID, m.byTID, m.queues, m.backlogs, m.overflows, m.drops, m.missed)
+	return m
+}
+
+func (m *watchMetrics) observe(ev kattr.Event) {
+	if m == nil {
+		return
+	}
+	pid := strconv.Itoa(ev.PID)
+	m.byPID.WithLabelValues(pid, ev.Comm).Inc()
+	m.byTID.WithLabelValues(pid, strconv.Itoa(ev.TID), ev.Comm).Inc()
+}
+
+func (m *watchMetrics) queue(s *Socket) {
+	if m == nil {
+		return
+	}
+	var owners []string
+	for _, p := range s.Owners {
+		owners = append(owners, strconv.Itoa(p))
+	}
+	ino, own := strconv.FormatUint(s.Inode, 10), strings.Join(owners, ",")
+	m.queues.WithLabelValues(ino, own).Set(float64(s.Queue))
+	m.backlogs.WithLabelValues(ino, own).Set(float64(s.Backlog))
+}
+
+func (m *watchMetrics) kernel(before, now map[string]uint64, missed int64) {
+	if m == nil {
+		return
+	}
+	m.overflows.Set(float64(now["ListenOverflows"] - before["ListenOverflows"]))
+	m.drops.Set(float64(now["ListenDrops"] - before["ListenDrops"]))
+	m.missed.Set(float64(missed))
+}
