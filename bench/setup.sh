@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need when it is missing: Debian's
-# nginx, wrk, prometheus (with promtool) and curl, and the Go modules and
+# nginx (with its Lua module, for the CPU-heavy handler), HAProxy, wrk,
+# prometheus (with promtool) and curl, and the Go modules and
 # tools (benchstat) through the module proxy. As root it installs; as
 # anyone else it says what to install and fails.
 set -euo pipefail
@@ -8,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
+[[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || need+=(libnginx-mod-http-lua)
+command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
