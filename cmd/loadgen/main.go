@@ -4,6 +4,7 @@
 //
 //	loadgen -c 50 -d 10s -conn close http://127.0.0.1:8080/
 //	loadgen -rate 20000 -d 30s -json run.json -bench run.txt http://127.0.0.1:8080/
+//	loadgen merge -json all.json a.json b.json     # runs of several generators, merged exactly
 package main
 
 import (
@@ -36,6 +37,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "merge" {
+		os.Exit(runMerge(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -52,7 +56,12 @@ type flags struct {
 	metricsAddr string
 	linger      time.Duration
 	restartsURL string
+	hdrLogPath  string
+	startAt     time.Time
 }
+
+// maxStartAhead bounds -start-at: a time further away is a mistake.
+const maxStartAhead = 24 * time.Hour
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	f := &flags{}
@@ -87,6 +96,15 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.quiet, "q", false, "no summary on stdout")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve live Prometheus metrics on HOST:PORT while running")
 	fs.StringVar(&f.restartsURL, "restarts", "", "the target's restart list (http://METRICS-ADDR/restarts): count what each rolling restart cost")
+	fs.StringVar(&f.hdrLogPath, "hdr-log", "", "write an HdrHistogram interval log (one latency histogram per second, nanoseconds) to this file")
+	fs.Func("start-at", "wait until this time (RFC 3339, e.g. 2026-11-21T10:00:00Z), then run: several generators on several hosts start together", func(v string) error {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return errors.New("want an RFC 3339 time such as 2026-11-21T10:00:00Z")
+		}
+		f.startAt = t
+		return nil
+	})
 	fs.DurationVar(&f.linger, "metrics-linger", 0, "keep serving metrics this long after the run, so a last scrape sees the final counts")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
@@ -124,14 +142,21 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		if u, err := url.Parse(f.restartsURL); err != nil || u.Scheme != "http" || u.Host == "" {
 			return nil, fmt.Errorf("-restarts %q: want http://HOST:PORT/restarts", f.restartsURL)
 		}
-		o.KeepSecondHistograms = true
 	}
 	if f.metricsAddr != "" {
 		if _, err := sockets.ParseAddr(f.metricsAddr); err != nil {
 			return nil, fmt.Errorf("-metrics-addr: %v", err)
 		}
 	}
-	for _, out := range []struct{ flag, path string }{{"-json", f.jsonPath}, {"-bench", f.benchPath}, {"-series", f.seriesPath}} {
+	if !f.startAt.IsZero() {
+		switch ahead := time.Until(f.startAt); {
+		case ahead < 0:
+			return nil, fmt.Errorf("-start-at %s is %v in the past", f.startAt.Format(time.RFC3339), (-ahead).Round(time.Second))
+		case ahead > maxStartAhead:
+			return nil, fmt.Errorf("-start-at %s is more than %v away", f.startAt.Format(time.RFC3339), maxStartAhead)
+		}
+	}
+	for _, out := range []struct{ flag, path string }{{"-json", f.jsonPath}, {"-bench", f.benchPath}, {"-series", f.seriesPath}, {"-hdr-log", f.hdrLogPath}} {
 		if out.path == "" {
 			continue
 		}
@@ -189,6 +214,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer tr.Close()
 		f.opts.Kernel = tr
 	}
+	if !f.startAt.IsZero() {
+		fmt.Fprintf(stderr, "loadgen: starting at %s (in %v)\n", f.startAt.Format(time.RFC3339Nano), time.Until(f.startAt).Round(time.Millisecond))
+		select {
+		case <-time.After(time.Until(f.startAt)):
+		case <-ctx.Done():
+			fmt.Fprintln(stderr, "loadgen: interrupted before the start")
+			return 1
+		}
+	}
+	gen := &report.Generator{StartAt: f.startAt.UTC(), Started: time.Now().UTC()}
+	gen.Hostname, _ = os.Hostname()
+	start = time.Now()
 	before := kernel.Take()
 	res, err := load.Run(ctx, f.opts, onSecond)
 	if err != nil {
@@ -196,6 +233,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
+	doc.Generator = gen
 	if f.restartsURL != "" {
 		strategy, events, err := fetchRestarts(f.restartsURL)
 		if err != nil {
@@ -242,6 +280,11 @@ func writeOutputs(f *flags, doc *report.Doc) error {
 	}
 	if f.seriesPath != "" {
 		if err := atomicfile.Write(f.seriesPath, func(w io.Writer) error { return report.SeriesCSV(w, doc) }); err != nil {
+			return err
+		}
+	}
+	if f.hdrLogPath != "" {
+		if err := atomicfile.Write(f.hdrLogPath, func(w io.Writer) error { return report.IntervalLog(w, doc) }); err != nil {
 			return err
 		}
 	}

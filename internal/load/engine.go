@@ -58,11 +58,8 @@ type Result struct {
 	TTFB           *hdrhistogram.Histogram // request written to first response byte
 	Lag            *hdrhistogram.Histogram // actual - intended send time (open loop)
 	Series         []Second
-	// SecondHists are the per-second latency histograms, aligned with
-	// Series, when Options.KeepSecondHistograms is set.
-	SecondHists []*hdrhistogram.Histogram
-	CPUSeconds  float64 // this process's user+system CPU in the measured part
-	Interrupted bool    // stopped early by the caller (Ctrl-C)
+	CPUSeconds     float64 // this process's user+system CPU in the measured part
+	Interrupted    bool    // stopped early by the caller (Ctrl-C)
 }
 
 // TotalErrors sums the errors of every kind.
@@ -167,10 +164,8 @@ loop:
 				o.Kernel.Drain(10 * time.Second) // other clients' accepts, and those never answered
 			}
 			sec := tick(shards, now.Sub(e.measureStart).Seconds(), merged, o.FairBy)
+			sec.At = now
 			series = append(series, sec)
-			if o.KeepSecondHistograms {
-				res.SecondHists = append(res.SecondHists, merged.Clone())
-			}
 			if onSecond != nil {
 				onSecond(sec)
 			}
@@ -204,10 +199,8 @@ loop:
 	res.CPUSeconds = cpuSeconds() - cpu0
 
 	if last := tick(shards, stopAt.Sub(e.measureStart).Seconds(), merged, e.o.FairBy); last.Requests > 0 || last.Errors > 0 {
+		last.At = stopAt
 		series = append(series, last)
-		if o.KeepSecondHistograms {
-			res.SecondHists = append(res.SecondHists, merged.Clone())
-		}
 		if onSecond != nil {
 			onSecond(last)
 		}

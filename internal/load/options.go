@@ -61,9 +61,6 @@ type Options struct {
 	// (default), FairThread (the accepting thread; kernel attribution) or
 	// FairWorker (the X-Worker-Id the server sends; in-process workers).
 	FairBy string
-	// KeepSecondHistograms keeps each second's latency histogram in the
-	// result (for latency around restarts); it costs ~250 KiB a second.
-	KeepSecondHistograms bool
 	// Observe, if set, is called with the latency in seconds of every
 	// measured successful request (live metrics); it must be safe for
 	// concurrent use.

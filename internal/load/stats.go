@@ -302,8 +302,10 @@ func (s *shard) recordKernel(x *sample) {
 
 // Second is one second of a run.
 type Second struct {
-	// T is seconds since the measured part began (end of this second).
+	// T is seconds since the measured part began (end of this second);
+	// At is the wall-clock time it ended.
 	T           float64
+	At          time.Time
 	Requests    int64
 	Connections int64
 	Errors      int64
@@ -314,6 +316,10 @@ type Second struct {
 	// worker (Options.FairBy): a pid, a tid or a worker id.
 	PerUnit    map[uint64]int64
 	ErrorKinds map[string]int64
+	// Hist is the second's latency histogram in HdrHistogram's
+	// compressed encoding (base64), kept whole for exact merges and the
+	// interval log.
+	Hist []byte
 }
 
 // tick moves the per-second counts of every shard into one Second.
@@ -361,5 +367,6 @@ func tick(shards []*shard, t float64, merged *hdrhistogram.Histogram, fairBy str
 		sec.P50 = time.Duration(merged.ValueAtQuantile(50))
 		sec.P99 = time.Duration(merged.ValueAtQuantile(99))
 	}
+	sec.Hist, _ = merged.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
 	return sec
 }

@@ -141,9 +141,13 @@ func (d *Doc) AddRestarts(r *load.Result, strategy string, events []RestartEvent
 	if attempts := r.Connections + r.TotalErrors(); attempts > 0 {
 		rs.ResetsPerMillion = 1e6 * float64(rs.Reset) / float64(attempts)
 	}
-	if len(r.SecondHists) == len(r.Series) {
+	{
 		with, without := load.NewHistogram(), load.NewHistogram()
-		for i, h := range r.SecondHists {
+		for i, s := range r.Series {
+			h, err := hdrhistogram.Decode(s.Hist)
+			if err != nil {
+				continue
+			}
 			if withRestart[i] {
 				with.Merge(h)
 				rs.SecondsWith++
@@ -182,6 +186,14 @@ type SecondJSON struct {
 	PerPID      map[string]int64 `json:"per_pid"`
 	// Unattributed are this second's responses without a usable pid.
 	Unattributed int64 `json:"unattributed,omitempty"`
+	// At is when the second ended (wall clock); Histogram its latency
+	// histogram (nanoseconds, compressed HdrHistogram encoding).
+	At           time.Time        `json:"at"`
+	Histogram    string           `json:"histogram,omitempty"`
+	ErrorsByKind map[string]int64 `json:"errors_by_kind,omitempty"`
+	// PerUnit counts requests by the fairness unit when it is not the
+	// process (fair_by thread: tids; worker: worker ids).
+	PerUnit map[string]int64 `json:"per_unit,omitempty"`
 }
 
 // Unattributed counts responses without a usable worker pid.
@@ -274,7 +286,39 @@ type Doc struct {
 	Host        kernel.Host        `json:"host"`
 	SelfCheck   SelfCheck          `json:"self_check"`
 	Interrupted bool               `json:"interrupted"`
-	Series      []SecondJSON       `json:"series"`
+	// StartTime is when the measured part began (wall clock); Generator
+	// is the loadgen process that ran it.
+	StartTime time.Time  `json:"start_time"`
+	Generator *Generator `json:"generator,omitempty"`
+	// Histograms hold every latency histogram whole (nanoseconds), in
+	// HdrHistogram's standard compressed encoding, which HdrHistogram's
+	// own tools decode: "latency", "uncorrected", "connect", "ttfb",
+	// "send_lag". Merges use them, never the percentiles.
+	Histograms map[string]string `json:"histograms"`
+	Series     []SecondJSON      `json:"series"`
+	// Inputs, in a merged document, are the runs merged (loadgen merge).
+	Inputs []Input `json:"inputs,omitempty"`
+}
+
+// Generator says where and when a run was made, so runs from several
+// hosts can be lined up.
+type Generator struct {
+	Hostname string `json:"hostname"`
+	// StartAt is the -start-at time asked for (zero: start at once);
+	// Started is when this process began (its warm-up), by its clock.
+	StartAt time.Time `json:"start_at,omitzero"`
+	Started time.Time `json:"started"`
+}
+
+// histogramNames name Doc.Histograms, in a fixed order.
+var histogramNames = []string{"latency", "uncorrected", "connect", "ttfb", "send_lag"}
+
+func encode(h *hdrhistogram.Histogram) string {
+	b, err := h.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 // Build assembles the document. workers is the number of workers the
@@ -293,6 +337,9 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 		Latency:         quantiles(r.Latency), LatencyCDF: cdf(r.Latency), Uncorrected: quantiles(r.Uncorrected),
 		Connect: quantiles(r.Connect), TTFB: quantiles(r.TTFB), SendLag: quantiles(r.Lag),
 		PerPID: map[string]*load.PIDCount{}, Kernel: obs, Host: host, Interrupted: r.Interrupted,
+		StartTime: r.Start.UTC(),
+		Histograms: map[string]string{"latency": encode(r.Latency), "uncorrected": encode(r.Uncorrected),
+			"connect": encode(r.Connect), "ttfb": encode(r.TTFB), "send_lag": encode(r.Lag)},
 	}
 	if r.LocalityKnown > 0 {
 		d.Locality = &Locality{Connections: r.LocalityKnown, Local: r.LocalConnections,
@@ -342,7 +389,14 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 	var jn int
 	for _, s := range r.Series {
 		sj := SecondJSON{T: s.T, Requests: s.Requests, Connections: s.Connections, Errors: s.Errors,
-			P50: s.P50.Seconds(), P99: s.P99.Seconds(), PerPID: map[string]int64{}, Jain: 1}
+			P50: s.P50.Seconds(), P99: s.P99.Seconds(), PerPID: map[string]int64{}, Jain: 1,
+			At: s.At.UTC(), Histogram: string(s.Hist), ErrorsByKind: s.ErrorKinds}
+		if fairBy != load.FairProcess && len(s.PerUnit) > 0 {
+			sj.PerUnit = map[string]int64{}
+			for u, n := range s.PerUnit {
+				sj.PerUnit[strconv.FormatUint(u, 10)] = n
+			}
+		}
 		for pid, n := range s.PerPID {
 			if pid == 0 {
 				sj.Unattributed = n

@@ -24,6 +24,17 @@ func Summary(w io.Writer, d *Doc) {
 		loop = fmt.Sprintf("open loop, %g req/s %s, pool of %d connections", d.Rate, arr, d.Conns)
 	}
 	fmt.Fprintf(w, "%.1fs @ %s (%s, conn=%s)\n", d.DurationSeconds, d.URL, loop, d.Mode)
+	if len(d.Inputs) > 0 {
+		fmt.Fprintf(w, "  merged from %d runs:\n", len(d.Inputs))
+		for _, in := range d.Inputs {
+			flag := ""
+			if in.Bottleneck {
+				flag = "  (loadgen-bound)"
+			}
+			fmt.Fprintf(w, "    %-24s %-16s started %s  %9.0f req/s  %6d errors  p99 %s%s\n", in.File, in.Hostname,
+				in.Started.Format("15:04:05.000"), in.RequestsPerSec, in.Errors, fmtDur(in.P99), flag)
+		}
+	}
 	if d.Interrupted {
 		fmt.Fprintf(w, "  interrupted: figures cover what ran\n")
 	}

@@ -1,0 +1,329 @@
+package report
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/lbbench/lbbench/internal/load"
+)
+
+// Input is one run of a merged document, so that a slow or failing
+// generator shows.
+type Input struct {
+	File           string    `json:"file"`
+	Hostname       string    `json:"hostname"`
+	Started        time.Time `json:"started"`
+	Requests       int64     `json:"requests"`
+	Errors         int64     `json:"errors"`
+	RequestsPerSec float64   `json:"requests_per_second"`
+	P99            float64   `json:"p99_seconds"`
+	Bottleneck     bool      `json:"loadgen_bottleneck"`
+}
+
+// Merge makes one document of runs made at the same time against the
+// same target by several load generators: counts summed, histograms
+// merged whole (percentiles are computed from the merged histograms,
+// never averaged), fairness recomputed from the summed counts, the
+// per-second series lined up by wall clock. The duration is the span
+// from the earliest start to the latest end. Runs against different
+// targets, in different modes, attributed differently or with other
+// histogram settings are refused. files name the inputs.
+func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
+	if len(docs) == 0 {
+		return nil, errors.New("merge: no runs")
+	}
+	first := docs[0]
+	r := &load.Result{
+		Options: load.Options{URL: first.URL, Mode: first.Mode, Poisson: first.Poisson, ReqsPerConn: first.ReqsPerConn,
+			Attribute: first.Attribution.Mode, FairBy: first.Attribution.FairBy},
+		Errors: map[string]int64{}, PerPID: map[uint64]*load.PIDCount{},
+	}
+	if r.Options.FairBy == "" {
+		r.Options.FairBy = load.FairProcess
+	}
+	hists := map[string]*hdrhistogram.Histogram{}
+	var end time.Time
+	var attr load.Attribution
+	workers, cores := 0, 0
+	var inputs []Input
+	for i, d := range docs {
+		if err := compatible(first, d); err != nil {
+			return nil, fmt.Errorf("merge: %s: %v", files[i], err)
+		}
+		for _, n := range histogramNames {
+			h, err := decode(d.Histograms[n])
+			if err != nil {
+				return nil, fmt.Errorf("merge: %s: histogram %s: %v", files[i], n, err)
+			}
+			if hists[n] == nil {
+				hists[n] = h
+				continue
+			}
+			if !sameGeometry(hists[n], h) {
+				return nil, fmt.Errorf("merge: %s: histogram %s has other settings (range, precision) than %s's", files[i], n, files[0])
+			}
+			hists[n].Merge(h)
+		}
+		r.Options.Conns += d.Conns
+		r.Options.Rate += d.Rate
+		r.Requests += d.Requests
+		r.Connections += d.Connections
+		for k, n := range d.ErrorsByKind {
+			r.Errors[k] += n
+		}
+		if err := sumCounts(r.PerPID, d.PerPID); err != nil {
+			return nil, fmt.Errorf("merge: %s: %v", files[i], err)
+		}
+		if len(d.PerTID) > 0 {
+			if r.PerTID == nil {
+				r.PerTID = map[uint64]*load.TIDCount{}
+			}
+			for k, tc := range d.PerTID {
+				id, err := strconv.ParseUint(k, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("merge: %s: tid %q", files[i], k)
+				}
+				x := r.PerTID[id]
+				if x == nil {
+					x = &load.TIDCount{PID: tc.PID, Comm: tc.Comm}
+					r.PerTID[id] = x
+				}
+				x.Requests += tc.Requests
+				x.Connections += tc.Connections
+			}
+		}
+		if len(d.PerWorker) > 0 {
+			if r.PerWorker == nil {
+				r.PerWorker = map[uint64]*load.PIDCount{}
+			}
+			if err := sumCounts(r.PerWorker, d.PerWorker); err != nil {
+				return nil, fmt.Errorf("merge: %s: %v", files[i], err)
+			}
+		}
+		if u := d.Unattributed; u != nil {
+			r.Unattributed.Requests += u.Requests
+			r.Unattributed.Connections += u.Connections
+			r.BadPIDValues += u.InvalidValues
+			if r.BadPIDExample == "" {
+				r.BadPIDExample = u.Example
+			}
+		}
+		if a := d.Attribution; a.Mode != load.AttrHeader && a.Mode != "" {
+			attr.Mode = a.Mode
+			attr.Recorded += a.Recorded
+			attr.Missed += a.Missed
+			attr.Unresolved.Connections += a.Unresolved
+			attr.Disagreements += a.Disagreements
+			attr.Examples = append(attr.Examples, a.Examples...)
+		}
+		r.InFlightAtEnd += d.InFlightAtEnd.Requests
+		r.OldestInFlight = max(r.OldestInFlight, time.Duration(d.InFlightAtEnd.OldestSeconds*1e9))
+		r.CPUSeconds += d.SelfCheck.CPUSeconds
+		r.Interrupted = r.Interrupted || d.Interrupted
+		r.LocalityKnown, r.LocalConnections = r.LocalityKnown+localityOf(d).Connections, r.LocalConnections+localityOf(d).Local
+		if r.Start.IsZero() || d.StartTime.Before(r.Start) {
+			r.Start = d.StartTime
+		}
+		if e := d.StartTime.Add(time.Duration(d.DurationSeconds * 1e9)); e.After(end) {
+			end = e
+		}
+		workers = max(workers, d.Workers)
+		cores += d.SelfCheck.Cores
+		in := Input{File: files[i], Started: d.StartTime, Requests: d.Requests, Errors: d.Errors,
+			RequestsPerSec: d.RequestsPerSec, P99: d.Latency.P99, Bottleneck: d.SelfCheck.Bottleneck}
+		if d.Generator != nil {
+			in.Hostname = d.Generator.Hostname
+		}
+		inputs = append(inputs, in)
+	}
+	r.Latency, r.Uncorrected, r.Connect, r.TTFB, r.Lag = hists["latency"], hists["uncorrected"], hists["connect"], hists["ttfb"], hists["send_lag"]
+	r.Duration = end.Sub(r.Start)
+	if attr.Mode != "" {
+		r.Attribution = &attr
+	}
+	var err error
+	if r.Series, err = mergeSeries(docs, r.Start); err != nil {
+		return nil, err
+	}
+	d := Build(name, r, first.Kernel, first.Host, workers, cores)
+	d.Inputs = inputs
+	return d, nil
+}
+
+// compatible says why b cannot be merged with a, if it cannot.
+func compatible(a, b *Doc) error {
+	switch {
+	case b.URL != a.URL:
+		return fmt.Errorf("another target (%s, not %s)", b.URL, a.URL)
+	case b.Mode != a.Mode:
+		return fmt.Errorf("another connection mode (%s, not %s)", b.Mode, a.Mode)
+	case b.Attribution.Mode != a.Attribution.Mode || b.Attribution.FairBy != a.Attribution.FairBy:
+		return fmt.Errorf("attributed otherwise (%s by %s, not %s by %s)", b.Attribution.Mode, b.Attribution.FairBy, a.Attribution.Mode, a.Attribution.FairBy)
+	case len(b.Histograms) == 0:
+		return errors.New("no histograms in it (written by a loadgen older than merge)")
+	case b.StartTime.IsZero():
+		return errors.New("no start time in it")
+	}
+	return nil
+}
+
+func decode(s string) (*hdrhistogram.Histogram, error) {
+	if s == "" {
+		return nil, errors.New("missing")
+	}
+	return hdrhistogram.Decode([]byte(s))
+}
+
+func sameGeometry(a, b *hdrhistogram.Histogram) bool {
+	return a.LowestTrackableValue() == b.LowestTrackableValue() && a.HighestTrackableValue() == b.HighestTrackableValue() &&
+		a.SignificantFigures() == b.SignificantFigures()
+}
+
+func sumCounts(into map[uint64]*load.PIDCount, from map[string]*load.PIDCount) error {
+	for k, pc := range from {
+		id, err := strconv.ParseUint(k, 10, 64)
+		if err != nil {
+			return fmt.Errorf("worker %q is not a number", k)
+		}
+		x := into[id]
+		if x == nil {
+			x = &load.PIDCount{Worker: pc.Worker}
+			into[id] = x
+		}
+		x.Requests += pc.Requests
+		x.Connections += pc.Connections
+	}
+	return nil
+}
+
+func localityOf(d *Doc) Locality {
+	if d.Locality == nil {
+		return Locality{}
+	}
+	return *d.Locality
+}
+
+// mergeSeries lines the runs' seconds up by when they ended, to the
+// nearest second after the earliest start (runs started together with
+// -start-at end theirs within milliseconds of each other), and adds
+// them; a second's percentiles come from its merged histogram.
+func mergeSeries(docs []*Doc, start time.Time) ([]load.Second, error) {
+	bySec := map[int64]*load.Second{}
+	hists := map[int64]*hdrhistogram.Histogram{}
+	for _, d := range docs {
+		for _, s := range d.Series {
+			at := s.At
+			if at.IsZero() {
+				at = d.StartTime.Add(time.Duration(s.T * 1e9))
+			}
+			k := int64(math.Round(float64(at.Sub(start)) / float64(time.Second)))
+			x := bySec[k]
+			if x == nil {
+				x = &load.Second{T: float64(k), At: start.Add(time.Duration(k) * time.Second), PerPID: map[uint64]int64{},
+					PerPIDConns: map[uint64]int64{}, PerUnit: map[uint64]int64{}, ErrorKinds: map[string]int64{}}
+				bySec[k] = x
+			}
+			x.Requests += s.Requests
+			x.Connections += s.Connections
+			x.Errors += s.Errors
+			for kind, n := range s.ErrorsByKind {
+				x.ErrorKinds[kind] += n
+			}
+			for p, n := range s.PerPID {
+				id, _ := strconv.ParseUint(p, 10, 64)
+				x.PerPID[id] += n
+			}
+			if s.Unattributed > 0 {
+				x.PerPID[0] += s.Unattributed
+			}
+			units := s.PerUnit
+			if d.Attribution.FairBy == load.FairProcess || d.Attribution.FairBy == "" {
+				units = s.PerPID
+			}
+			for u, n := range units {
+				id, _ := strconv.ParseUint(u, 10, 64)
+				x.PerUnit[id] += n
+			}
+			if s.Histogram == "" {
+				continue
+			}
+			h, err := decode(s.Histogram)
+			if err != nil {
+				return nil, fmt.Errorf("merge: a second's histogram: %v", err)
+			}
+			if hists[k] == nil {
+				hists[k] = h
+			} else {
+				hists[k].Merge(h)
+			}
+		}
+	}
+	keys := make([]int64, 0, len(bySec))
+	for k := range bySec {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	out := make([]load.Second, 0, len(keys))
+	for _, k := range keys {
+		x := bySec[k]
+		if h := hists[k]; h != nil && h.TotalCount() > 0 {
+			x.P50 = time.Duration(h.ValueAtQuantile(50))
+			x.P99 = time.Duration(h.ValueAtQuantile(99))
+			x.Hist, _ = h.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
+		}
+		out = append(out, *x)
+	}
+	return out, nil
+}
+
+// IntervalLog writes the run's per-second latency histograms as an
+// HdrHistogram interval log (format 1.3: a start time, a base time, a
+// legend, one compressed histogram per line), which HdrHistogram's log
+// tools (HistogramLogProcessor, HdrHistogramVisualizer) read. Values are
+// nanoseconds; each line's max is written in milliseconds.
+func IntervalLog(w io.Writer, d *Doc) error {
+	lw := hdrhistogram.NewHistogramLogWriter(w)
+	startMs := d.StartTime.UnixMilli()
+	lw.SetBaseTime(startMs)
+	for _, step := range []func() error{
+		lw.OutputLogFormatVersion,
+		func() error {
+			return lw.OutputComment("lbbench loadgen " + d.URL + " conn=" + d.Mode + "; values in nanoseconds")
+		},
+		func() error { return lw.OutputStartTime(startMs) },
+		func() error { return lw.OutputBaseTime(startMs) },
+		lw.OutputLegend,
+	} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	prev := d.StartTime
+	for _, s := range d.Series {
+		if s.Histogram == "" {
+			continue
+		}
+		h, err := decode(s.Histogram)
+		if err != nil {
+			return fmt.Errorf("second %.0f: %v", s.T, err)
+		}
+		end := s.At
+		if end.IsZero() {
+			end = d.StartTime.Add(time.Duration(s.T * 1e9))
+		}
+		h.SetStartTimeMs(prev.UnixMilli())
+		h.SetEndTimeMs(end.UnixMilli())
+		prev = end
+		if err := lw.OutputIntervalHistogram(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
