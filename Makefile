@@ -8,8 +8,9 @@ WARMUP    ?= 300ms
 MODELS    ?=
 WORKERS   ?=
 SCENARIOS ?= matrix
+GENERATORS ?= 1
 
-BENCH_FLAGS = -count $(COUNT) -duration $(DURATION) -warmup $(WARMUP) -scenarios $(SCENARIOS) \
+BENCH_FLAGS = -count $(COUNT) -duration $(DURATION) -warmup $(WARMUP) -scenarios $(SCENARIOS) -generators $(GENERATORS) \
 	$(if $(RESULTS),-results $(RESULTS)) $(if $(MODELS),-models $(MODELS)) $(if $(WORKERS),-workers $(WORKERS))
 
 .PHONY: all build setup test bench bench-quick bench-peers compare report observe clean

@@ -92,6 +92,42 @@ func TestServersInTheMatrix(t *testing.T) {
 	}
 }
 
+// TestGenerators: with -generators 2 each sample is two loadgens,
+// merged: the sample's JSON names both, their own runs are kept apart
+// from the samples, and the counts add up.
+func TestGenerators(t *testing.T) {
+	root, _ := filepath.Abs("..")
+	bin := filepath.Join(t.TempDir(), "bin")
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/...")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"matrix", "-bin", bin, "-results", dir, "-count", "1", "-duration", "300ms", "-warmup", "100ms",
+		"-workers", "2", "-conns", "close", "-models", "reuseport", "-generators", "2"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("matrix: %s%s", stdout.String(), stderr.String())
+	}
+	samples, _ := filepath.Glob(filepath.Join(dir, "json", "*.json"))
+	gens, _ := filepath.Glob(filepath.Join(dir, "json", "generators", "*.json"))
+	if len(samples) != 1 || len(gens) != 2 {
+		t.Fatalf("samples %v, generator runs %v", samples, gens)
+	}
+	b, _ := os.ReadFile(samples[0])
+	var d report.Doc
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, pc := range d.PerPID {
+		sum += pc.Requests
+	}
+	if len(d.Inputs) != 2 || sum != d.Requests || d.Requests != d.Inputs[0].Requests+d.Inputs[1].Requests {
+		t.Errorf("merged %d requests (per pid %d) from %+v", d.Requests, sum, d.Inputs)
+	}
+}
+
 // TestCheckCatchesTooFewSamples: the check is not a test that cannot fail.
 func TestCheckCatchesTooFewSamples(t *testing.T) {
 	dir := t.TempDir()

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -48,7 +46,8 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	fs.StringVar(&models, "models", strings.Join(defaultModels, ","), "model variants: "+strings.Join(modelNames(), ", "))
 	fs.StringVar(&workers, "workers", fmt.Sprintf("1,%d,%d", n, 2*n), "worker counts of the matrix")
 	fs.StringVar(&conns, "conns", "close,keepalive", "connection modes")
-	fs.IntVar(&f.Clients, "c", 50, "loadgen connections")
+	fs.IntVar(&f.Clients, "c", 50, "loadgen connections (over all generators)")
+	fs.IntVar(&f.Generators, "generators", 1, "loadgen processes per sample, each with its share of -c, the rate and the -src addresses, started together and merged exactly")
 	fs.StringVar(&scens, "scenarios", "matrix", "scenarios to run, comma-separated, or all: "+scenarioNames())
 	fs.StringVar(&f.src, "src", "127.0.0.2-127.0.0.33", "loadgen source addresses (spread the 4-tuple, sidestep TIME_WAIT)")
 	if err := cli.Parse(fs, args, stderr); err != nil {
@@ -72,6 +71,10 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		return nil, usageErr("-warmup must not be negative")
 	case f.Clients < 1:
 		return nil, usageErr("-c %d: want at least 1", f.Clients)
+	case f.Generators < 1 || f.Generators > 64:
+		return nil, usageErr("-generators %d: want 1 to 64", f.Generators)
+	case f.Generators > f.Clients:
+		return nil, usageErr("-generators %d: more generators than connections (-c %d)", f.Generators, f.Clients)
 	}
 	for m := range strings.SplitSeq(models, ",") {
 		m = strings.TrimSpace(m)
@@ -336,63 +339,26 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 
 	jsonPath := filepath.Join(f.dir, "json", strings.NewReplacer("/", "_", "=", "-").Replace(c.Name)+fmt.Sprintf("_r%02d.json", round+1))
 	if round < 0 {
-		tmp, err := os.CreateTemp("", "calibrate-*.json")
+		tmp, err := os.MkdirTemp("", "lbbench-calibrate-")
 		if err != nil {
 			return nil, nil, err
 		}
-		tmp.Close()
-		jsonPath = tmp.Name()
-		defer os.Remove(jsonPath)
+		jsonPath = filepath.Join(tmp, "calibrate.json")
+		defer os.RemoveAll(tmp)
 	}
-	largs := []string{"-q", "-c", strconv.Itoa(f.Clients), "-d", c.Duration.String(), "-warmup", f.Warmup.String(),
-		"-conn", c.Conn, "-workers", strconv.Itoa(c.Workers), "-src", f.src, "-json", jsonPath, "-name", c.Name}
-	largs = append(largs, attributionArgs(c.Model, c.Kernel)...)
-	if c.RateFraction > 0 && rate > 0 {
-		largs = append(largs, "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
+	doc, err := runLoad(ctx, f, c, rate, "http://"+addr+"/", metricsAddr, jsonPath)
+	if err != nil {
+		return nil, nil, err
 	}
-	if c.Rate > 0 {
-		largs = append(largs, "-rate", strconv.FormatFloat(c.Rate, 'f', 0, 64))
-	}
-	if c.Restarts {
-		largs = append(largs, "-restarts", "http://"+metricsAddr+"/restarts")
-	}
-	largs = append(largs, c.Load...)
-	largs = append(largs, "http://"+addr+"/")
-	lbin, largs := onCPUs(filepath.Join(f.bin, "loadgen"), largs, f.CPUs, false)
-	cmd := exec.CommandContext(ctx, lbin, largs...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		return nil, nil, ctx.Err()
-	}
-	// Exit status 1 is a run that went wrong in a way its JSON describes
-	// (problems): the sample stands unless nothing was served.
-	var ee *exec.ExitError
-	if err != nil && (!errors.As(err, &ee) || ee.ExitCode() != 1) {
-		return nil, nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	b, rerr := os.ReadFile(jsonPath)
-	if rerr != nil {
-		return nil, nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	var doc report.Doc
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", jsonPath, err)
-	}
-	if doc.Requests == 0 {
-		return nil, nil, fmt.Errorf("loadgen: %s", strings.Join(doc.Problems, "; "))
-	}
-	rec := report.Result(&doc, c.Name, fileConfig())
+	rec := report.Result(doc, c.Name, fileConfig())
 	if crash != nil {
-		vals, err := crash.values(&doc)
+		vals, err := crash.values(doc)
 		if err != nil {
 			return nil, nil, err
 		}
 		rec.Values = append(rec.Values, vals...)
 	}
-	return &doc, rec, nil
+	return doc, rec, nil
 }
 
 // startServer starts the cell's server, the target or a real one, and

@@ -84,9 +84,12 @@ type Params struct {
 	Conns    []string
 	Duration time.Duration
 	Warmup   time.Duration
-	Clients  int // loadgen -c
-	Count    int // samples per cell
-	CPUs     int
+	Clients  int // loadgen -c, over all generators
+	// Generators is how many loadgen processes share each sample's load
+	// (merged exactly into one sample).
+	Generators int
+	Count      int // samples per cell
+	CPUs       int
 	// TargetCPUs is how many CPUs the target may use: all of them below
 	// 4 CPUs, the first half otherwise (loadgen has the rest).
 	TargetCPUs int
