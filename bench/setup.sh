@@ -39,3 +39,11 @@ fi
 
 go mod download
 go tool -n benchstat >/dev/null
+
+# Upstream promtool, for the Kubernetes scrape config (Debian's promtool
+# has no Kubernetes service discovery): pinned in tools/promtool, built
+# once into .tools/ (a few minutes with a cold build cache).
+if [[ ! -x .tools/promtool ]]; then
+	echo "setup: building promtool (upstream, pinned in tools/promtool) into .tools/" >&2
+	(cd tools/promtool && go build -o ../../.tools/promtool github.com/prometheus/prometheus/cmd/promtool)
+fi

@@ -88,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "connect and response timeout")
 	fs.Int64Var(&o.Seed, "seed", 0, "seed for Poisson arrivals (0: from the clock)")
 	fs.IntVar(&f.workers, "workers", 0, "worker processes the target has; those that serve nothing count as zeros in the fairness figures")
-	fs.StringVar(&f.jsonPath, "json", "", "write the full result as JSON to this file")
+	fs.StringVar(&f.jsonPath, "json", "", "write the full result as JSON to this file (-: to stdout, instead of the summary)")
 	fs.StringVar(&f.benchPath, "bench", "", "write the result in the Go benchmark format to this file")
 	fs.StringVar(&f.seriesPath, "series", "", "write the per-second series as CSV to this file")
 	fs.StringVar(&f.name, "name", "", "benchmark name for -bench (default Loadgen/conn=MODE)")
@@ -138,6 +138,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	if f.name == "" {
 		f.name = "Loadgen/conn=" + o.Mode
 	}
+	if f.jsonPath == "-" {
+		f.quiet = true // stdout is the JSON
+	}
 	if f.restartsURL != "" {
 		if u, err := url.Parse(f.restartsURL); err != nil || u.Scheme != "http" || u.Host == "" {
 			return nil, fmt.Errorf("-restarts %q: want http://HOST:PORT/restarts", f.restartsURL)
@@ -157,7 +160,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		}
 	}
 	for _, out := range []struct{ flag, path string }{{"-json", f.jsonPath}, {"-bench", f.benchPath}, {"-series", f.seriesPath}, {"-hdr-log", f.hdrLogPath}} {
-		if out.path == "" {
+		if out.path == "" || (out.flag == "-json" && out.path == "-") {
 			continue
 		}
 		if err := atomicfile.CheckWritable(out.path); err != nil {
@@ -245,7 +248,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !f.quiet {
 		report.Summary(stdout, doc)
 	}
-	if err := writeOutputs(f, doc); err != nil {
+	if err := writeOutputs(f, doc, stdout); err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 1
 	}
@@ -262,13 +265,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func writeOutputs(f *flags, doc *report.Doc) error {
+func writeOutputs(f *flags, doc *report.Doc, stdout io.Writer) error {
 	if f.jsonPath != "" {
 		b, err := json.MarshalIndent(doc, "", "  ")
 		if err != nil {
 			return err
 		}
-		if err := atomicfile.WriteBytes(f.jsonPath, append(b, '\n')); err != nil {
+		b = append(b, '\n')
+		if f.jsonPath == "-" {
+			_, err = stdout.Write(b)
+		} else {
+			err = atomicfile.WriteBytes(f.jsonPath, b)
+		}
+		if err != nil {
 			return err
 		}
 	}

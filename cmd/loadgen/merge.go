@@ -69,7 +69,7 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 		report.Summary(stdout, doc)
 	}
 	f := &flags{jsonPath: *jsonPath, benchPath: *benchPath, name: *name}
-	if err := writeOutputs(f, doc); err != nil {
+	if err := writeOutputs(f, doc, stdout); err != nil {
 		fmt.Fprintf(stderr, "loadgen merge: %v\n", err)
 		return 1
 	}
