@@ -236,6 +236,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-conn", "sometimes", "http://127.0.0.1:1/"}, "-conn \"sometimes\""},
 		{[]string{"-bogus", "http://127.0.0.1:1/"}, "flag provided but not defined"},
 		{[]string{}, "want exactly one URL"},
+		{[]string{"-netns", "nowhere", "-d", "1s", "http://127.0.0.1:1/"}, "-netns nowhere: no such network namespace"},
 	} {
 		cmd := exec.Command(proctest.Bin(t, "loadgen"), c.args...)
 		var stderr bytes.Buffer

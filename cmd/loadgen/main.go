@@ -83,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&src, "src", "", "local source addresses, e.g. 127.0.0.2-127.0.0.20 (spreads the 4-tuple and the port space)")
 	fs.StringVar(&o.PIDHeader, "pid-header", "X-Worker-Pid", "response header naming the worker pid")
 	fs.StringVar(&o.IDHeader, "id-header", "X-Worker-Id", "response header naming the worker id (shown beside its pid; counted with -fair-by worker)")
+	fs.StringVar(&o.NetNS, "netns", "", "open the load's sockets in this network namespace (a name under /var/run/netns, or a path); metrics stay in loadgen's own")
 	fs.StringVar(&o.Attribute, "attribute", load.AttrHeader, "who served a request: header (the -pid-header), kernel (the process and thread that accepted the connection, for any server on this host; root), or both (cross-checked)")
 	fs.StringVar(&o.FairBy, "fair-by", load.FairProcess, "what the fairness figures count as a worker: process, thread (the accepting thread, with -attribute kernel: threaded servers such as HAProxy) or worker (the -id-header the server sends: in-process workers that share a pid)")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "connect and response timeout")
@@ -127,6 +128,11 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		var err error
 		if o.Src, err = load.ParseSrc(src); err != nil {
 			return nil, err
+		}
+	}
+	if o.NetNS != "" {
+		if _, err := os.Stat(load.NetNSPath(o.NetNS)); err != nil {
+			return nil, fmt.Errorf("-netns %s: no such network namespace (%s)", o.NetNS, load.NetNSPath(o.NetNS))
 		}
 	}
 	if f.workers < 0 {
@@ -209,7 +215,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if f.opts.Attribute != load.AttrHeader {
-		tr, err := startKernelAttribution(f.opts.URL)
+		tr, err := startKernelAttribution(f.opts.URL, f.opts.NetNS)
 		if err != nil {
 			fmt.Fprintf(stderr, "loadgen: %v\n", err)
 			return 1
@@ -302,8 +308,9 @@ func writeOutputs(f *flags, doc *report.Doc, stdout io.Writer) error {
 
 // startKernelAttribution watches the target's port, which must have a
 // listening socket on this host: the kernel sees only this host's
-// accepts.
-func startKernelAttribution(rawURL string) (*kattr.Tracer, error) {
+// accepts. With -netns the listener is in another namespace, which the
+// check cannot see; the program sees every namespace's accepts.
+func startKernelAttribution(rawURL, netns string) (*kattr.Tracer, error) {
 	u, _ := url.Parse(rawURL)
 	port := u.Port()
 	if port == "" {
@@ -317,7 +324,7 @@ func startKernelAttribution(rawURL string) (*kattr.Tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel attribution: cannot list sockets: %v", err)
 	}
-	if len(ls) == 0 {
+	if len(ls) == 0 && netns == "" {
 		return nil, fmt.Errorf("kernel attribution: nothing listens on %v on this host (the kernel sees only this host's servers)", ap)
 	}
 	tr, err := kattr.Start(ap.Port())

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -130,9 +131,48 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 		}
 		e.loops = append(e.loops, l)
 	}
+	nsfd := -1
+	if o.NetNS != "" {
+		var err error
+		// The loops open their sockets on threads in the namespace; the
+		// rest of the process (metrics, signals) stays where it is.
+		if nsfd, err = unix.Open(NetNSPath(o.NetNS), unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+			for _, l := range e.loops {
+				l.closeSet()
+			}
+			return nil, fmt.Errorf("-netns %s: %w", o.NetNS, err)
+		}
+		defer unix.Close(nsfd)
+	}
 	var workers sync.WaitGroup
+	entered := make(chan error, len(e.loops))
 	for _, l := range e.loops {
-		workers.Go(l.run)
+		workers.Go(func() {
+			if nsfd >= 0 {
+				// Never unlocked: the thread ends with the loop.
+				runtime.LockOSThread()
+				if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
+					l.closeSet() // this loop never runs: nothing pokes it
+					l.wake = -1
+					entered <- fmt.Errorf("-netns %s: %w", o.NetNS, err)
+					return
+				}
+			}
+			entered <- nil
+			l.run()
+		})
+	}
+	for range e.loops {
+		if err := <-entered; err != nil {
+			e.stopped.Store(true)
+			for _, l := range e.loops {
+				if l.wake >= 0 {
+					l.poke()
+				}
+			}
+			workers.Wait()
+			return nil, err
+		}
 	}
 	allDone := make(chan struct{})
 	go func() { workers.Wait(); close(allDone) }()
@@ -217,6 +257,15 @@ func (e *engine) shards() []*shard {
 		out[i] = l.sh
 	}
 	return out
+}
+
+// NetNSPath is where a named network namespace is (ip netns add's
+// place), or the path itself when given one.
+func NetNSPath(name string) string {
+	if strings.Contains(name, "/") {
+		return name
+	}
+	return "/var/run/netns/" + name
 }
 
 // collect merges the shards into res.

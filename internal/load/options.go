@@ -57,6 +57,9 @@ type Options struct {
 	// kernel modes need Kernel, which names each connection's acceptor.
 	Attribute string
 	Kernel    Acceptors `json:"-"`
+	// NetNS, if set, is the network namespace (a name under
+	// /var/run/netns, or a path) the load's sockets are opened in.
+	NetNS string
 	// FairBy is what the fairness figures count as a worker: FairProcess
 	// (default), FairThread (the accepting thread; kernel attribution) or
 	// FairWorker (the X-Worker-Id the server sends; in-process workers).

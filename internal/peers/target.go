@@ -31,6 +31,15 @@ type Target struct {
 // such as taskset that execs the target with them) and waits, up to 10
 // s, for the target's Ready document on an inherited pipe (-ready-fd).
 func StartTarget(bin string, args ...string) (*Target, error) {
+	return StartTargetWith(nil, bin, args...)
+}
+
+// StartTargetWith is StartTarget with start starting the process (for
+// example in a network namespace: netpath.Start); nil: exec's Start.
+func StartTargetWith(start func(*exec.Cmd) error, bin string, args ...string) (*Target, error) {
+	if start == nil {
+		start = (*exec.Cmd).Start
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -41,7 +50,7 @@ func StartTarget(bin string, args ...string) (*Target, error) {
 	tg.Cmd.Stderr = tg.Stderr
 	tg.Cmd.ExtraFiles = []*os.File{pw}
 	tg.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	err = tg.Cmd.Start()
+	err = start(tg.Cmd)
 	pw.Close()
 	if err != nil {
 		return nil, err
