@@ -9,7 +9,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/lbbench/lbbench/internal/netpath"
 	"github.com/lbbench/lbbench/internal/report"
 	"github.com/lbbench/lbbench/internal/results"
 )
@@ -56,13 +58,7 @@ func TestServersInTheMatrix(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("real servers are attributed by the kernel: root (CI runs as root)")
 	}
-	root, _ := filepath.Abs("..")
-	bin := filepath.Join(t.TempDir(), "bin")
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/...")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin, _ := buildAll(t)
 	dir := t.TempDir()
 	models := []string{"reuseport", "nginx-shared", "haproxy", "gohttp", "inproc-reuseport"}
 	var stdout, stderr bytes.Buffer
@@ -96,13 +92,7 @@ func TestServersInTheMatrix(t *testing.T) {
 // merged: the sample's JSON names both, their own runs are kept apart
 // from the samples, and the counts add up.
 func TestGenerators(t *testing.T) {
-	root, _ := filepath.Abs("..")
-	bin := filepath.Join(t.TempDir(), "bin")
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/...")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin, _ := buildAll(t)
 	dir := t.TempDir()
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"matrix", "-bin", bin, "-results", dir, "-count", "1", "-duration", "300ms", "-warmup", "100ms",
@@ -125,6 +115,78 @@ func TestGenerators(t *testing.T) {
 	}
 	if len(d.Inputs) != 2 || sum != d.Requests || d.Requests != d.Inputs[0].Requests+d.Inputs[1].Requests {
 		t.Errorf("merged %d requests (per pid %d) from %+v", d.Requests, sum, d.Inputs)
+	}
+}
+
+// buildAll builds the commands and the bench itself into a temporary
+// folder.
+func buildAll(t *testing.T) (bin, benchBin string) {
+	t.Helper()
+	root, _ := filepath.Abs("..")
+	bin = filepath.Join(t.TempDir(), "bin")
+	for _, b := range [][]string{{"-o", bin + "/", "./cmd/..."}, {"-o", bin + "/bench", "./bench"}} {
+		build := exec.Command("go", append([]string{"build"}, b...)...)
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
+	}
+	return bin, filepath.Join(bin, "bench")
+}
+
+// TestNetnsMatrix: with -net netns a sample is one loadgen per client
+// namespace, merged; the path is recorded in env.txt and gone after the
+// run, and after an interrupted one.
+func TestNetnsMatrix(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root (CI runs as root)")
+	}
+	bin, benchBin := buildAll(t)
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"matrix", "-bin", bin, "-results", dir, "-count", "1", "-duration", "300ms", "-warmup", "100ms",
+		"-workers", "2", "-conns", "close", "-models", "reuseport,nginx-shared", "-net", "netns", "-clients", "3"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("matrix: %s%s", stdout.String(), stderr.String())
+	}
+	for _, m := range []string{"reuseport", "nginx-shared"} {
+		docs, _ := filepath.Glob(filepath.Join(dir, "json", "Accept_model-"+m+"_*.json"))
+		if len(docs) != 1 {
+			t.Fatalf("%s: %v", m, docs)
+		}
+		b, _ := os.ReadFile(docs[0])
+		var d report.Doc
+		json.Unmarshal(b, &d)
+		if len(d.Inputs) != 3 || d.Errors != 0 || !strings.Contains(d.URL, "198.19.0.1") {
+			t.Errorf("%s: %d inputs, %d errors, url %s", m, len(d.Inputs), d.Errors, d.URL)
+		}
+	}
+	env, _ := os.ReadFile(filepath.Join(dir, "env.txt"))
+	if !strings.Contains(string(env), "netpath: target namespace") {
+		t.Errorf("env.txt does not record the path:\n%s", env)
+	}
+	if ns := netpath.Namespaces(); len(ns) > 0 {
+		t.Errorf("namespaces left after the run: %v", ns)
+	}
+
+	// Interrupted once the path is up: nothing left either.
+	cmd := exec.Command(benchBin, "matrix", "-bin", bin, "-results", t.TempDir(), "-count", "3", "-duration", "2s",
+		"-workers", "2", "-conns", "close", "-models", "reuseport", "-net", "netns")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(netpath.Namespaces()) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the path never came up:\n%s", out.String())
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	if ns := netpath.Namespaces(); len(ns) > 0 {
+		t.Errorf("namespaces left after SIGINT: %v\n%s", ns, out.String())
 	}
 }
 

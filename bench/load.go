@@ -28,6 +28,13 @@ type generator struct {
 // generators are the loadgen processes a cell's load is split over: G
 // on loopback, each with its own share of the source addresses.
 func (f *matrixFlags) generators(c Cell) ([]generator, error) {
+	if c.net(f) == netNetns {
+		gens := f.netGenerators()
+		if c.Restarts || c.Crash != nil {
+			gens = gens[:1]
+		}
+		return gens, nil
+	}
 	g := f.Generators
 	if c.Restarts || c.Crash != nil {
 		g = 1 // their figures come from one loadgen's view of the target

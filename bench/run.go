@@ -18,6 +18,7 @@ import (
 	"golang.org/x/perf/benchfmt"
 
 	"github.com/lbbench/lbbench/internal/cli"
+	"github.com/lbbench/lbbench/internal/netpath"
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/report"
 	"github.com/lbbench/lbbench/internal/results"
@@ -26,6 +27,7 @@ import (
 
 type matrixFlags struct {
 	Params
+	top       *netpath.Topology
 	dir       string
 	bin       string
 	count     int
@@ -47,6 +49,11 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	fs.StringVar(&workers, "workers", fmt.Sprintf("1,%d,%d", n, 2*n), "worker counts of the matrix")
 	fs.StringVar(&conns, "conns", "close,keepalive", "connection modes")
 	fs.IntVar(&f.Clients, "c", 50, "loadgen connections (over all generators)")
+	fs.StringVar(&f.Net, "net", netLoopback, "where the traffic goes: loopback, or netns (the target in a network namespace, one loadgen per client namespace; root)")
+	fs.IntVar(&f.NetClients, "clients", 2, "-net netns: client namespaces (one loadgen each)")
+	fs.BoolVar(&f.RSS, "rss", true, "-net netns: spread received flows over every CPU by hash, as a multiqueue NIC's RSS (RPS on every receive queue)")
+	fs.BoolVar(&f.RFS, "rfs", false, "-net netns: RFS, a flow follows the CPU its socket is read on")
+	fs.BoolVar(&f.XPS, "xps", false, "-net netns: XPS, CPU i transmits on queue i")
 	fs.IntVar(&f.Generators, "generators", 1, "loadgen processes per sample, each with its share of -c, the rate and the -src addresses, started together and merged exactly")
 	fs.StringVar(&scens, "scenarios", "matrix", "scenarios to run, comma-separated, or all: "+scenarioNames())
 	fs.StringVar(&f.src, "src", "127.0.0.2-127.0.0.33", "loadgen source addresses (spread the 4-tuple, sidestep TIME_WAIT)")
@@ -71,6 +78,12 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		return nil, usageErr("-warmup must not be negative")
 	case f.Clients < 1:
 		return nil, usageErr("-c %d: want at least 1", f.Clients)
+	case f.Net != netLoopback && f.Net != netNetns:
+		return nil, usageErr("-net %q: want loopback or netns", f.Net)
+	case f.NetClients < 1 || f.NetClients > 200:
+		return nil, usageErr("-clients %d: want 1 to 200", f.NetClients)
+	case (f.RFS || f.XPS) && !f.RSS:
+		return nil, usageErr("-rfs and -xps steer what -rss spread: keep -rss on")
 	case f.Generators < 1 || f.Generators > 64:
 		return nil, usageErr("-generators %d: want 1 to 64", f.Generators)
 	case f.Generators > f.Clients:
@@ -137,6 +150,11 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err := f.closeTopology(); err != nil {
+			fmt.Fprintf(stderr, "warning: network path: %v\n", err)
+		}
+	}()
 	fmt.Fprintf(stderr, "results in %s\n", f.dir)
 	if f.CPUs < 4 {
 		fmt.Fprintf(stderr, "note: %d CPUs: target and loadgen share them (disjoint CPU sets need 4 or more)\n", f.CPUs)
@@ -296,7 +314,12 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 			return nil, nil, err
 		}
 	}
-	srv, start, err := startServer(f, c, addr, metricsAddr)
+	ns, onPath, err := f.cellNet(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	addr, metricsAddr = onPath(addr), onPath(metricsAddr)
+	srv, start, err := startServer(f, c, addr, metricsAddr, ns)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -323,7 +346,9 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		if err := current().Stop(); err != nil && ctx.Err() == nil && c.Crash == nil {
 			fmt.Fprintf(os.Stderr, "warning: %s: %s: %v\n", c.Name, c.Model, err)
 		}
-		assertPortFree(addr)
+		if ns == "" {
+			assertPortFree(addr)
+		}
 	}()
 	if c.Stall != nil {
 		pid := srv.stallPID()
@@ -363,10 +388,10 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 
 // startServer starts the cell's server, the target or a real one, and
 // returns it with the way to start it again (for crash cells).
-func startServer(f *matrixFlags, c Cell, addr, metricsAddr string) (server, func() (server, error), error) {
+func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string) (server, func() (server, error), error) {
 	var start func() (server, error)
 	if sm, ok := serverModels[c.Model]; ok {
-		o := serverOptions{bin: f.bin, addr: addr, workers: c.Workers, work: c.Work}
+		o := serverOptions{bin: f.bin, addr: addr, workers: c.Workers, work: c.Work, netns: ns}
 		if f.CPUs >= 4 {
 			o.cpus = cpuRange(0, f.CPUs/2-1)
 		}
@@ -379,7 +404,7 @@ func startServer(f *matrixFlags, c Cell, addr, metricsAddr string) (server, func
 		targs = append(targs, c.Target...)
 		tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targs, f.CPUs, true)
 		start = func() (server, error) {
-			tg, err := peers.StartTarget(tbin, targs...)
+			tg, err := peers.StartTargetIn(ns, tbin, targs...)
 			if err != nil {
 				return nil, err
 			}

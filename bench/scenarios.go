@@ -29,6 +29,7 @@ var modelFlags = map[string][]string{
 	"reuseport-bpf-rr":       {"-model", "reuseport", "-steer", "bpf-rr", "-locality"},
 	"reuseport-bpf-least":    {"-model", "reuseport", "-steer", "bpf-least", "-locality"},
 	"reuseport-hash":         {"-model", "reuseport", "-locality"},
+	"reuseport-hash-pin":     {"-model", "reuseport", "-pin", "-locality"},
 	// Rolling-restart strategies (the churn scenario).
 	"reuseport-overlap": {"-model", "reuseport", "-restart", "reuseport-overlap"},
 	"reuseport-migrate": {"-model", "reuseport", "-restart", "reuseport-migrate"},
@@ -43,6 +44,10 @@ var modelFlags = map[string][]string{
 	"inproc-shared":            {"-model", "shared", "-inproc"},
 	"inproc-reuseport-nethttp": {"-model", "reuseport", "-inproc", "-http", "nethttp"},
 }
+
+// localityModels are what the locality scenario compares: pinned
+// workers, the kernel's hash against CPU steering.
+var localityModels = []string{"reuseport-hash-pin", "reuseport-cpu", "reuseport-incoming-cpu"}
 
 // serverScenarioModels are what the servers scenario compares: the real
 // servers and the Go variants, against the target's reuseport (the base).
@@ -93,6 +98,12 @@ type Params struct {
 	// TargetCPUs is how many CPUs the target may use: all of them below
 	// 4 CPUs, the first half otherwise (loadgen has the rest).
 	TargetCPUs int
+	// Net is where cells run unless they say: loopback or netns (the
+	// target and one generator per client namespace, NetClients of them,
+	// with RSS emulation and optionally RFS and XPS).
+	Net           string
+	NetClients    int
+	RSS, RFS, XPS bool
 }
 
 // Cell is one measured configuration: a target and a load on it.
@@ -108,6 +119,10 @@ type Cell struct {
 	// Kernel attributes by the kernel (BPF), as every cell of a group
 	// with a real server is.
 	Kernel bool
+	// Net is the path: loopback or netns ("": the -net flag's);
+	// Steering the netns path's RFS and XPS (nil: the flags').
+	Net      string
+	Steering *Steering
 	// Stall pauses worker 0 (SIGSTOP) from After for For.
 	Stall *Stall
 	// Crash kills a worker (or the supervisor) with SIGKILL, at Every.
@@ -359,6 +374,61 @@ var scenarios = []Scenario{
 				Charts:  shareCharts,
 			},
 		},
+	},
+	{
+		Name: "locality",
+		About: "on the netns path with RSS emulation: pinned workers, the kernel's hash against CPU steering (cBPF, SO_INCOMING_CPU), " +
+			"with RSS alone and with RFS and XPS; N workers, unpinned clients",
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, path := range []struct {
+				name string
+				st   Steering
+			}{{"rss", Steering{}}, {"rss+rfs+xps", Steering{RFS: true, XPS: true}}} {
+				for _, conn := range p.Conns {
+					for _, m := range localityModels {
+						c := cell("Locality", m, p.TargetCPUs, conn, p.Duration)
+						c.Name = fmt.Sprintf("Locality/model=%s/path=%s/workers=%d/conn=%s", m, path.name, p.TargetCPUs, conn)
+						c.Net, c.Steering = netNetns, &path.st
+						out = append(out, c)
+					}
+				}
+			}
+			return out
+		},
+		Sections: []results.Section{{
+			Name: "Locality", Title: "Locality on a real network path",
+			About: "The target in a network namespace, one loadgen in each of two client namespaces (unpinned), flows spread over the CPUs " +
+				"by their hash as a multiqueue NIC's RSS would (RPS on every receive queue of the target's veths); workers pinned one per CPU. " +
+				"Locality: the share of connections a worker handled on the CPU their packets arrived on (the kernel's SO_INCOMING_CPU against " +
+				"the worker's CPU at accept). path=rss+rfs+xps adds RFS (a flow follows the CPU its socket is read on) and XPS.",
+			Rows: "/path,/conn,/workers@num",
+			Metrics: []results.Metric{{Unit: "locality", Label: "locality", Summary: true}, throughput, p99,
+				withFilter(connImbalance, "/conn:close"), withFilter(reqImbalance, "/conn:keepalive")},
+		}},
+	},
+	{
+		Name:  "netpath",
+		About: "the cost of the path: the same cell on loopback and on the netns path (RSS emulation), N workers",
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, conn := range p.Conns {
+				for _, path := range []string{netLoopback, netNetns} {
+					c := cell("NetPath", "reuseport", p.CPUs, conn, p.Duration)
+					c.Name = fmt.Sprintf("NetPath/model=%s/workers=%d/conn=%s", path, p.CPUs, conn)
+					c.Net = path
+					out = append(out, c)
+				}
+			}
+			return out
+		},
+		Sections: []results.Section{{
+			Name: "NetPath", Title: "What the network path costs",
+			About: "The target's reuseport model on loopback against the same target in a network namespace reached over veth pairs from " +
+				"two client namespaces, with RSS emulation: the columns are the path, not a model.",
+			Rows:    "/conn,/workers@num",
+			Metrics: []results.Metric{throughput, p99, withFilter(connImbalance, "/conn:close"), withFilter(reqImbalance, "/conn:keepalive")},
+		}},
 	},
 	{
 		Name:    "remap",

@@ -27,6 +27,7 @@ type serverOptions struct {
 	workers int
 	work    time.Duration // CPU burnt per request
 	cpus    []int         // pin the server here (nil: no pinning)
+	netns   string        // run in this network namespace ("": here)
 }
 
 // server is a running server of a cell, the target's or a real one.
@@ -52,7 +53,7 @@ var serverModels = map[string]serverModel{
 func nginx(reuseport, mutex bool) func(serverOptions) (server, error) {
 	return func(o serverOptions) (server, error) {
 		n, err := peers.StartNginx(peers.NginxOptions{Addr: o.addr, Workers: o.workers, ReusePort: reuseport,
-			AcceptMutex: mutex, Work: o.work, CPUs: o.cpus})
+			AcceptMutex: mutex, Work: o.work, CPUs: o.cpus, NetNS: o.netns})
 		if err != nil {
 			return nil, err
 		}
@@ -74,7 +75,7 @@ func (n nginxServer) stallPID() int {
 // by-thread).
 func haproxy(shards bool) func(serverOptions) (server, error) {
 	return func(o serverOptions) (server, error) {
-		h, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: o.addr, Threads: o.workers, Shards: shards, Work: o.work, CPUs: o.cpus})
+		h, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: o.addr, Threads: o.workers, Shards: shards, Work: o.work, CPUs: o.cpus, NetNS: o.netns})
 		if err != nil {
 			return nil, err
 		}
@@ -87,7 +88,7 @@ type haproxyServer struct{ *peers.HAProxy }
 func (haproxyServer) stallPID() int { return 0 } // SIGSTOP stops every thread
 
 func startGoHTTP(o serverOptions) (server, error) {
-	g, err := peers.StartGoHTTP(peers.GoHTTPOptions{Bin: filepath.Join(o.bin, "gohttp"), Addr: o.addr, Procs: o.workers, Work: o.work, CPUs: o.cpus})
+	g, err := peers.StartGoHTTP(peers.GoHTTPOptions{Bin: filepath.Join(o.bin, "gohttp"), Addr: o.addr, Procs: o.workers, Work: o.work, CPUs: o.cpus, NetNS: o.netns})
 	if err != nil {
 		return nil, err
 	}

@@ -261,6 +261,19 @@ func up(h *netlink.Handle) error {
 	return h.LinkSetUp(lo)
 }
 
+// SetSteering turns RFS and XPS on or off on a built path (RSS must be
+// on for either), so that one run can compare them.
+func (t *Topology) SetSteering(rfs, xps bool) error {
+	if (rfs || xps) && !t.Opts.RSS {
+		return errors.New("RFS and XPS steer what RSS spread: build the path with RSS on")
+	}
+	if rfs == t.Opts.RFS && xps == t.Opts.XPS {
+		return nil
+	}
+	t.Opts.RFS, t.Opts.XPS = rfs, xps
+	return t.steer()
+}
+
 // steer writes the receive and transmit steering on the target's links.
 // sysfs shows the devices of the namespace it was mounted in, so the
 // writes run on a thread that enters the target's namespace and mounts a
@@ -275,15 +288,19 @@ func (t *Topology) steer() error {
 		}
 		for k := range t.Opts.Queues {
 			writes[dev+"rx-"+strconv.Itoa(k)+"/rps_cpus"] = all
+			writes[dev+"rx-"+strconv.Itoa(k)+"/rps_flow_cnt"] = "0"
 			if t.Opts.RFS {
 				writes[dev+"rx-"+strconv.Itoa(k)+"/rps_flow_cnt"] = strconv.Itoa(flowCnt)
 			}
-			if t.Opts.XPS && k < runtime.NumCPU() {
-				writes[dev+"tx-"+strconv.Itoa(k)+"/xps_cpus"] = cpuMask1(k)
+			if k < runtime.NumCPU() {
+				writes[dev+"tx-"+strconv.Itoa(k)+"/xps_cpus"] = "0"
+				if t.Opts.XPS {
+					writes[dev+"tx-"+strconv.Itoa(k)+"/xps_cpus"] = cpuMask1(k)
+				}
 			}
 		}
 	}
-	if t.Opts.RFS {
+	if t.Opts.RFS && t.rfsWas == "" {
 		was, err := os.ReadFile(rfsSysctl)
 		if err != nil {
 			return err

@@ -26,6 +26,8 @@ type goProc struct {
 
 // GoHTTPOptions configure StartGoHTTP.
 type GoHTTPOptions struct {
+	// NetNS, if set, is the network namespace to run in (netpath's).
+	NetNS string
 	Bin   string // bin/gohttp
 	Addr  string // HOST:PORT
 	Procs int
@@ -49,14 +51,16 @@ func StartGoHTTP(o GoHTTPOptions) (*GoHTTP, error) {
 		p := &goProc{cmd: exec.Command(bin, args...), stderr: &SyncBuffer{}, done: make(chan error, 1)}
 		p.cmd.Stderr = p.stderr
 		p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := p.cmd.Start(); err != nil {
+		if err := launcher(o.NetNS)(p.cmd); err != nil {
 			g.Stop()
 			return nil, fmt.Errorf("start gohttp: %w", err)
 		}
 		go func() { p.done <- p.cmd.Wait() }()
 		g.procs = append(g.procs, p)
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			if ls, _ := sockets.Listeners(ap.Port()); len(ls) > i {
+			var ls []sockets.Listener
+			within(o.NetNS, func() (err error) { ls, err = sockets.Listeners(ap.Port()); return err })
+			if len(ls) > i {
 				break
 			}
 			select {

@@ -24,6 +24,8 @@ type HAProxy struct {
 
 // HAProxyOptions configure StartHAProxy.
 type HAProxyOptions struct {
+	// NetNS, if set, is the network namespace to run in (netpath's).
+	NetNS   string
 	Addr    string // HOST:PORT
 	Threads int    // nbthread
 	// Shards gives each thread its own SO_REUSEPORT socket (bind ...
@@ -104,7 +106,7 @@ frontend lbbench
 		return nil, err
 	}
 	// -db: stay in the foreground.
-	if err := d.start(o.CPUs, o.Addr, nil, "", "haproxy", "-db", "-f", cfg); err != nil {
+	if err := d.start(launcher(o.NetNS), o.CPUs, o.Addr, nil, "", "haproxy", "-db", "-f", cfg); err != nil {
 		return nil, err
 	}
 	return h, nil

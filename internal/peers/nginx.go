@@ -20,6 +20,8 @@ type Nginx struct {
 
 // NginxOptions configure StartNginx.
 type NginxOptions struct {
+	// NetNS, if set, is the network namespace to run in (netpath's).
+	NetNS   string
 	Addr    string // HOST:PORT
 	Workers int
 	// How workers accept: ReusePort gives each its own socket (listen ...
@@ -117,7 +119,7 @@ http {
 		os.RemoveAll(d.dir)
 		return nil, err
 	}
-	if err := d.start(o.CPUs, o.Addr, nil, "error.log", "nginx", "-c", confPath, "-p", d.dir); err != nil {
+	if err := d.start(launcher(o.NetNS), o.CPUs, o.Addr, nil, "error.log", "nginx", "-c", confPath, "-p", d.dir); err != nil {
 		return nil, err
 	}
 	return n, nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/kernel"
+	"github.com/lbbench/lbbench/internal/netpath"
 )
 
 // daemon is a server process the suite started in the foreground, with a
@@ -43,7 +44,10 @@ func newDaemon(name string) (*daemon, error) {
 // stdout if not nil, and waits up to 5 s until addr accepts connections.
 // On failure it returns what the server said (its stderr, or the file
 // errLog in its directory) and removes the directory.
-func (d *daemon) start(cpus []int, addr string, stdout *os.File, errLog string, bin string, args ...string) error {
+func (d *daemon) start(launch func(*exec.Cmd) error, cpus []int, addr string, stdout *os.File, errLog string, bin string, args ...string) error {
+	if launch == nil {
+		launch = (*exec.Cmd).Start
+	}
 	if len(cpus) > 0 {
 		bin, args = Pin(cpus, bin, args...)
 	}
@@ -53,7 +57,7 @@ func (d *daemon) start(cpus []int, addr string, stdout *os.File, errLog string, 
 		d.cmd.Stdout = stdout
 	}
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
+	if err := launch(d.cmd); err != nil {
 		os.RemoveAll(d.dir)
 		return fmt.Errorf("start %s: %w", d.name, err)
 	}
@@ -114,4 +118,21 @@ func (d *daemon) children() []int {
 		return nil
 	}
 	return tree[1:]
+}
+
+// launcher starts a command in network namespace netns ("": where we
+// are).
+func launcher(netns string) func(*exec.Cmd) error {
+	if netns == "" {
+		return (*exec.Cmd).Start
+	}
+	return func(c *exec.Cmd) error { return netpath.Start(netns, c) }
+}
+
+// within runs f in network namespace netns ("": where we are).
+func within(netns string, f func() error) error {
+	if netns == "" {
+		return f()
+	}
+	return netpath.Do(netns, f)
 }

@@ -31,15 +31,12 @@ type Target struct {
 // such as taskset that execs the target with them) and waits, up to 10
 // s, for the target's Ready document on an inherited pipe (-ready-fd).
 func StartTarget(bin string, args ...string) (*Target, error) {
-	return StartTargetWith(nil, bin, args...)
+	return StartTargetIn("", bin, args...)
 }
 
-// StartTargetWith is StartTarget with start starting the process (for
-// example in a network namespace: netpath.Start); nil: exec's Start.
-func StartTargetWith(start func(*exec.Cmd) error, bin string, args ...string) (*Target, error) {
-	if start == nil {
-		start = (*exec.Cmd).Start
-	}
+// StartTargetIn is StartTarget in network namespace netns ("": here).
+func StartTargetIn(netns, bin string, args ...string) (*Target, error) {
+	start := launcher(netns)
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
