@@ -68,7 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	o := &f.opts
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: loadgen [flags] http://HOST:PORT/PATH\n")
+		fmt.Fprintf(fs.Output(), "usage: loadgen [flags] http://HOST:PORT/PATH | udp://HOST:PORT\n")
 		fs.PrintDefaults()
 	}
 	var src string
@@ -83,6 +83,10 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&src, "src", "", "local source addresses, e.g. 127.0.0.2-127.0.0.20 (spreads the 4-tuple and the port space)")
 	fs.StringVar(&o.PIDHeader, "pid-header", "X-Worker-Pid", "response header naming the worker pid")
 	fs.StringVar(&o.IDHeader, "id-header", "X-Worker-Id", "response header naming the worker id (shown beside its pid; counted with -fair-by worker)")
+	fs.StringVar(&o.Proto, "proto", "", "tcp (HTTP) or udp (request/reply datagrams to udp://HOST:PORT; default: the URL's scheme)")
+	fs.IntVar(&o.Flows, "flows", 64, "udp: flows, each its own socket and source port")
+	fs.IntVar(&o.Window, "window", 0, "udp closed loop: datagrams in flight per flow (default 1 without -rate)")
+	fs.DurationVar(&o.RebindEvery, "rebind-every", 0, "udp: give every flow a new source port this often, as a NAT rebinding would")
 	fs.StringVar(&o.NetNS, "netns", "", "open the load's sockets in this network namespace (a name under /var/run/netns, or a path); metrics stay in loadgen's own")
 	fs.StringVar(&o.Attribute, "attribute", load.AttrHeader, "who served a request: header (the -pid-header), kernel (the process and thread that accepted the connection, for any server on this host; root), or both (cross-checked)")
 	fs.StringVar(&o.FairBy, "fair-by", load.FairProcess, "what the fairness figures count as a worker: process, thread (the accepting thread, with -attribute kernel: threaded servers such as HAProxy) or worker (the -id-header the server sends: in-process workers that share a pid)")
@@ -140,6 +144,17 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if err := o.Validate(); err != nil {
 		return nil, err
+	}
+	udpOnly, tcpOnly := []string{"flows", "window", "rebind-every"}, []string{"c", "conn", "reqs-per-conn", "attribute", "pid-header", "id-header"}
+	for _, name := range tcpOnly {
+		if set[name] && o.Proto == load.ProtoUDP {
+			return nil, fmt.Errorf("-%s is TCP's; -proto udp has flows (-flows, -window)", name)
+		}
+	}
+	for _, name := range udpOnly {
+		if set[name] && o.Proto == load.ProtoTCP {
+			return nil, fmt.Errorf("-%s goes with -proto udp", name)
+		}
 	}
 	if f.name == "" {
 		f.name = "Loadgen/conn=" + o.Mode

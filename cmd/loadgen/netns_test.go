@@ -30,8 +30,7 @@ func TestNetnsClients(t *testing.T) {
 	port := proctest.FreePort(t)
 	addr := top.Service.String() + ":" + strconv.Itoa(port)
 	metrics := top.Service.String() + ":" + strconv.Itoa(port+1)
-	tg, err := peers.StartTargetWith(func(c *exec.Cmd) error { return netpath.Start(top.Target, c) },
-		proctest.Bin(t, "target"), "-model", "reuseport", "-workers", "2", "-addr", addr, "-metrics-addr", metrics)
+	tg, err := peers.StartTargetIn(top.Target, proctest.Bin(t, "target"), "-model", "reuseport", "-workers", "2", "-addr", addr, "-metrics-addr", metrics)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,12 +61,14 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM/SIGINT, how long in-flight requests may take")
 	fs.StringVar(&cfg.Restart, "restart", "", "rolling-restart strategy: reuseport-overlap, reuseport-migrate, fd-handoff (reuseport), shared-inherit (shared), dispatch (single); default: the model's own")
 	fs.DurationVar(&cfg.RestartEvery, "restart-every", 0, "replace one worker (in turn) this often; SIGHUP replaces them all once")
-	fs.StringVar(&cfg.Steer, "steer", cfg.Steer, "reuseport: hash (kernel), cpu (cBPF: receiving CPU), incoming-cpu (SO_INCOMING_CPU), bpf-rr or bpf-least (eBPF)")
+	fs.StringVar(&cfg.Steer, "steer", cfg.Steer, "reuseport: hash (kernel), cpu (cBPF: receiving CPU), incoming-cpu (SO_INCOMING_CPU), bpf-rr or bpf-least (eBPF); udp: bpf-flow (by the flow id in each datagram)")
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "close a connection whose request head is not complete this long after accept (or after its first byte), with 408")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a keep-alive connection idle this long")
 	fs.BoolVar(&cfg.Locality, "locality", cfg.Locality, "check every connection's arrival CPU against the worker's (X-Conn-Local; two system calls per connection; on with -steer cpu|incoming-cpu)")
 	fs.StringVar(&cfg.HTTP, "http", cfg.HTTP, "serving path: lean (raw system calls, an event loop per worker, like nginx) or nethttp (Go's net/http server, as most Go services run)")
 	fs.BoolVar(&cfg.InProc, "inproc", cfg.InProc, "run the workers as goroutines of one process (GOMAXPROCS = workers), each with its own accept loop (shared or reuseport); they share a pid: count them with loadgen -fair-by worker")
+	fs.StringVar(&cfg.Proto, "proto", cfg.Proto, "tcp (HTTP/1.1) or udp (request/response datagrams: shared or reuseport, -accept netpoll|blocking)")
+	fs.IntVar(&cfg.RcvBuf, "rcvbuf", 0, "SO_RCVBUF of each socket, bytes (0: the kernel's default)")
 	fs.IntVar(&cfg.ReadyFD, "ready-fd", 0, "write one JSON line (supervisor and worker pids, addresses) to this inherited descriptor once every worker serves, then close it")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return cfg, err

@@ -5,6 +5,7 @@ package fairness
 
 import (
 	"math"
+	"math/rand/v2"
 
 	"github.com/aclements/go-moremath/mathx"
 )
@@ -64,4 +65,32 @@ func Compute(counts []float64) Figures {
 		f.PValue = mathx.GammaIncComp((n-1)/2, f.ChiSquare/2)
 	}
 	return f
+}
+
+// BallsIntoBins is what uniform hashing gives: F flows thrown into N
+// workers independently and uniformly (as a 4-tuple hash over a
+// reuseport group does), the mean and standard deviation of max/mean of
+// the workers' loads, by simulation (trials throws, a fixed seed: the
+// same answer every time).
+func BallsIntoBins(flows, workers, trials int) (mean, sd float64) {
+	if flows < 1 || workers < 1 || trials < 1 {
+		return 1, 0
+	}
+	rng := rand.New(rand.NewPCG(uint64(flows), uint64(workers)))
+	load := make([]int, workers)
+	var sum, sumSq float64
+	for range trials {
+		clear(load)
+		top := 0
+		for range flows {
+			b := rng.IntN(workers)
+			load[b]++
+			top = max(top, load[b])
+		}
+		x := float64(top) * float64(workers) / float64(flows)
+		sum += x
+		sumSq += x * x
+	}
+	mean = sum / float64(trials)
+	return mean, math.Sqrt(max(sumSq/float64(trials)-mean*mean, 0))
 }

@@ -50,3 +50,17 @@ func TestEmpty(t *testing.T) {
 		}
 	}
 }
+
+func TestBallsIntoBins(t *testing.T) {
+	// Two flows on two workers: together half the time (max/mean 2),
+	// apart the other half (1).
+	if m, sd := BallsIntoBins(2, 2, 200000); math.Abs(m-1.5) > 0.01 || math.Abs(sd-0.5) > 0.01 {
+		t.Errorf("2 into 2: mean %v sd %v, want 1.5 and 0.5", m, sd)
+	}
+	if m, _ := BallsIntoBins(1000, 2, 20000); m < 1 || m > 1.05 {
+		t.Errorf("many flows spread evenly: %v", m)
+	}
+	if m, _ := BallsIntoBins(1, 4, 1000); m != 4 {
+		t.Errorf("one flow on four workers: %v, want 4", m)
+	}
+}

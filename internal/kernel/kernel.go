@@ -49,8 +49,9 @@ func (fs FS) path(p ...string) string { return filepath.Join(append([]string{fs.
 func TcpExt() (map[string]uint64, error) { return Proc.TcpExt() }
 
 // TcpExt returns the TcpExt counters of net/netstat (ListenOverflows,
-// ListenDrops, TCPMigrateReqSuccess, ...), and the Tcp counters of
-// net/snmp (RetransSegs, ActiveOpens, ...) under "Tcp" + name.
+// ListenDrops, TCPMigrateReqSuccess, ...), and the Tcp and Udp counters
+// of net/snmp (RetransSegs, RcvbufErrors, ...) under "Tcp" + name and
+// "Udp" + name.
 func (fs FS) TcpExt() (map[string]uint64, error) {
 	out := make(map[string]uint64, 160)
 	if err := readPairs(fs.path("net", "netstat"), "TcpExt:", "", out); err != nil {
@@ -59,6 +60,7 @@ func (fs FS) TcpExt() (map[string]uint64, error) {
 	if err := readPairs(fs.path("net", "snmp"), "Tcp:", "Tcp", out); err != nil {
 		return nil, err
 	}
+	readPairs(fs.path("net", "snmp"), "Udp:", "Udp", out) // UdpRcvbufErrors, UdpInErrors, ...
 	return out, nil
 }
 
@@ -85,6 +87,19 @@ func readPairs(path, prefix, keyPrefix string, out map[string]uint64) error {
 		return nil
 	}
 	return fmt.Errorf("%s: no %s lines", path, prefix)
+}
+
+// UDP returns the host's Udp counters from /proc/net/snmp (InDatagrams,
+// RcvbufErrors, InErrors, ...).
+func UDP() (map[string]uint64, error) { return Proc.UDP() }
+
+// UDP reads fs's /proc/net/snmp Udp: lines.
+func (fs FS) UDP() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	if err := readPairs(fs.path("net", "snmp"), "Udp:", "", out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // TimeWait returns the number of TCP sockets in TIME_WAIT on the host
@@ -182,6 +197,7 @@ var Counters = []string{
 	"ListenOverflows", "ListenDrops", "TCPSynRetrans", "TCPReqQFullDrop",
 	"TCPMigrateReqSuccess", "TCPMigrateReqFailure", "TCPAbortOnData", "TCPAbortOnClose",
 	"TcpActiveOpens", "TcpPassiveOpens", "TcpAttemptFails", "TcpEstabResets", "TcpRetransSegs", "TcpOutRsts",
+	"UdpInDatagrams", "UdpRcvbufErrors", "UdpInErrors", "UdpSndbufErrors",
 }
 
 // Snapshot is the kernel's view at one instant.

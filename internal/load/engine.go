@@ -41,8 +41,11 @@ type Result struct {
 	PerTID map[uint64]*TIDCount
 	// PerWorker counts by the worker id the server names, with FairBy
 	// worker (in-process workers, which share a pid).
-	PerWorker    map[uint64]*PIDCount
-	Attribution  *Attribution
+	PerWorker   map[uint64]*PIDCount
+	Attribution *Attribution
+	// UDP is what a -proto udp run saw beyond the rest: sends, losses,
+	// duplicates, reordering, and whether flows kept their worker.
+	UDP          *UDPStats
 	Unattributed PIDCount
 	// BadPIDValues counts responses whose pid header was not a pid;
 	// BadPIDExample is one such value.
@@ -74,7 +77,7 @@ func (r *Result) TotalErrors() int64 {
 
 type engine struct {
 	o            Options
-	loops        []*loop
+	loops        []eventLoop
 	sched        *Schedule // nil: closed loop
 	measureStart time.Time
 	end          time.Time // zero: no duration limit
@@ -89,6 +92,19 @@ type engine struct {
 	reqKeep    []byte
 	reqClose   []byte
 	kernel     bool // attribution by the kernel's record of accepts
+}
+
+// eventLoop is one of the engine's loops: a TCP loop (loop_linux.go) or
+// a UDP one (udp_linux.go), each with its own epoll set and statistics.
+type eventLoop interface {
+	run()
+	poke()
+	// closeSet releases the loop's set; the loop must not be poked after.
+	closeSet()
+	stats() *shard
+	// cutCount is what the end of the run cut: requests in flight, and
+	// when the oldest of them was sent.
+	cutCount() (inFlight int64, oldest time.Time)
 }
 
 // Run runs the load o describes. onSecond, if not nil, is called once a
@@ -115,21 +131,13 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 	if o.Rate > 0 {
 		e.sched = NewSchedule(start, o.Rate, o.Poisson, o.Seed, e.end, 0)
 	}
-	// One loop per P, as wrk has a thread per core; connections are
-	// dealt out in turn.
-	nloops := min(o.Conns, runtime.GOMAXPROCS(0))
-	for i := range nloops {
-		l, err := newLoop(e)
-		if err != nil {
-			for _, l := range e.loops {
-				l.closeSet()
-			}
-			return nil, err
+	// One loop per P, as wrk has a thread per core; connections (or
+	// flows) are dealt out in turn.
+	if err := e.makeLoops(); err != nil {
+		for _, l := range e.loops {
+			l.closeSet()
 		}
-		for c := i; c < o.Conns; c += nloops {
-			l.addSlot(c)
-		}
-		e.loops = append(e.loops, l)
+		return nil, err
 	}
 	nsfd := -1
 	if o.NetNS != "" {
@@ -152,8 +160,6 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 				// Never unlocked: the thread ends with the loop.
 				runtime.LockOSThread()
 				if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
-					l.closeSet() // this loop never runs: nothing pokes it
-					l.wake = -1
 					entered <- fmt.Errorf("-netns %s: %w", o.NetNS, err)
 					return
 				}
@@ -162,17 +168,24 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 			l.run()
 		})
 	}
+	var enterErr error
 	for range e.loops {
 		if err := <-entered; err != nil {
-			e.stopped.Store(true)
-			for _, l := range e.loops {
-				if l.wake >= 0 {
-					l.poke()
-				}
-			}
-			workers.Wait()
-			return nil, err
+			enterErr = err
 		}
+	}
+	if enterErr != nil {
+		// Some loops run, some never will: stop the ones that run, then
+		// release every set.
+		e.stopped.Store(true)
+		for _, l := range e.loops {
+			l.poke()
+		}
+		workers.Wait()
+		for _, l := range e.loops {
+			l.closeSet()
+		}
+		return nil, enterErr
 	}
 	allDone := make(chan struct{})
 	go func() { workers.Wait(); close(allDone) }()
@@ -228,11 +241,13 @@ loop:
 	}
 	<-allDone
 	for _, l := range e.loops {
-		res.InFlightAtEnd += l.inFlight
-		if l.oldest.IsZero() {
+		l.closeSet()
+		n, oldest := l.cutCount()
+		res.InFlightAtEnd += n
+		if oldest.IsZero() {
 			continue
 		}
-		if d := stopAt.Sub(l.oldest); d > res.OldestInFlight {
+		if d := stopAt.Sub(oldest); d > res.OldestInFlight {
 			res.OldestInFlight = d
 		}
 	}
@@ -254,9 +269,29 @@ loop:
 func (e *engine) shards() []*shard {
 	out := make([]*shard, len(e.loops))
 	for i, l := range e.loops {
-		out[i] = l.sh
+		out[i] = l.stats()
 	}
 	return out
+}
+
+// makeLoops makes the engine's loops: one per P at most, connections or
+// flows dealt out in turn.
+func (e *engine) makeLoops() error {
+	if e.o.Proto == ProtoUDP {
+		return e.makeUDPLoops()
+	}
+	n := min(e.o.Conns, runtime.GOMAXPROCS(0))
+	for i := range n {
+		l, err := newLoop(e)
+		if err != nil {
+			return err
+		}
+		for c := i; c < e.o.Conns; c += n {
+			l.addSlot(c)
+		}
+		e.loops = append(e.loops, l)
+	}
+	return nil
 }
 
 // NetNSPath is where a named network namespace is (ip netns add's
@@ -297,6 +332,7 @@ func (e *engine) collect(res *Result, shards []*shard) {
 			Unresolved: c.unresolved, Disagreements: c.disagree, HeaderPerPID: c.header, Examples: c.examples}
 	}
 	res.LocalConnections, res.LocalityKnown = c.localConns, c.localKnown
+	res.UDP = e.mergeUDP()
 	res.Errors = map[string]int64{}
 	for i, k := range ErrorKinds {
 		res.Errors[k] = c.errs[i]

@@ -27,26 +27,32 @@ import (
 // and blocking through the scheduler's entersyscall makes sysmon take the
 // P on every wait.
 type loop struct {
-	e      *engine
-	sh     *shard
-	epfd   int
-	wake   int // eventfd in the set
-	slots  []*slot
-	byFD   []*slot
-	events [128]unix.EpollEvent
-	now    time.Time
+	*epollSet
+	e     *engine
+	sh    *shard
+	slots []*slot
+	byFD  []*slot
+	now   time.Time
 	// waiting are open-loop slots holding an intended time still ahead,
 	// in order (times come from one schedule, so they only grow).
 	waiting []*slot
 	// backoff are slots pausing after a refused or failed connect.
 	backoff   []*slot
 	nextSweep time.Time
-	pwait2    bool // epoll_pwait2 works here
 	// inFlight and oldest describe the measured requests the end cut.
 	inFlight int64
 	oldest   time.Time
 	active   int // slots with a request under way or waiting to start
-	poked    atomic.Bool
+}
+
+// epollSet is a loop's epoll set, with an eventfd in it that wakes the
+// loop when the run ends.
+type epollSet struct {
+	epfd   int
+	wake   int
+	events [128]unix.EpollEvent
+	pwait2 bool // epoll_pwait2 works here
+	poked  atomic.Bool
 }
 
 // Slot states.
@@ -90,6 +96,14 @@ type slot struct {
 }
 
 func newLoop(e *engine) (*loop, error) {
+	set, err := newEpollSet()
+	if err != nil {
+		return nil, err
+	}
+	return &loop{epollSet: set, e: e, sh: newShard()}, nil
+}
+
+func newEpollSet() (*epollSet, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -104,13 +118,17 @@ func newLoop(e *engine) (*loop, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	return &loop{e: e, sh: newShard(), epfd: epfd, wake: wake, pwait2: true}, nil
+	return &epollSet{epfd: epfd, wake: wake, pwait2: true}, nil
 }
 
-func (l *loop) closeSet() {
+// closeSet is called once the loop has stopped (or never ran).
+func (l *epollSet) closeSet() {
 	unix.Close(l.epfd)
 	unix.Close(l.wake)
 }
+
+func (l *loop) stats() *shard                { return l.sh }
+func (l *loop) cutCount() (int64, time.Time) { return l.inFlight, l.oldest }
 
 func (l *loop) addSlot(idx int) {
 	l.slots = append(l.slots, &slot{l: l, idx: idx, fd: -1, buf: make([]byte, httpwire.MaxHead+4096),
@@ -118,7 +136,7 @@ func (l *loop) addSlot(idx int) {
 }
 
 // poke wakes the loop (the run ended).
-func (l *loop) poke() {
+func (l *epollSet) poke() {
 	l.poked.Store(true)
 	one := [8]byte{1}
 	unix.Write(l.wake, one[:])
@@ -127,7 +145,6 @@ func (l *loop) poke() {
 // run drives the loop's slots until the run ends, then cuts what is
 // still in flight.
 func (l *loop) run() {
-	defer l.closeSet()
 	l.now = time.Now()
 	for _, s := range l.slots {
 		l.active++
@@ -173,7 +190,7 @@ func (l *loop) wait() {
 
 // epollWait waits with epoll_pwait2's nanoseconds where the kernel has it
 // (5.11+): open-loop arrivals are tens of microseconds apart.
-func (l *loop) epollWait(d time.Duration) (int, error) {
+func (l *epollSet) epollWait(d time.Duration) (int, error) {
 	if l.pwait2 {
 		ts := unix.NsecToTimespec(d.Nanoseconds())
 		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT2, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),

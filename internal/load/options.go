@@ -64,6 +64,16 @@ type Options struct {
 	// (default), FairThread (the accepting thread; kernel attribution) or
 	// FairWorker (the X-Worker-Id the server sends; in-process workers).
 	FairBy string
+	// Proto is ProtoTCP (HTTP, the default) or ProtoUDP (request/reply
+	// datagrams to udp://HOST:PORT, udp_linux.go). UDP runs Flows flows,
+	// each its own socket and source port, in the open loop at Rate
+	// datagrams per second, or in the closed loop with Window datagrams
+	// in flight per flow; RebindEvery > 0 gives every flow a new source
+	// port that often, as a NAT rebinding would.
+	Proto       string
+	Flows       int
+	Window      int
+	RebindEvery time.Duration
 	// Observe, if set, is called with the latency in seconds of every
 	// measured successful request (live metrics); it must be safe for
 	// concurrent use.
@@ -72,11 +82,36 @@ type Options struct {
 	host, port, path string
 }
 
+// Protocols.
+const (
+	ProtoTCP = "tcp"
+	ProtoUDP = "udp"
+)
+
+// maxFlows bounds -flows: each flow holds a socket and a source port.
+const maxFlows = 100000
+
 // Validate checks o and fills in defaults.
 func (o *Options) Validate() error {
 	u, err := url.Parse(o.URL)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
+	if err == nil && u.Scheme == "udp" && o.Proto == "" {
+		o.Proto = ProtoUDP
+	}
+	if o.Proto == "" {
+		o.Proto = ProtoTCP
+	}
+	switch {
+	case o.Proto != ProtoTCP && o.Proto != ProtoUDP:
+		return fmt.Errorf("-proto %q: want tcp or udp", o.Proto)
+	case o.Proto == ProtoUDP && (err != nil || u.Scheme != "udp" || u.Host == ""):
+		return fmt.Errorf("bad URL %q: -proto udp wants udp://HOST:PORT", o.URL)
+	case o.Proto == ProtoTCP && (err != nil || u.Scheme != "http" || u.Host == ""):
 		return fmt.Errorf("bad URL %q: want http://HOST:PORT/PATH", o.URL)
+	}
+	if o.Proto == ProtoUDP {
+		if err := o.validateUDP(); err != nil {
+			return err
+		}
 	}
 	host := u.Hostname()
 	if host == "localhost" {
@@ -100,6 +135,7 @@ func (o *Options) Validate() error {
 	o.path = u.RequestURI()
 
 	switch {
+	case o.Proto == ProtoUDP:
 	case o.Conns < 1:
 		return fmt.Errorf("-c %d: want at least 1 connection", o.Conns)
 	case o.Conns > 100000:
@@ -116,7 +152,7 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("-n %d: must not be negative", o.Requests)
 	case o.Duration == 0 && o.Requests == 0:
 		return errors.New("give -d DURATION or -n COUNT (a run must stop by itself)")
-	case o.Mode != ModeKeepAlive && o.Mode != ModeClose:
+	case o.Proto == ProtoTCP && o.Mode != ModeKeepAlive && o.Mode != ModeClose:
 		return fmt.Errorf("-conn %q: want keepalive or close", o.Mode)
 	case o.ReqsPerConn < 0:
 		return fmt.Errorf("-reqs-per-conn %d: must not be negative", o.ReqsPerConn)
@@ -154,6 +190,29 @@ func (o *Options) Validate() error {
 			return fmt.Errorf("-src %v and the target %v are not the same IP family", s, ip)
 		}
 	}
+	return nil
+}
+
+// validateUDP checks what only UDP has, and refuses what only TCP has.
+func (o *Options) validateUDP() error {
+	switch {
+	case o.Flows < 1 || o.Flows > maxFlows:
+		return fmt.Errorf("-flows %d: want 1 to %d (each flow is a socket and a source port)", o.Flows, maxFlows)
+	case o.Flows > 28000*max(1, len(o.Src)):
+		return fmt.Errorf("-flows %d: more than the ephemeral ports of %d source address(es) (about 28000 each): add -src addresses", o.Flows, max(1, len(o.Src)))
+	case o.Mode == ModeClose || o.ReqsPerConn > 0:
+		return errors.New("-proto udp has no connections: -conn and -reqs-per-conn are TCP's")
+	case o.Attribute != "" && o.Attribute != AttrHeader:
+		return errors.New("-proto udp: the worker is named in every reply; -attribute kernel follows TCP accepts")
+	case o.Window < 0 || (o.Rate > 0 && o.Window > 0):
+		return errors.New("-window is the closed loop's datagrams in flight per flow: not with -rate, not negative")
+	case o.RebindEvery < 0:
+		return errors.New("-rebind-every must not be negative")
+	}
+	if o.Rate == 0 && o.Window == 0 {
+		o.Window = 1
+	}
+	o.Mode = ""
 	return nil
 }
 

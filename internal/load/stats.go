@@ -18,10 +18,10 @@ const (
 	ErrOther        = "other"
 )
 
-// ErrorKinds lists the error kinds in report order.
-var ErrorKinds = []string{ErrRefused, ErrReset, ErrTimeout, ErrAddrNotAvail, ErrStatus, ErrMalformed, ErrOther}
+// ErrorKinds lists the error kinds in report order (UDP's: udp_linux.go).
+var ErrorKinds = []string{ErrRefused, ErrReset, ErrTimeout, ErrAddrNotAvail, ErrStatus, ErrMalformed, ErrLost, ErrSendFailed, ErrOther}
 
-const numKinds = 7
+const numKinds = 9
 
 func kindIndex(k string) int {
 	for i, x := range ErrorKinds {

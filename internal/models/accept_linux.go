@@ -40,6 +40,9 @@ func newAcceptSource(strategy string, lfd int, w *worker, shared bool) (source, 
 	if err != nil {
 		return nil, err
 	}
+	if w.spec.Proto == ProtoUDP {
+		return newUDPSource(strategy, lfd, ino, w)
+	}
 	switch {
 	case strategy == AcceptNetpoll && w.std != nil:
 		return w.std.listenerSource(lfd, ino)
@@ -135,6 +138,9 @@ func checkListener(fd int, c *Config, id int) error {
 	want := unix.IPPROTO_TCP
 	if c.MPTCP {
 		want = unix.IPPROTO_MPTCP
+	}
+	if c.Proto == ProtoUDP {
+		want = unix.IPPROTO_UDP
 	}
 	if proto != want {
 		return fmt.Errorf("listening socket has protocol %d, want %d", proto, want)

@@ -69,6 +69,10 @@ type Config struct {
 	// InProc runs the workers as goroutines of one process
 	// (inproc_linux.go) rather than as processes.
 	InProc bool `json:"inproc"`
+	// Proto is ProtoTCP (HTTP) or ProtoUDP (datagrams, udp_linux.go);
+	// RcvBuf, if set, is each socket's SO_RCVBUF.
+	Proto  string `json:"proto"`
+	RcvBuf int    `json:"rcvbuf"`
 	// ReadyFD, if > 0, is a descriptor the target writes its Ready
 	// document to (one JSON line) once every worker serves, then closes.
 	ReadyFD int `json:"-"`
@@ -87,6 +91,7 @@ func DefaultConfig() Config {
 		Grace:         5 * time.Second,
 		Steer:         steer.Hash,
 		HTTP:          HTTPLean,
+		Proto:         ProtoTCP,
 		HeaderTimeout: DefaultHeaderTimeout,
 		IdleTimeout:   DefaultIdleTimeout,
 	}
@@ -112,7 +117,7 @@ func (c *Config) Validate() error {
 	case c.HeaderTimeout <= 0 || c.IdleTimeout <= 0:
 		return fmt.Errorf("-header-timeout and -idle-timeout must be positive")
 	case !slices.Contains(steer.Modes, c.Steer):
-		return fmt.Errorf("unknown steer %q (want hash, cpu, incoming-cpu, bpf-rr or bpf-least)", c.Steer)
+		return fmt.Errorf("unknown steer %q (want hash, cpu, incoming-cpu, bpf-rr, bpf-least or bpf-flow)", c.Steer)
 	case steer.UsesEBPF(c.Steer) && c.Workers > 256:
 		return fmt.Errorf("-steer %s: at most 256 workers", c.Steer)
 	case c.Restart != "" && !slices.Contains(RestartStrategies, c.Restart):
@@ -121,6 +126,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-http %q: want lean or nethttp", c.HTTP)
 	case c.HTTP == HTTPNetHTTP && c.Locality:
 		return fmt.Errorf("-locality needs -http lean (net/http does not expose the connection's descriptor)")
+	case c.Proto != ProtoTCP && c.Proto != ProtoUDP:
+		return fmt.Errorf("-proto %q: want tcp or udp", c.Proto)
+	case c.RcvBuf < 0:
+		return errors.New("-rcvbuf must not be negative")
+	case c.Proto == ProtoUDP && c.Model == Single:
+		return errors.New("-proto udp: the single model hands connections to workers, and a datagram has none: use shared or reuseport")
+	case c.Proto == ProtoUDP && (c.HTTP != HTTPLean || c.InProc || c.RestartEvery > 0 || c.Locality):
+		return errors.New("-proto udp serves datagrams itself: not with -http nethttp, -inproc, -restart-every or -locality")
+	case c.Proto == ProtoUDP && c.Steer == steer.BPFLeast:
+		return errors.New("-steer bpf-least counts open connections: datagrams have none (use bpf-flow or bpf-rr)")
+	case c.Proto == ProtoTCP && c.Steer == steer.BPFFlow:
+		return errors.New("-steer bpf-flow reads a flow id from a datagram: it goes with -proto udp")
 	case c.InProc && c.Model == Single:
 		return errors.New("-inproc: the single model hands connections to worker processes; use shared or reuseport")
 	case c.InProc && c.RestartEvery > 0:

@@ -59,8 +59,25 @@ var (
 	descLastRestart = prometheus.NewDesc("lbbench_target_last_rolling_restart_timestamp_seconds",
 		"When the last rolling-restart step told the old process to stop (0: none yet). All instants: /restarts.", []string{"model"}, nil)
 	descInfo = prometheus.NewDesc("lbbench_target_info",
-		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "steer", "workers", "http"}, nil)
+		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "steer", "workers", "http", "proto"}, nil)
+
+	// UDP (-proto udp).
+	descDgrams = prometheus.NewDesc("lbbench_target_datagrams_total",
+		"Datagrams each worker process handled: direction in (valid requests read), out (replies sent), malformed (too short or not ours: dropped), "+
+			"send_failed (replies the kernel would not take).", append(workerLabels, "proto", "direction"), nil)
+	descSocketDrops = prometheus.NewDesc("lbbench_target_socket_drops_total",
+		"Datagrams the kernel dropped at each of the target's UDP sockets (a full receive buffer; sock_diag SK_MEMINFO_DROPS).", []string{"model", "socket", "proto"}, nil)
+	descSocketQueue = prometheus.NewDesc("lbbench_target_socket_receive_queue_bytes",
+		"Bytes waiting in each UDP socket's receive queue.", []string{"model", "socket", "proto"}, nil)
+	descHostUDP = prometheus.NewDesc("lbbench_target_host_udp_errors_total",
+		"Host-wide UDP error counters from /proc/net/snmp: RcvbufErrors, SndbufErrors, InErrors.", []string{"counter"}, nil)
 )
+
+// dgramWords label the Dgram* words.
+var dgramWords = []struct {
+	word  int
+	label string
+}{{shm.DgramIn, "in"}, {shm.DgramOut, "out"}, {shm.DgramMalformed, "malformed"}, {shm.DgramSendFailed, "send_failed"}}
 
 // statusClasses label the Status* words.
 var statusClasses = []struct {
@@ -90,13 +107,20 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAccepted, descRequests, descOpen, descClosed, descAcceptErrors, descCPU, descRestarts,
-		descDuration, descQueue, descBacklog, descOverflows, descDrops, descLocality, descRolling, descLastRestart, descInfo} {
+		descDuration, descQueue, descBacklog, descOverflows, descDrops, descLocality, descRolling, descLastRestart, descInfo,
+		descDgrams, descSocketDrops, descSocketQueue, descHostUDP} {
 		ch <- d
 	}
 }
 
 // counts sends the counters of one worker process (live or retired).
-func counts(ch chan<- prometheus.Metric, model, w, pid string, v *[shm.Counters]uint64) {
+func counts(ch chan<- prometheus.Metric, model, w, pid string, v *[shm.Counters]uint64, udp bool) {
+	if udp {
+		for _, d := range dgramWords {
+			ch <- prometheus.MustNewConstMetric(descDgrams, prometheus.CounterValue, float64(v[d.word]), model, w, pid, ProtoUDP, d.label)
+		}
+		return
+	}
 	ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(v[shm.Accepted]), model, w, pid)
 	for _, sc := range statusClasses {
 		if n := v[sc.word]; n > 0 || sc.word == shm.Status2xx {
@@ -114,11 +138,12 @@ func counts(ch chan<- prometheus.Metric, model, w, pid string, v *[shm.Counters]
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	model := s.cfg.Model
+	udp := s.cfg.Proto == ProtoUDP
 	var hist nativehist.Counts
 	s.mu.Lock()
 	for _, r := range s.retired {
 		w, pid := strconv.Itoa(r.id), strconv.Itoa(r.pid)
-		counts(ch, model, w, pid, &r.counts)
+		counts(ch, model, w, pid, &r.counts, udp)
 		ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, r.cpuSeconds, model, w, pid)
 	}
 	hist.Add(&s.retiredHist)
@@ -127,7 +152,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		w, pid := strconv.Itoa(p.id), strconv.Itoa(p.pid)
 		slot := s.region.Slot(p.slot)
 		v := slot.Snapshot()
-		counts(ch, model, w, pid, &v)
+		counts(ch, model, w, pid, &v, udp)
 		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(v[shm.Open]), model, w, pid)
 		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(v[shm.LocalConns]), model, w, pid, "local")
 		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(v[shm.RemoteConns]), model, w, pid, "remote")
@@ -154,14 +179,37 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	mine := s.model.listeners(live)
 	s.mu.Unlock()
 
-	ch <- metrics.NewCountsHistogram(descDuration, &hist, c.created, model)
-	c.collectQueues(ch, mine)
+	if udp {
+		c.collectUDP(ch, mine)
+	} else {
+		ch <- metrics.NewCountsHistogram(descDuration, &hist, c.created, model)
+		c.collectQueues(ch, mine)
+	}
 	if ext, err := kernel.TcpExt(); err == nil {
 		ch <- prometheus.MustNewConstMetric(descOverflows, prometheus.CounterValue, float64(ext["ListenOverflows"]))
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(ext["ListenDrops"]))
 	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
-		model, s.model.acceptName(), s.model.dispatchName(), s.cfg.Steer, strconv.Itoa(s.cfg.Workers), s.cfg.HTTP)
+		model, s.model.acceptName(), s.model.dispatchName(), s.cfg.Steer, strconv.Itoa(s.cfg.Workers), s.cfg.HTTP, s.cfg.Proto)
+}
+
+// collectUDP sends each UDP socket's drops and queue, and the host's UDP
+// error counters.
+func (c *collector) collectUDP(ch chan<- prometheus.Metric, mine map[uint64]string) {
+	ap, _ := sockets.ParseAddr(c.s.cfg.Addr)
+	if ls, err := sockets.UDPSockets(ap.Port()); err == nil {
+		for _, l := range ls {
+			if label, ok := mine[l.Inode]; ok {
+				ch <- prometheus.MustNewConstMetric(descSocketDrops, prometheus.CounterValue, float64(l.Drops), c.s.cfg.Model, label, ProtoUDP)
+				ch <- prometheus.MustNewConstMetric(descSocketQueue, prometheus.GaugeValue, float64(l.Queue), c.s.cfg.Model, label, ProtoUDP)
+			}
+		}
+	}
+	if u, err := kernel.UDP(); err == nil {
+		for _, k := range []string{"RcvbufErrors", "SndbufErrors", "InErrors"} {
+			ch <- prometheus.MustNewConstMetric(descHostUDP, prometheus.CounterValue, float64(u[k]), k)
+		}
+	}
 }
 
 func (c *collector) collectQueues(ch chan<- prometheus.Metric, mine map[uint64]string) {

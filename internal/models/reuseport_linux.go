@@ -72,7 +72,8 @@ func (m *reusePort) listen(s *Supervisor) error {
 }
 
 func (m *reusePort) listenOptions(blocking bool) sockets.ListenOptions {
-	return sockets.ListenOptions{ReusePort: true, Backlog: m.cfg.Backlog, MPTCP: m.cfg.MPTCP, Blocking: blocking}
+	return sockets.ListenOptions{ReusePort: true, Backlog: m.cfg.Backlog, MPTCP: m.cfg.MPTCP, Blocking: blocking,
+		UDP: m.cfg.Proto == ProtoUDP, RcvBuf: m.cfg.RcvBuf}
 }
 
 // files: with fd-handoff the worker's held socket; with eBPF steering

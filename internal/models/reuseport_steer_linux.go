@@ -51,11 +51,13 @@ func (st *steering) files(id int) []namedFile {
 	if st.loads != nil {
 		resetLoad(st.loads, id)
 	}
-	third := st.objs.Counter
+	out := []namedFile{{fileProg, st.objs.Prog.FD()}, {fileSocks, st.objs.Socks.FD()}}
 	if st.objs.Loads != nil {
-		third = st.objs.Loads
+		out = append(out, namedFile{fileLoads, st.objs.Loads.FD()})
+	} else if st.objs.Counter != nil {
+		out = append(out, namedFile{fileLoads, st.objs.Counter.FD()})
 	}
-	return []namedFile{{fileProg, st.objs.Prog.FD()}, {fileSocks, st.objs.Socks.FD()}, {fileLoads, third.FD()}}
+	return out
 }
 
 func (st *steering) close() {
@@ -77,7 +79,7 @@ func joinSteering(w *worker, fd int) error {
 			return err
 		}
 		return steer.SetIncomingCPU(fd, cpu)
-	case steer.BPFRR, steer.BPFLeast:
+	case steer.BPFRR, steer.BPFLeast, steer.BPFFlow:
 		progFD, err := w.files.fd(fileProg)
 		if err != nil {
 			return err

@@ -35,7 +35,8 @@ func (m *shared) dispatchName() string { return "none" }
 // which never accepts on it; each worker sets O_NONBLOCK as its strategy
 // needs.
 func (m *shared) listen(*Supervisor) error {
-	fd, err := sockets.Listen(m.cfg.Addr, sockets.ListenOptions{Backlog: m.cfg.Backlog, MPTCP: m.cfg.MPTCP, Blocking: true})
+	fd, err := sockets.Listen(m.cfg.Addr, sockets.ListenOptions{Backlog: m.cfg.Backlog, MPTCP: m.cfg.MPTCP, Blocking: true,
+		UDP: m.cfg.Proto == ProtoUDP, RcvBuf: m.cfg.RcvBuf})
 	if err != nil {
 		return err
 	}

@@ -600,12 +600,16 @@ func (s *Supervisor) preflight() error {
 	if ap.Port() == 0 {
 		return fmt.Errorf("-addr %s: give a fixed port (workers must share it)", s.cfg.Addr)
 	}
-	ls, err := sockets.Conflicts(ap)
+	conflicts, what := sockets.Conflicts, "listening"
+	if s.cfg.Proto == ProtoUDP {
+		conflicts, what = sockets.ConflictsUDP, "UDP"
+	}
+	ls, err := conflicts(ap)
 	if err != nil {
 		return fmt.Errorf("listen %s: cannot list sockets: %w", s.cfg.Addr, err)
 	}
 	if len(ls) > 0 {
-		return fmt.Errorf("listen %s: address already in use (%d listening socket(s) on port %d, e.g. a stale target)", s.cfg.Addr, len(ls), ap.Port())
+		return fmt.Errorf("listen %s: address already in use (%d %s socket(s) on port %d, e.g. a stale target)", s.cfg.Addr, len(ls), what, ap.Port())
 	}
 	return nil
 }

@@ -176,6 +176,36 @@ func ByLabel(f *Family, label string) map[string]float64 {
 	return out
 }
 
+// ByLabelWhere is ByLabel over the series whose label key has value
+// want (e.g. direction="out").
+func ByLabelWhere(f *Family, label, key, want string) map[string]float64 {
+	out := map[string]float64{}
+	if f == nil {
+		return out
+	}
+	for _, m := range f.Metric {
+		var v float64
+		if m.Counter != nil {
+			v = m.Counter.GetValue()
+		} else if m.Gauge != nil {
+			v = m.Gauge.GetValue()
+		}
+		match, name := false, ""
+		for _, l := range m.Label {
+			if l.GetName() == key && l.GetValue() == want {
+				match = true
+			}
+			if l.GetName() == label {
+				name = l.GetValue()
+			}
+		}
+		if match {
+			out[name] += v
+		}
+	}
+	return out
+}
+
 // Children lists the pids whose parent is pid.
 func Children(pid int) []int {
 	var out []int

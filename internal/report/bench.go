@@ -20,6 +20,7 @@ var units = []struct{ unit, better string }{
 	{"failed/crash", "lower"}, {"reset/crash", "lower"}, {"refused/crash", "lower"}, {"recovery-sec", "lower"},
 	{"moved-fraction", "lower"},
 	{"cpu-sec/req", "lower"}, {"syscalls/req", "lower"}, {"maxrss-B", "lower"},
+	{"loss-ratio", "lower"}, {"first-worker-share", "higher"}, {"multiworker-flows", "lower"},
 }
 
 // Config returns the stable file-config lines for a benchmark file:
@@ -87,6 +88,16 @@ func Result(d *Doc, name string, config []benchfmt.Config) *benchfmt.Result {
 		// Every sample carries it (a missing value would leave the cell
 		// short of samples); 1e-9 stands for 0, which breaks geomeans.
 		vals = append(vals, benchfmt.Value{Value: max(d.Locality.Share, 1e-9), Unit: "locality"})
+	}
+	if u := d.UDP; u != nil {
+		loss := 0.0
+		if u.Sent > 0 {
+			loss = float64(u.Lost) / float64(u.Sent)
+		}
+		vals = append(vals,
+			benchfmt.Value{Value: max(loss, 1e-9), Unit: "loss-ratio"},
+			benchfmt.Value{Value: max(u.FirstWorkerShare, 1e-9), Unit: "first-worker-share"},
+			benchfmt.Value{Value: max(float64(u.FlowsMultiWorker), 1e-9), Unit: "multiworker-flows"})
 	}
 	return &benchfmt.Result{Config: config, Name: benchfmt.Name(name), Iters: int(max(d.Requests, 1)), Values: vals}
 }

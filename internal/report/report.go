@@ -298,6 +298,10 @@ type Doc struct {
 	Series     []SecondJSON      `json:"series"`
 	// Inputs, in a merged document, are the runs merged (loadgen merge).
 	Inputs []Input `json:"inputs,omitempty"`
+	// UDP, for -proto udp: sends, losses, duplicates, reordering, and
+	// whether each flow kept its worker. Requests are then replies, and a
+	// pid's connections the flows it answered first.
+	UDP *load.UDPStats `json:"udp,omitempty"`
 }
 
 // Generator says where and when a run was made, so runs from several
@@ -337,7 +341,7 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 		Latency:         quantiles(r.Latency), LatencyCDF: cdf(r.Latency), Uncorrected: quantiles(r.Uncorrected),
 		Connect: quantiles(r.Connect), TTFB: quantiles(r.TTFB), SendLag: quantiles(r.Lag),
 		PerPID: map[string]*load.PIDCount{}, Kernel: obs, Host: host, Interrupted: r.Interrupted,
-		StartTime: r.Start.UTC(),
+		StartTime: r.Start.UTC(), UDP: r.UDP,
 		Histograms: map[string]string{"latency": encode(r.Latency), "uncorrected": encode(r.Uncorrected),
 			"connect": encode(r.Connect), "ttfb": encode(r.TTFB), "send_lag": encode(r.Lag)},
 	}

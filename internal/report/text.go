@@ -23,7 +23,15 @@ func Summary(w io.Writer, d *Doc) {
 		}
 		loop = fmt.Sprintf("open loop, %g req/s %s, pool of %d connections", d.Rate, arr, d.Conns)
 	}
-	fmt.Fprintf(w, "%.1fs @ %s (%s, conn=%s)\n", d.DurationSeconds, d.URL, loop, d.Mode)
+	if u := d.UDP; u != nil {
+		loop = fmt.Sprintf("closed loop, %d flows", u.Flows)
+		if d.Rate > 0 {
+			loop = fmt.Sprintf("open loop, %g datagrams/s over %d flows", d.Rate, u.Flows)
+		}
+		fmt.Fprintf(w, "%.1fs @ %s (%s)\n", d.DurationSeconds, d.URL, loop)
+	} else {
+		fmt.Fprintf(w, "%.1fs @ %s (%s, conn=%s)\n", d.DurationSeconds, d.URL, loop, d.Mode)
+	}
 	if len(d.Inputs) > 0 {
 		fmt.Fprintf(w, "  merged from %d runs:\n", len(d.Inputs))
 		for _, in := range d.Inputs {
@@ -35,11 +43,25 @@ func Summary(w io.Writer, d *Doc) {
 				in.Started.Format("15:04:05.000"), in.RequestsPerSec, in.Errors, fmtDur(in.P99), flag)
 		}
 	}
+	if u := d.UDP; u != nil {
+		loss := 0.0
+		if u.Sent > 0 {
+			loss = 100 * float64(u.Lost) / float64(u.Sent)
+		}
+		fmt.Fprintf(w, "  Datagrams    %d sent, %d answered, %d lost (%.3f%%), %d duplicated, %d reordered, %d malformed, %d not sent (full buffer)\n",
+			u.Sent, u.Received, u.Lost, loss, u.Duplicates, u.Reordered, u.Malformed, u.SendFailed)
+		fmt.Fprintf(w, "  Flows        %d, %d answered by more than one worker; %.2f%% of replies from their flow's first worker; %d rebinds\n",
+			u.Flows, u.FlowsMultiWorker, 100*u.FirstWorkerShare, u.Rebinds)
+	}
 	if d.Interrupted {
 		fmt.Fprintf(w, "  interrupted: figures cover what ran\n")
 	}
 	fmt.Fprintf(w, "  Requests     %d ok, %d errors%s\n", d.Requests, d.Errors, errorKinds(d))
-	fmt.Fprintf(w, "  Throughput   %.1f req/s, %.1f new conn/s\n", d.RequestsPerSec, d.ConnsPerSec)
+	if d.UDP != nil {
+		fmt.Fprintf(w, "  Throughput   %.1f replies/s\n", d.RequestsPerSec)
+	} else {
+		fmt.Fprintf(w, "  Throughput   %.1f req/s, %.1f new conn/s\n", d.RequestsPerSec, d.ConnsPerSec)
+	}
 	latency := "Latency"
 	if d.Rate > 0 {
 		latency = "Latency*" // from intended send times
@@ -48,6 +70,9 @@ func Summary(w io.Writer, d *Doc) {
 		name string
 		q    Quantiles
 	}{{latency, d.Latency}, {"Uncorrected", d.Uncorrected}, {"Connect", d.Connect}, {"TTFB", d.TTFB}} {
+		if d.UDP != nil && row.name != latency {
+			continue // one figure: a datagram's round trip
+		}
 		if row.q.Count == 0 || (row.name == "Uncorrected" && d.Rate == 0) {
 			continue
 		}
@@ -66,8 +91,12 @@ func Summary(w io.Writer, d *Doc) {
 			f.Requests, fmtDur(f.OldestSeconds))
 	}
 
+	conns := "connections"
+	if d.UDP != nil {
+		conns = "flows" // the flows a worker answered first
+	}
 	if len(d.PerPID) > 0 {
-		fmt.Fprintf(w, "\n  %-10s %-7s %12s %7s %12s %7s\n", "pid", "worker", "requests", "share", "connections", "share")
+		fmt.Fprintf(w, "\n  %-10s %-7s %12s %7s %12s %7s\n", "pid", "worker", "requests", "share", conns, "share")
 		for _, p := range byRequests(d.PerPID) {
 			pc := d.PerPID[p]
 			fmt.Fprintf(w, "  %-10s %-7s %12d %6.1f%% %12d %6.1f%%\n", p, pc.Worker, pc.Requests,
@@ -136,8 +165,13 @@ func Summary(w io.Writer, d *Doc) {
 		}
 	}
 	k := d.Kernel
-	fmt.Fprintf(w, "\n  Kernel: TIME_WAIT %d -> %d; ListenOverflows +%d, ListenDrops +%d, TCPSynRetrans +%d, resets sent +%d\n",
-		k.TimeWaitBefore, k.TimeWaitAfter, k.Delta["ListenOverflows"], k.Delta["ListenDrops"], k.Delta["TCPSynRetrans"], k.Delta["TcpOutRsts"])
+	if d.UDP != nil {
+		fmt.Fprintf(w, "\n  Kernel: UDP RcvbufErrors +%d, InErrors +%d, SndbufErrors +%d (the whole host)\n",
+			k.Delta["UdpRcvbufErrors"], k.Delta["UdpInErrors"], k.Delta["UdpSndbufErrors"])
+	} else {
+		fmt.Fprintf(w, "\n  Kernel: TIME_WAIT %d -> %d; ListenOverflows +%d, ListenDrops +%d, TCPSynRetrans +%d, resets sent +%d\n",
+			k.TimeWaitBefore, k.TimeWaitAfter, k.Delta["ListenOverflows"], k.Delta["ListenDrops"], k.Delta["TCPSynRetrans"], k.Delta["TcpOutRsts"])
+	}
 	for _, p := range d.Problems {
 		fmt.Fprintf(w, "  FAILED: %s\n", p)
 	}

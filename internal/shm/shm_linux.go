@@ -41,6 +41,10 @@ const (
 	AcceptNoMemory  // accept failed with ENOBUFS/ENOMEM
 	AcceptAborted   // accept failed with ECONNABORTED/EPROTO (the client gave up first)
 	HandoffLost     // single: a handed-over connection the worker could not receive
+	DgramIn         // UDP: valid request datagrams read
+	DgramOut        // UDP: replies sent
+	DgramMalformed  // UDP: datagrams too short or not ours, dropped
+	DgramSendFailed // UDP: replies the kernel would not take (full buffer)
 	DurSumNanos     // request-duration histogram: sum in nanoseconds
 	DurZero         // observations at or under nativehist.ZeroThreshold
 	durBuckets      // first of nativehist.Buckets words

@@ -18,6 +18,9 @@ type Listener struct {
 	// connections not yet accepted); Backlog is its limit.
 	Queue   uint32
 	Backlog uint32
+	// Drops, for a UDP socket, are the datagrams the kernel dropped for
+	// it (a full receive buffer): SK_MEMINFO_DROPS.
+	Drops uint32
 }
 
 // x/sys/unix has the netlink constants but not the inet_diag structs.
@@ -60,7 +63,7 @@ const tcpListen = 10
 func Listeners(port uint16) ([]Listener, error) {
 	var out []Listener
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		ls, err := dumpListeners(fam)
+		ls, err := dump(fam, unix.IPPROTO_TCP, 1<<tcpListen)
 		if err != nil {
 			return nil, err
 		}
@@ -73,14 +76,45 @@ func Listeners(port uint16) ([]Listener, error) {
 	return out, nil
 }
 
-func dumpListeners(family uint8) ([]Listener, error) {
+// UDPSockets lists the UDP sockets (IPv4 and IPv6) bound to port, with
+// the bytes waiting in their receive queue (Queue) and their drops.
+func UDPSockets(port uint16) ([]Listener, error) {
+	var out []Listener
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		ls, err := dump(fam, unix.IPPROTO_UDP, ^uint32(0))
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range ls {
+			if port == 0 || l.Addr.Port() == port {
+				out = append(out, l)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ConflictsUDP returns the UDP sockets that would share or shadow ap.
+func ConflictsUDP(ap netip.AddrPort) ([]Listener, error) {
+	ls, err := UDPSockets(ap.Port())
+	if err != nil {
+		return nil, err
+	}
+	return sameAddr(ls, ap), nil
+}
+
+// inetDiagSKMemInfo is the INET_DIAG_SKMEMINFO attribute (u32 per
+// SK_MEMINFO_*), asked for with its bit in the request's extensions.
+const inetDiagSKMemInfo = 7
+
+func dump(family, proto uint8, states uint32) ([]Listener, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: %w", err)
 	}
 	defer unix.Close(fd)
 
-	req := inetDiagReqV2{Family: family, Protocol: unix.IPPROTO_TCP, States: 1 << tcpListen}
+	req := inetDiagReqV2{Family: family, Protocol: proto, States: states, Ext: 1 << (inetDiagSKMemInfo - 1)}
 	hdr := unix.NlMsghdr{
 		Len:   uint32(unix.SizeofNlMsghdr + unsafe.Sizeof(req)),
 		Type:  unix.SOCK_DIAG_BY_FAMILY,
@@ -118,12 +152,24 @@ func dumpListeners(family uint8) ([]Listener, error) {
 				continue
 			}
 			d := *(*inetDiagMsg)(unsafe.Pointer(&data[0]))
-			out = append(out, Listener{
+			l := Listener{
 				Addr:    diagAddr(d.Family, d.ID),
 				Inode:   uint64(d.Inode),
 				Queue:   d.RQueue,
 				Backlog: d.WQueue,
-			})
+			}
+			// Attributes follow the message: {len u16, type u16, data}.
+			for a := data[unsafe.Sizeof(inetDiagMsg{}):]; len(a) >= 4; {
+				alen := int(binary.NativeEndian.Uint16(a[0:2]))
+				if alen < 4 || alen > len(a) {
+					break
+				}
+				if binary.NativeEndian.Uint16(a[2:4]) == inetDiagSKMemInfo && alen >= 4+4*(unix.SK_MEMINFO_DROPS+1) {
+					l.Drops = binary.NativeEndian.Uint32(a[4+4*unix.SK_MEMINFO_DROPS:])
+				}
+				a = a[min(len(a), (alen+3)&^3):]
+			}
+			out = append(out, l)
 		}
 	}
 }
@@ -143,6 +189,10 @@ func Conflicts(ap netip.AddrPort) ([]Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	return sameAddr(ls, ap), nil
+}
+
+func sameAddr(ls []Listener, ap netip.AddrPort) []Listener {
 	var out []Listener
 	for _, l := range ls {
 		a := l.Addr.Addr()
@@ -150,5 +200,5 @@ func Conflicts(ap netip.AddrPort) ([]Listener, error) {
 			out = append(out, l)
 		}
 	}
-	return out, nil
+	return out
 }

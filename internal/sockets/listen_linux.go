@@ -30,6 +30,10 @@ type ListenOptions struct {
 	// Blocking leaves the socket in blocking mode (for accept on a locked
 	// OS thread); otherwise it is O_NONBLOCK.
 	Blocking bool
+	// UDP makes a bound UDP socket instead (no listen); RcvBuf, if set,
+	// is its SO_RCVBUF.
+	UDP    bool
+	RcvBuf int
 }
 
 // Listen opens, binds and listens on addr ("host:port") and returns the raw
@@ -43,11 +47,13 @@ func Listen(addr string, o ListenOptions) (int, error) {
 	if ap.Addr().Is6() {
 		family = unix.AF_INET6
 	}
-	proto := unix.IPPROTO_TCP
+	proto, typ := unix.IPPROTO_TCP, unix.SOCK_STREAM|unix.SOCK_CLOEXEC
 	if o.MPTCP {
 		proto = unix.IPPROTO_MPTCP
 	}
-	typ := unix.SOCK_STREAM | unix.SOCK_CLOEXEC
+	if o.UDP {
+		proto, typ = unix.IPPROTO_UDP, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC
+	}
 	if !o.Blocking {
 		typ |= unix.SOCK_NONBLOCK
 	}
@@ -67,11 +73,19 @@ func Listen(addr string, o ListenOptions) (int, error) {
 			return fail("SO_REUSEPORT", err)
 		}
 	}
+	if o.RcvBuf > 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, o.RcvBuf); err != nil {
+			return fail("SO_RCVBUF", err)
+		}
+	}
 	if err := unix.Bind(fd, sockaddr(ap)); err != nil {
 		if errors.Is(err, unix.EADDRINUSE) {
 			return fail("bind", ErrAddrInUse)
 		}
 		return fail("bind", err)
+	}
+	if o.UDP {
+		return fd, nil
 	}
 	backlog := o.Backlog
 	if backlog <= 0 {

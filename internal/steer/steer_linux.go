@@ -26,6 +26,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/lbbench/lbbench/internal/udpwire"
 )
 
 // Modes.
@@ -35,13 +37,14 @@ const (
 	IncomingCPU = "incoming-cpu"
 	BPFRR       = "bpf-rr"
 	BPFLeast    = "bpf-least"
+	BPFFlow     = "bpf-flow" // UDP: by the flow id in the datagram (udpwire)
 )
 
 // Modes lists the steering modes.
-var Modes = []string{Hash, CPU, IncomingCPU, BPFRR, BPFLeast}
+var Modes = []string{Hash, CPU, IncomingCPU, BPFRR, BPFLeast, BPFFlow}
 
 // UsesEBPF reports whether mode needs the eBPF objects.
-func UsesEBPF(mode string) bool { return mode == BPFRR || mode == BPFLeast }
+func UsesEBPF(mode string) bool { return mode == BPFRR || mode == BPFLeast || mode == BPFFlow }
 
 // Pinned reports whether mode needs one pinned worker per CPU.
 func Pinned(mode string) bool { return mode == CPU || mode == IncomingCPU }
@@ -113,6 +116,8 @@ func Load(mode string, n int) (*Objects, error) {
 		if err == nil {
 			insns = leastProgram(o.Loads.FD(), o.Socks.FD(), n)
 		}
+	case BPFFlow:
+		insns = flowProgram(o.Socks.FD(), n)
 	default:
 		err = fmt.Errorf("mode %q has no eBPF program", mode)
 	}
@@ -121,7 +126,7 @@ func Load(mode string, n int) (*Objects, error) {
 		return nil, fmt.Errorf("%w: %v", ErrNoBPF, err)
 	}
 	o.Prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "lbbench_" + map[string]string{BPFRR: "rr", BPFLeast: "least"}[mode],
+		Name: "lbbench_" + map[string]string{BPFRR: "rr", BPFLeast: "least", BPFFlow: "flow"}[mode],
 		Type: ebpf.SkReuseport, License: "GPL", Instructions: insns,
 	})
 	if err != nil {
@@ -227,6 +232,32 @@ func leastProgram(loads, socks, n int) asm.Instructions {
 	return append(insns, selectAndPass(socks)...)
 }
 
+// flowOffset is where the low 32 bits of a datagram's flow id are, from
+// the start of the UDP header (where an SK_REUSEPORT program's data
+// begins): the 8-byte header, then udpwire's.
+const flowOffset = 8 + udpwire.FlowOffset + 4
+
+// flowProgram: key = flow id % n, the flow id read from the datagram, so
+// that a flow keeps its worker when its source port changes (NAT
+// rebinding, QUIC connection migration). A datagram too short to hold
+// one falls back to the kernel's hash.
+func flowProgram(socks, n int) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Imm(asm.R2, flowOffset),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -16),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R1, asm.RFP, -16, asm.Word),
+		asm.HostTo(asm.BE, asm.R1, asm.Word), // the id is big-endian
+		asm.Mod.Imm(asm.R1, int32(n)),
+		asm.StoreMem(asm.RFP, -8, asm.R1, asm.Word),
+	}
+	return append(insns, selectAndPass(socks)...)
+}
+
 // Join puts a worker's listening socket into the group's socket array at
 // id and attaches prog to the group (the same program each time: setting
 // it on any member replaces it for all).
@@ -255,6 +286,9 @@ func (o *Objects) Files() ([]*os.File, error) {
 }
 
 func (o *Objects) third() *ebpf.Map {
+	if o.Loads == nil && o.Counter == nil {
+		return o.Socks // bpf-flow has no third map: pass the array again
+	}
 	if o.Loads != nil {
 		return o.Loads
 	}
