@@ -190,6 +190,37 @@ func TestNetnsMatrix(t *testing.T) {
 	}
 }
 
+// TestUDPScenario: the udp-rebind scenario runs UDP cells end to end:
+// bpf-flow keeps every rebinding flow on its worker, the hash does not.
+func TestUDPScenario(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("bpf-flow loads an eBPF program: root (CI runs as root)")
+	}
+	bin, _ := buildAll(t)
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"matrix", "-bin", bin, "-results", dir, "-count", "1", "-duration", "300ms", "-warmup", "100ms",
+		"-scenarios", "udp-rebind"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("matrix: %s%s", stdout.String(), stderr.String())
+	}
+	for m, keeps := range map[string]bool{"udp-bpf-flow": true, "udp-reuseport": false} {
+		docs, _ := filepath.Glob(filepath.Join(dir, "json", "UDPRebind_model-"+m+"_*.json"))
+		if len(docs) != 1 {
+			t.Fatalf("%s: %v", m, docs)
+		}
+		b, _ := os.ReadFile(docs[0])
+		var d report.Doc
+		json.Unmarshal(b, &d)
+		if d.UDP == nil || d.UDP.Rebinds == 0 || (d.UDP.FirstWorkerShare == 1) != keeps {
+			t.Errorf("%s: udp %+v", m, d.UDP)
+		}
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "raw.txt"))
+	if !strings.Contains(string(raw), "first-worker-share") {
+		t.Errorf("raw.txt lacks the UDP figures:\n%s", raw)
+	}
+}
+
 // TestCheckCatchesTooFewSamples: the check is not a test that cannot fail.
 func TestCheckCatchesTooFewSamples(t *testing.T) {
 	dir := t.TempDir()

@@ -106,9 +106,17 @@ func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, met
 			out = filepath.Join(dir, strings.TrimSuffix(filepath.Base(jsonPath), ".json")+fmt.Sprintf("_g%d.json", i+1))
 		}
 		files = append(files, out)
-		args := []string{"-q", "-c", strconv.Itoa(share(clients, len(gens), i)), "-d", c.Duration.String(), "-warmup", f.Warmup.String(),
-			"-conn", c.Conn, "-workers", strconv.Itoa(c.Workers), "-src", g.src, "-json", out, "-name", c.Name}
-		args = append(args, attributionArgs(c.Model, c.Kernel)...)
+		args := []string{"-q", "-d", c.Duration.String(), "-warmup", f.Warmup.String(),
+			"-workers", strconv.Itoa(c.Workers), "-src", g.src, "-json", out, "-name", c.Name}
+		if c.Flows > 0 {
+			args = append(args, "-flows", strconv.Itoa(share(c.Flows, len(gens), i)))
+			if c.RebindEvery > 0 {
+				args = append(args, "-rebind-every", c.RebindEvery.String())
+			}
+		} else {
+			args = append(args, "-c", strconv.Itoa(share(clients, len(gens), i)), "-conn", c.Conn)
+			args = append(args, attributionArgs(c.Model, c.Kernel)...)
+		}
 		if rate > 0 {
 			args = append(args, "-rate", strconv.FormatFloat(rate/float64(len(gens)), 'f', 0, 64))
 		}

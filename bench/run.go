@@ -18,6 +18,7 @@ import (
 	"golang.org/x/perf/benchfmt"
 
 	"github.com/lbbench/lbbench/internal/cli"
+	"github.com/lbbench/lbbench/internal/fairness"
 	"github.com/lbbench/lbbench/internal/netpath"
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/report"
@@ -93,6 +94,9 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		m = strings.TrimSpace(m)
 		if modelFlags[m] == nil && !isServer(m) {
 			return nil, usageErr("unknown model %q (want %s)", m, strings.Join(modelNames(), ", "))
+		}
+		if slices.Contains(modelFlags[m], "udp") {
+			return nil, usageErr("model %s is UDP's: the udp, udp-rebind and udp-resize scenarios run it", m)
 		}
 		f.Models = append(f.Models, m)
 	}
@@ -371,11 +375,21 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		jsonPath = filepath.Join(tmp, "calibrate.json")
 		defer os.RemoveAll(tmp)
 	}
-	doc, err := runLoad(ctx, f, c, rate, "http://"+addr+"/", metricsAddr, jsonPath)
+	url := "http://" + addr + "/"
+	if c.Flows > 0 {
+		url = "udp://" + addr
+	}
+	doc, err := runLoad(ctx, f, c, rate, url, metricsAddr, jsonPath)
 	if err != nil {
 		return nil, nil, err
 	}
 	rec := report.Result(doc, c.Name, fileConfig())
+	if c.Flows > 0 {
+		// Beside the measured spread, what uniform hashing would give
+		// (computed, not measured).
+		exp, _ := fairness.BallsIntoBins(c.Flows, c.Workers, 100000)
+		rec.Values = append(rec.Values, benchfmt.Value{Value: exp, Unit: "hash-imbalance"})
+	}
 	if crash != nil {
 		vals, err := crash.values(doc)
 		if err != nil {

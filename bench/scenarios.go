@@ -43,7 +43,26 @@ var modelFlags = map[string][]string{
 	"inproc-reuseport":         {"-model", "reuseport", "-inproc"},
 	"inproc-shared":            {"-model", "shared", "-inproc"},
 	"inproc-reuseport-nethttp": {"-model", "reuseport", "-inproc", "-http", "nethttp"},
+	// UDP (the udp scenarios).
+	"udp-reuseport":       {"-proto", "udp", "-model", "reuseport"},
+	"udp-shared-netpoll":  {"-proto", "udp", "-model", "shared", "-accept", "netpoll"},
+	"udp-shared-blocking": {"-proto", "udp", "-model", "shared", "-accept", "blocking"},
+	"udp-bpf-flow":        {"-proto", "udp", "-model", "reuseport", "-steer", "bpf-flow"},
 }
+
+// udpModels are what the udp scenario compares.
+var udpModels = []string{"udp-reuseport", "udp-shared-netpoll", "udp-shared-blocking"}
+
+// UDP load: the imbalance scenario's rate, and the rates of the loss
+// ladder.
+const (
+	udpRate        = 20000
+	udpRebindRate  = 5000
+	udpRebindEvery = 200 * time.Millisecond
+	udpRebindFlows = 16
+)
+
+var udpRateLadder = []float64{25000, 50000, 100000, 200000}
 
 // localityModels are what the locality scenario compares: pinned
 // workers, the kernel's hash against CPU steering.
@@ -119,6 +138,10 @@ type Cell struct {
 	// Kernel attributes by the kernel (BPF), as every cell of a group
 	// with a real server is.
 	Kernel bool
+	// Flows > 0 makes a UDP cell: that many flows (loadgen -flows);
+	// RebindEvery changes their source ports.
+	Flows       int
+	RebindEvery time.Duration
 	// Net is the path: loopback or netns ("": the -net flag's);
 	// Steering the netns path's RFS and XPS (nil: the flags').
 	Net      string
@@ -431,6 +454,91 @@ var scenarios = []Scenario{
 		}},
 	},
 	{
+		Name: "udp",
+		About: fmt.Sprintf("datagrams over N workers: imbalance against the number of flows at %d datagrams/s, beside uniform hashing's expectation; "+
+			"then loss on a ladder of rates, 64N flows", udpRate),
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, k := range []int{1, 8, 64} {
+				for _, m := range udpModels {
+					c := udpCell("UDP", m, p.CPUs, k*p.CPUs, udpRate, p.Duration)
+					out = append(out, c)
+				}
+			}
+			for _, r := range udpRateLadder {
+				for _, m := range udpModels {
+					c := udpCell("UDPLoss", m, p.CPUs, 64*p.CPUs, r, p.Duration)
+					c.Name = fmt.Sprintf("UDPLoss/model=%s/rate=%.0f/workers=%d", m, r, p.CPUs)
+					out = append(out, c)
+				}
+			}
+			return out
+		},
+		Sections: []results.Section{
+			{
+				Name: "UDP", Title: "UDP: flows over workers",
+				About: fmt.Sprintf("Request and reply datagrams at %d per second, F flows (each its own source port), N workers. "+
+					"A reuseport group picks a socket per datagram by the 4-tuple hash, so each flow sticks to one worker and few flows spread badly: "+
+					"uniform hashing's expected max/mean is the second line of each row (computed: 100000 simulated throws). "+
+					"The shared socket hands datagrams to whichever worker reads first.", udpRate),
+				Rows: "/flows@num,/workers@num",
+				Metrics: []results.Metric{
+					{Unit: "req-imbalance", Label: "datagram imbalance (max/mean)", Summary: true},
+					{Unit: "hash-imbalance", Label: "uniform hashing's expectation", Keep: true},
+					p99, {Unit: "loss-ratio", Label: "loss ratio"},
+				},
+				Charts: shareCharts,
+			},
+			{
+				Name: "UDPLoss", Title: "UDP: loss as the rate climbs",
+				About: "64N flows at rising rates: the share of datagrams lost (the target's receive buffers overflowing), and the replies per second. " +
+					"On a shared machine loadgen and the target compete for the same CPUs; the self-check marks samples loadgen could not send.",
+				Rows:    "/rate@num,/workers@num",
+				Metrics: []results.Metric{{Unit: "loss-ratio", Label: "loss ratio", Summary: true, Keep: true}, {Unit: "req/s", Label: "replies/s"}, p99},
+			},
+		},
+	},
+	{
+		Name: "udp-rebind",
+		About: fmt.Sprintf("%d flows whose source ports change every %v (NAT rebinding): the kernel's hash against flow-id steering (bpf-flow)",
+			udpRebindFlows, udpRebindEvery),
+		Cells: func(p Params) []Cell {
+			var out []Cell
+			for _, m := range []string{"udp-reuseport", "udp-bpf-flow"} {
+				c := udpCell("UDPRebind", m, p.CPUs, udpRebindFlows, udpRebindRate, max(p.Duration, 2*time.Second))
+				c.RebindEvery = udpRebindEvery
+				out = append(out, c)
+			}
+			return out
+		},
+		Sections: []results.Section{{
+			Name: "UDPRebind", Title: "UDP: a flow's source port changes",
+			About: fmt.Sprintf("%d flows at %d datagrams/s, each given a new source port every %v, as NAT rebinding or QUIC migration does. "+
+				"The kernel's hash sends the flow to another worker, which holds none of its state; bpf-flow reads the flow id in the datagram "+
+				"(as QUIC servers route by connection ID) and keeps it.", udpRebindFlows, udpRebindRate, udpRebindEvery),
+			Rows: "/flows@num,/workers@num",
+			Metrics: []results.Metric{
+				{Unit: "first-worker-share", Label: "share of datagrams reaching their flow's first worker", Summary: true},
+				{Unit: "multiworker-flows", Label: "flows answered by more than one worker"},
+				p99,
+			},
+		}},
+	},
+	{
+		Name:    "udp-resize",
+		About:   "the fraction of fixed UDP flows that reach another socket when a reuseport group grows from N to N+1",
+		Measure: measureUDPRemap,
+		Sections: []results.Section{{
+			Name: "UDPRemap", Title: "UDP: flows moved when a worker joins",
+			About: fmt.Sprintf("The fraction of %d fixed source ports whose datagrams reach another socket when a UDP reuseport group grows from N to N+1: "+
+				"a moved flow's next datagram lands on a worker without its state.", remapTuples),
+			Rows: "/workers@num", MetricsAsColumns: true,
+			Metrics: []results.Metric{
+				{Unit: "moved-fraction", Label: "measured"}, {Unit: "scale-fraction", Label: "reciprocal_scale"}, {Unit: "modulo-fraction", Label: "modulo"},
+			},
+		}},
+	},
+	{
 		Name:    "remap",
 		About:   "the fraction of fixed 4-tuples that change socket when a reuseport group grows from N to N+1",
 		Measure: measureRemap,
@@ -480,6 +588,14 @@ func sections() []results.Section {
 		out = append(out, s.Sections...)
 	}
 	return out
+}
+
+// udpCell is a UDP cell: flows at rate datagrams per second.
+func udpCell(prefix, model string, workers, flows int, rate float64, d time.Duration) Cell {
+	return Cell{
+		Name:  fmt.Sprintf("%s/model=%s/flows=%d/workers=%d", prefix, model, flows, workers),
+		Model: model, Workers: workers, Flows: flows, Rate: rate, Duration: d,
+	}
 }
 
 func cell(prefix, model string, workers int, conn string, d time.Duration) Cell {

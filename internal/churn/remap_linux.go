@@ -14,13 +14,20 @@ import (
 )
 
 // Remap returns the fraction of tuples client 4-tuples that land on a
-// different socket after a group of n reuseport listeners on loopback
-// grows to n+1. Each tuple is a fixed source port, connected, traced to
-// the listener that queued it, and reset (SO_LINGER 0, so no TIME_WAIT
-// keeps it from being used again).
-func Remap(n, tuples, firstPort int) (float64, error) {
+// different socket after a group of n reuseport sockets on loopback
+// grows to n+1. Each tuple is a fixed source port, traced to the socket
+// that got it: for TCP ("tcp") a connection, accepted and reset
+// (SO_LINGER 0, so no TIME_WAIT keeps it from being used again); for UDP
+// ("udp") a datagram, read from the socket it reached.
+func Remap(proto string, n, tuples, firstPort int) (float64, error) {
 	if n < 1 || tuples < 1 {
 		return 0, errors.New("remap: want n >= 1 and tuples >= 1")
+	}
+	udp := proto == "udp"
+	opts := sockets.ListenOptions{ReusePort: true, Backlog: 64, UDP: udp}
+	trace := trace
+	if udp {
+		trace = traceUDP
 	}
 	var fds []int
 	defer func() {
@@ -28,7 +35,7 @@ func Remap(n, tuples, firstPort int) (float64, error) {
 			unix.Close(fd)
 		}
 	}()
-	first, err := sockets.Listen("127.0.0.1:0", sockets.ListenOptions{ReusePort: true, Backlog: 64})
+	first, err := sockets.Listen("127.0.0.1:0", opts)
 	if err != nil {
 		return 0, err
 	}
@@ -36,7 +43,7 @@ func Remap(n, tuples, firstPort int) (float64, error) {
 	sa, _ := unix.Getsockname(first)
 	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
 	for len(fds) < n {
-		fd, err := sockets.Listen(addr, sockets.ListenOptions{ReusePort: true, Backlog: 64})
+		fd, err := sockets.Listen(addr, opts)
 		if err != nil {
 			return 0, err
 		}
@@ -59,7 +66,7 @@ func Remap(n, tuples, firstPort int) (float64, error) {
 		}
 		sports, before = append(sports, sp), append(before, idx)
 	}
-	fd, err := sockets.Listen(addr, sockets.ListenOptions{ReusePort: true, Backlog: 64})
+	fd, err := sockets.Listen(addr, opts)
 	if err != nil {
 		return 0, err
 	}
@@ -114,6 +121,32 @@ func trace(listeners []int, port, sport int) (int, error) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	return -1, fmt.Errorf("connection from port %d was not queued on any listener", sport)
+}
+
+// traceUDP sends a datagram from 127.0.0.1:sport to the group and returns
+// the index of the socket it reached.
+func traceUDP(socks []int, port, sport int) (int, error) {
+	c, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(c)
+	if err := unix.Bind(c, &unix.SockaddrInet4{Port: sport, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return -1, fmt.Errorf("bind source port %d: %w", sport, err)
+	}
+	if err := unix.Sendto(c, []byte("remap"), 0, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return -1, fmt.Errorf("send from port %d: %w", sport, err)
+	}
+	buf := make([]byte, 16)
+	for range 1000 {
+		for i, s := range socks {
+			if _, _, err := unix.Recvfrom(s, buf, unix.MSG_DONTWAIT); err == nil {
+				return i, nil
+			}
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	return -1, fmt.Errorf("the datagram from port %d reached no socket", sport)
 }
 
 // ExpectedModulo is the fraction that moves when a hash picks h mod n and

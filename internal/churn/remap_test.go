@@ -16,16 +16,20 @@ func TestExpectations(t *testing.T) {
 	}
 }
 
+// TestRemapMeasured: TCP connections and UDP datagrams move between the
+// sockets of a growing group as reciprocal_scale predicts.
 func TestRemapMeasured(t *testing.T) {
-	for _, n := range []int{1, 3} {
-		got, err := Remap(n, 400, 21000)
-		if err != nil {
-			t.Fatal(err)
+	for _, proto := range []string{"tcp", "udp"} {
+		for _, n := range []int{1, 3} {
+			got, err := Remap(proto, n, 400, 21000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 400 tuples: a binomial sd of at most 0.025; allow 4 sd.
+			if want := ExpectedScale(n); math.Abs(got-want) > 0.1 {
+				t.Errorf("%s n=%d: %.3f moved, reciprocal_scale predicts %.3f", proto, n, got, want)
+			}
+			t.Logf("%s n=%d -> %d: %.3f moved (reciprocal_scale %.3f, modulo %.3f)", proto, n, n+1, got, ExpectedScale(n), ExpectedModulo(n))
 		}
-		// 400 tuples: a binomial sd of at most 0.025; allow 4 sd.
-		if want := ExpectedScale(n); math.Abs(got-want) > 0.1 {
-			t.Errorf("n=%d: %.3f moved, reciprocal_scale predicts %.3f", n, got, want)
-		}
-		t.Logf("n=%d -> %d: %.3f moved (reciprocal_scale %.3f, modulo %.3f)", n, n+1, got, ExpectedScale(n), ExpectedModulo(n))
 	}
 }

@@ -20,7 +20,7 @@ var units = []struct{ unit, better string }{
 	{"failed/crash", "lower"}, {"reset/crash", "lower"}, {"refused/crash", "lower"}, {"recovery-sec", "lower"},
 	{"moved-fraction", "lower"},
 	{"cpu-sec/req", "lower"}, {"syscalls/req", "lower"}, {"maxrss-B", "lower"},
-	{"loss-ratio", "lower"}, {"first-worker-share", "higher"}, {"multiworker-flows", "lower"},
+	{"loss-ratio", "lower"}, {"first-worker-share", "higher"}, {"multiworker-flows", "lower"}, {"hash-imbalance", "lower"},
 }
 
 // Config returns the stable file-config lines for a benchmark file:

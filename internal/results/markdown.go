@@ -249,6 +249,9 @@ func summarize(t *Table, lines []*Line) string {
 	good := make([]int, len(t.Cols)) // lines where the column is best or tied
 	alone := make([]int, len(t.Cols))
 	for _, l := range lines {
+		if l.Best() < 0 {
+			continue // a kept line of equal values: no winner
+		}
 		tied := false
 		for i, c := range l.Cells {
 			if c != nil && (c.Best || c.Tie) {

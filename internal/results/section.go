@@ -38,6 +38,9 @@ type Metric struct {
 	Filter string
 	// Summary puts the metric's winner in the report's "what to use".
 	Summary bool
+	// Keep shows the line even when every sample of every column is
+	// equal: a computed reference, or zeros that are the finding.
+	Keep bool
 }
 
 // ChartKind is a kind of chart.

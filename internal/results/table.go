@@ -152,11 +152,11 @@ func (t *Table) line(row benchproc.Key, m Metric, higher bool) *Line {
 		l.Cells[i] = &Cell{Values: v, Sample: smp, Summary: benchmath.AssumeNothing.Summary(smp, confidence)}
 		all = append(all, v...)
 	}
-	if len(all) == 0 || (!t.Section.MetricsAsColumns && slices.Min(all) == slices.Max(all)) {
+	if len(all) == 0 || (!t.Section.MetricsAsColumns && !m.Keep && slices.Min(all) == slices.Max(all)) {
 		return nil
 	}
-	if t.Section.MetricsAsColumns {
-		return l
+	if t.Section.MetricsAsColumns || slices.Min(all) == slices.Max(all) {
+		return l // nothing to rank: a kept line of equal values
 	}
 	best := -1
 	for i, c := range l.Cells {
