@@ -186,6 +186,12 @@ var (
 	shareCharts   = []results.Chart{{Kind: results.Share}, {Kind: results.Spectrum}}
 )
 
+// remapMetrics are the remap sections' columns: the measured fraction
+// moved, and what the two hashes predict.
+var remapMetrics = []results.Metric{
+	{Unit: "moved-fraction", Label: "measured"}, {Unit: "scale-fraction", Label: "reciprocal_scale"}, {Unit: "modulo-fraction", Label: "modulo"},
+}
+
 // Parameters scenarios state in their descriptions too.
 const (
 	heavyWork      = 100 * time.Microsecond
@@ -533,9 +539,7 @@ var scenarios = []Scenario{
 			About: fmt.Sprintf("The fraction of %d fixed source ports whose datagrams reach another socket when a UDP reuseport group grows from N to N+1: "+
 				"a moved flow's next datagram lands on a worker without its state.", remapTuples),
 			Rows: "/workers@num", MetricsAsColumns: true,
-			Metrics: []results.Metric{
-				{Unit: "moved-fraction", Label: "measured"}, {Unit: "scale-fraction", Label: "reciprocal_scale"}, {Unit: "modulo-fraction", Label: "modulo"},
-			},
+			Metrics: remapMetrics,
 		}},
 	},
 	{
@@ -547,9 +551,7 @@ var scenarios = []Scenario{
 			About: fmt.Sprintf("The fraction of %d fixed client 4-tuples that land on another socket when a reuseport group grows from N to N+1 listeners, "+
 				"against modulo hashing (1 - 1/(N+1)) and the kernel's reciprocal_scale (index = hash * N >> 32), which moves about half whatever N is.", remapTuples),
 			Rows: "/workers@num", MetricsAsColumns: true,
-			Metrics: []results.Metric{
-				{Unit: "moved-fraction", Label: "measured"}, {Unit: "scale-fraction", Label: "reciprocal_scale"}, {Unit: "modulo-fraction", Label: "modulo"},
-			},
+			Metrics: remapMetrics,
 		}},
 	},
 	{

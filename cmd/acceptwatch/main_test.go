@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/proctest"
@@ -186,24 +185,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
-			cmd := exec.Command(proctest.Bin(t, "acceptwatch"), c.args...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			done := make(chan struct{})
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				cmd.Process.Kill()
-				t.Fatal("still running after 5s")
-			}
-			out := strings.TrimSpace(stderr.String())
-			if code := cmd.ProcessState.ExitCode(); code != c.code || !strings.Contains(out, c.want) || strings.Contains(out, "\n") {
-				t.Errorf("status %d, stderr %q; want %d and one line saying %q", code, out, c.code, c.want)
-			}
+			proctest.WantOneLine(t, exec.Command(proctest.Bin(t, "acceptwatch"), c.args...), c.code, c.want)
 		})
 	}
 }

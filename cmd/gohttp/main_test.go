@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/proctest"
@@ -65,25 +62,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-addr", plain.Addr().String()}, 1, "address already in use"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
-			cmd := exec.Command(proctest.Bin(t, "gohttp"), c.args...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			done := make(chan error, 1)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			go func() { done <- cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(3 * time.Second):
-				cmd.Process.Kill()
-				t.Fatal("still running after 3s")
-			}
-			out := strings.TrimSpace(stderr.String())
-			if cmd.ProcessState.ExitCode() != c.code || !strings.Contains(out, c.want) || strings.Contains(out, "\n") {
-				t.Errorf("status %d, stderr %q; want status %d and one line saying %q", cmd.ProcessState.ExitCode(), out, c.code, c.want)
-			}
+			proctest.WantOneLine(t, exec.Command(proctest.Bin(t, "gohttp"), c.args...), c.code, c.want)
 		})
 	}
 }

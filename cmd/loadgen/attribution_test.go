@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"maps"
 	"os"
@@ -288,10 +287,7 @@ func TestKernelAttributionBadInput(t *testing.T) {
 		{"unknown mode", []string{"-attribute", "ebpf", "-d", "1s", "http://" + free + "/"}, 2, `-attribute "ebpf": want header, kernel or both`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			code, out := runStatus(t, exec.Command(proctest.Bin(t, "loadgen"), c.args...))
-			if code != c.code || !strings.Contains(out, c.want) || strings.Contains(out, "\n") {
-				t.Errorf("status %d, stderr %q; want status %d and one line saying %q", code, out, c.code, c.want)
-			}
+			proctest.WantOneLine(t, exec.Command(proctest.Bin(t, "loadgen"), c.args...), c.code, c.want)
 		})
 	}
 
@@ -314,7 +310,7 @@ func TestKernelAttributionBadInput(t *testing.T) {
 		tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "1")
 		cmd := exec.Command(bin, "-attribute", "kernel", "-d", "1s", "http://"+tg.Addr+"/")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		code, out := runStatus(t, cmd)
+		code, out := proctest.RunStatus(t, cmd)
 		if code != 1 || !strings.Contains(out, "needs root") || strings.Contains(out, "\n") {
 			t.Errorf("as nobody: status %d, stderr %q; want 1 and one line saying it needs root", code, out)
 		}
@@ -362,25 +358,4 @@ func ourPrograms(t *testing.T) int {
 		}
 		p.Close()
 	}
-}
-
-// runStatus runs cmd (3 s at most) and returns its exit status and
-// stderr, trimmed.
-func runStatus(t *testing.T, cmd *exec.Cmd) (int, string) {
-	t.Helper()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("still running after 5s: %s", stderr.String())
-	}
-	return cmd.ProcessState.ExitCode(), strings.TrimSpace(stderr.String())
 }

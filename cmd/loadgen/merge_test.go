@@ -148,14 +148,7 @@ func TestMergeAndStartAtBadInput(t *testing.T) {
 		{[]string{"-start-at", time.Now().Add(48 * time.Hour).Format(time.RFC3339), "-n", "1", url}, 2, "more than 24h0m0s away"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
-			cmd := exec.Command(proctest.Bin(t, "loadgen"), c.args...)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			cmd.Run()
-			out := strings.TrimSpace(stderr.String())
-			if code := cmd.ProcessState.ExitCode(); code != c.code || !strings.Contains(out, c.want) || strings.Contains(out, "\n") {
-				t.Errorf("status %d, stderr %q; want %d and one line saying %q", code, out, c.code, c.want)
-			}
+			proctest.WantOneLine(t, exec.Command(proctest.Bin(t, "loadgen"), c.args...), c.code, c.want)
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"math"
 	"net"
 	"os/exec"
@@ -147,14 +146,7 @@ func TestUDPBadInput(t *testing.T) {
 		{"target", []string{"-steer", "bpf-flow"}, "it goes with -proto udp"},
 		{"target", []string{"-proto", "sctp"}, `-proto "sctp"`},
 	} {
-		cmd := exec.Command(proctest.Bin(t, c.bin), c.args...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		cmd.Run()
-		out := strings.TrimSpace(stderr.String())
-		if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(out, c.want) || strings.Contains(out, "\n") {
-			t.Errorf("%s %v: status %d, stderr %q; want 2 and one line saying %q", c.bin, c.args, code, out, c.want)
-		}
+		proctest.WantOneLine(t, exec.Command(proctest.Bin(t, c.bin), c.args...), 2, c.want)
 	}
 
 	tg := proctest.StartTarget(t, "-proto", "udp", "-model", "reuseport", "-workers", "1")

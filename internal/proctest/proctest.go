@@ -294,3 +294,34 @@ func (k *KeepAliveConn) do(closeConn bool) (string, string, error) {
 }
 
 type dtoFamily = dto.MetricFamily
+
+// RunStatus runs cmd, for 5 s at most, and returns its exit status and
+// its stderr, trimmed.
+func RunStatus(t testing.TB, cmd *exec.Cmd) (int, string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%v still running after 5s: %s", cmd.Args, stderr.String())
+	}
+	return cmd.ProcessState.ExitCode(), strings.TrimSpace(stderr.String())
+}
+
+// WantOneLine runs cmd and checks what bad input must get: exit status
+// code and one line on stderr that says want.
+func WantOneLine(t testing.TB, cmd *exec.Cmd, code int, want string) {
+	t.Helper()
+	got, out := RunStatus(t, cmd)
+	if got != code || !strings.Contains(out, want) || strings.Contains(out, "\n") {
+		t.Errorf("%v: status %d, stderr %q; want %d and one line saying %q", cmd.Args[1:], got, out, code, want)
+	}
+}
