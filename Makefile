@@ -9,8 +9,9 @@ MODELS    ?=
 WORKERS   ?=
 SCENARIOS ?= matrix
 GENERATORS ?= 1
+NET       ?= loopback
 
-BENCH_FLAGS = -count $(COUNT) -duration $(DURATION) -warmup $(WARMUP) -scenarios $(SCENARIOS) -generators $(GENERATORS) \
+BENCH_FLAGS = -count $(COUNT) -duration $(DURATION) -warmup $(WARMUP) -scenarios $(SCENARIOS) -generators $(GENERATORS) -net $(NET) \
 	$(if $(RESULTS),-results $(RESULTS)) $(if $(MODELS),-models $(MODELS)) $(if $(WORKERS),-workers $(WORKERS))
 
 .PHONY: all build setup test bench bench-quick bench-peers compare report observe clean

@@ -184,13 +184,18 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
-	if err := benchstat(f.dir, "benchstat.txt", "-col", "/impl", "-row", ".name /side /load /conn", filepath.Join(f.dir, "raw.txt")); err != nil {
-		return err
-	}
-	if err := results.Write(f.dir, peerSections); err != nil {
+	if err := summarizePeers(f.dir); err != nil {
 		return err
 	}
 	return printPeerSummary(stdout, f.dir)
+}
+
+// summarizePeers writes a peers folder's benchstat.txt and REPORT.md.
+func summarizePeers(dir string) error {
+	if err := benchstat(dir, "benchstat.txt", "-col", "/impl", "-row", ".name /side /load /conn", filepath.Join(dir, "raw.txt")); err != nil {
+		return err
+	}
+	return results.Write(dir, peerSections)
 }
 
 type peerServer struct {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,7 +14,15 @@ func cmdReport(_ context.Context, args []string, stdout, _ io.Writer) error {
 	if len(args) != 1 {
 		return usageErr("want one results folder")
 	}
-	if err := summarize(args[0]); err != nil {
+	raw, err := os.ReadFile(filepath.Join(args[0], "raw.txt"))
+	if err != nil {
+		return fmt.Errorf("%s: no raw.txt (not a results folder?)", args[0])
+	}
+	write := summarize
+	if bytes.Contains(raw, []byte("\nBenchmarkPeer/")) { // made by bench peers
+		write = summarizePeers
+	}
+	if err := write(args[0]); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", filepath.Join(args[0], "REPORT.md"))

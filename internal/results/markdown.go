@@ -33,7 +33,7 @@ func Report(s *Set, sections []Section) (md []byte, charts []ChartFile, err erro
 	if m := machine(s.Env); m != "" {
 		fmt.Fprintf(&b, "%s\n\n", m)
 	}
-	b.WriteString("Each cell: the median of its samples ± the 95% confidence interval, as benchstat prints them. " +
+	b.WriteString("Each cell: the median of its samples ± the 95% confidence interval, as benchstat prints them (a median of 0: the interval's top, ≤x). " +
 		"**Bold**: the best of its line. `~`: not significantly different from the best (Mann-Whitney U, alpha 0.05, benchstat's test); " +
 		"unmarked: significantly worse. Lines where every sample of every column is equal are left out. " +
 		"p-values: `benchstat.txt`; every sample: `raw.txt`, `json/`.\n\n")
@@ -152,7 +152,7 @@ func (t *Table) modelsAsColumns(b *bytes.Buffer) {
 				b.WriteString(" |")
 				continue
 			}
-			v := formatValue(c.Median(), l.Metric.Unit) + " ±" + c.Summary.PctRangeString()
+			v := formatCell(c, l.Metric.Unit)
 			switch {
 			case c.Best:
 				v = "**" + v + "**"
@@ -335,12 +335,23 @@ func summarize(t *Table, lines []*Line) string {
 // formatValue prints a value in its unit: seconds with SI prefixes (ms,
 // µs), rates and counts with three significant digits, ratios near 1
 // with three decimals.
+// formatCell is a cell's median and interval as benchstat prints them,
+// except around a median of zero, where a percentage means nothing: the
+// interval's top is given instead.
+func formatCell(c *Cell, unit string) string {
+	m := c.Median()
+	if formatValue(m, unit) == "0" && formatValue(c.Summary.Hi, unit) != "0" {
+		return "0 (≤" + formatValue(c.Summary.Hi, unit) + ")"
+	}
+	return formatValue(m, unit) + " ±" + c.Summary.PctRangeString()
+}
+
 func formatValue(v float64, unit string) string {
 	a := math.Abs(v)
 	switch {
 	case v == 0 || a < 1e-6:
 		return "0" // 1e-9 stands for zero in benchmark files
-	case strings.HasSuffix(unit, "sec"):
+	case strings.HasSuffix(unit, "sec") || strings.HasSuffix(unit, "sec/req"):
 		return benchunit.Scale(v, benchunit.Decimal) + "s"
 	case unit == "" && a < 1000:
 		return trim(fmt.Sprintf("%.1f", v)) // a count (a kernel counter's change)
