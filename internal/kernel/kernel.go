@@ -23,6 +23,13 @@ import (
 type FS struct {
 	root string
 	pfs  procfs.FS
+	// net holds the net/ files: root, or for this machine the calling
+	// thread's /proc/thread-self. /proc/self/net is the main thread's
+	// network namespace, and a goroutine that entered another namespace
+	// on a locked thread (netpath, loadgen -netns) may have ended on the
+	// main thread, which Go then keeps, in that namespace.
+	net    string
+	netPfs procfs.FS
 }
 
 // NewFS returns an FS rooted at root (a /proc mount, or a copy).
@@ -31,19 +38,25 @@ func NewFS(root string) (FS, error) {
 	if err != nil {
 		return FS{}, err
 	}
-	return FS{root: root, pfs: pfs}, nil
+	return FS{root: root, pfs: pfs, net: root, netPfs: pfs}, nil
 }
 
 // Proc is this machine's /proc.
 var Proc = func() FS {
 	fs, err := NewFS(procfs.DefaultMountPoint)
 	if err != nil {
-		return FS{root: procfs.DefaultMountPoint}
+		return FS{root: procfs.DefaultMountPoint, net: procfs.DefaultMountPoint}
+	}
+	self := filepath.Join(procfs.DefaultMountPoint, "thread-self")
+	if pfs, err := procfs.NewFS(self); err == nil {
+		fs.net, fs.netPfs = self, pfs
 	}
 	return fs
 }()
 
 func (fs FS) path(p ...string) string { return filepath.Join(append([]string{fs.root}, p...)...) }
+
+func (fs FS) netPath(name string) string { return filepath.Join(fs.net, "net", name) }
 
 // TcpExt reads /proc/net/netstat and /proc/net/snmp of this machine; see FS.TcpExt.
 func TcpExt() (map[string]uint64, error) { return Proc.TcpExt() }
@@ -54,13 +67,13 @@ func TcpExt() (map[string]uint64, error) { return Proc.TcpExt() }
 // "Udp" + name.
 func (fs FS) TcpExt() (map[string]uint64, error) {
 	out := make(map[string]uint64, 160)
-	if err := readPairs(fs.path("net", "netstat"), "TcpExt:", "", out); err != nil {
+	if err := readPairs(fs.netPath("netstat"), "TcpExt:", "", out); err != nil {
 		return nil, err
 	}
-	if err := readPairs(fs.path("net", "snmp"), "Tcp:", "Tcp", out); err != nil {
+	if err := readPairs(fs.netPath("snmp"), "Tcp:", "Tcp", out); err != nil {
 		return nil, err
 	}
-	readPairs(fs.path("net", "snmp"), "Udp:", "Udp", out) // UdpRcvbufErrors, UdpInErrors, ...
+	readPairs(fs.netPath("snmp"), "Udp:", "Udp", out) // UdpRcvbufErrors, UdpInErrors, ...
 	return out, nil
 }
 
@@ -96,7 +109,7 @@ func UDP() (map[string]uint64, error) { return Proc.UDP() }
 // UDP reads fs's /proc/net/snmp Udp: lines.
 func (fs FS) UDP() (map[string]uint64, error) {
 	out := map[string]uint64{}
-	if err := readPairs(fs.path("net", "snmp"), "Udp:", "", out); err != nil {
+	if err := readPairs(fs.netPath("snmp"), "Udp:", "", out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -108,7 +121,7 @@ func TimeWait() int64 { return Proc.TimeWait() }
 
 // TimeWait is the TIME_WAIT count of net/sockstat.
 func (fs FS) TimeWait() int64 {
-	st, err := fs.pfs.NetSockstat()
+	st, err := fs.netPfs.NetSockstat()
 	if err != nil {
 		return -1
 	}
