@@ -361,6 +361,8 @@ func formatValue(v float64, unit string) string {
 		return fmt.Sprintf("%.0f", v)
 	case a >= 10:
 		return trim(fmt.Sprintf("%.1f", v))
+	case a < 0.01:
+		return fmt.Sprintf("%.2g", v) // a small ratio (loss) keeps its digits
 	}
 	return fmt.Sprintf("%.3f", v)
 }
