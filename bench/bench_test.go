@@ -245,16 +245,21 @@ func TestReferenceReports(t *testing.T) {
 	if len(dirs) == 0 {
 		t.Fatal("no committed results")
 	}
-	for _, raw := range dirs {
+	peerDirs, _ := filepath.Glob("../results/*/peers/raw.txt")
+	for _, raw := range append(dirs, peerDirs...) {
 		ref := filepath.Dir(raw)
-		t.Run(filepath.Base(ref), func(t *testing.T) {
+		secs := sections()
+		if slices.Contains(peerDirs, raw) {
+			secs = peerSections
+		}
+		t.Run(strings.TrimPrefix(ref, "../results/"), func(t *testing.T) {
 			tmp := t.TempDir()
 			if err := os.CopyFS(filepath.Join(tmp, "json"), os.DirFS(filepath.Join(ref, "json"))); err != nil {
 				t.Fatal(err)
 			}
 			copyFile(t, filepath.Join(ref, "raw.txt"), filepath.Join(tmp, "raw.txt"))
 			copyFile(t, filepath.Join(ref, "env.txt"), filepath.Join(tmp, "env.txt"))
-			if err := results.Write(tmp, sections()); err != nil {
+			if err := results.Write(tmp, secs); err != nil {
 				t.Fatal(err)
 			}
 			for _, f := range append([]string{"REPORT.md"}, chartsOf(t, ref)...) {
