@@ -254,8 +254,11 @@ func TestReferenceReports(t *testing.T) {
 		}
 		t.Run(strings.TrimPrefix(ref, "../results/"), func(t *testing.T) {
 			tmp := t.TempDir()
-			if err := os.CopyFS(filepath.Join(tmp, "json"), os.DirFS(filepath.Join(ref, "json"))); err != nil {
-				t.Fatal(err)
+			// A peers folder has no loadgen documents, and git keeps no empty json/.
+			if _, err := os.Stat(filepath.Join(ref, "json")); err == nil {
+				if err := os.CopyFS(filepath.Join(tmp, "json"), os.DirFS(filepath.Join(ref, "json"))); err != nil {
+					t.Fatal(err)
+				}
 			}
 			copyFile(t, filepath.Join(ref, "raw.txt"), filepath.Join(tmp, "raw.txt"))
 			copyFile(t, filepath.Join(ref, "env.txt"), filepath.Join(tmp, "env.txt"))
