@@ -166,15 +166,16 @@ func (t *Table) shareChart(row benchproc.Key) *plot.Plot {
 	}
 	// With a new connection per request, each connection is one request:
 	// the spread of connections is what the accept model decided.
-	conns := false
+	what := "requests"
 	for _, docs := range t.Docs[row] {
 		for _, d := range docs {
-			conns = d.Mode == "close"
+			switch {
+			case d.UDP != nil:
+				what = "datagrams"
+			case d.Mode == "close":
+				what = "connections"
+			}
 		}
-	}
-	what := "requests"
-	if conns {
-		what = "connections"
 	}
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("Share of %s per worker, busiest first (%%; even = %.1f%%)", what, 100/float64(workers))
@@ -193,7 +194,7 @@ func (t *Table) shareChart(row benchproc.Key) *plot.Plot {
 			var total float64
 			for _, pc := range d.Units() {
 				x := float64(pc.Requests)
-				if conns {
+				if what == "connections" {
 					x = float64(pc.Connections)
 				}
 				xs = append(xs, x)
