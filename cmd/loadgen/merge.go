@@ -23,7 +23,7 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 	}
 	jsonPath := fs.String("json", "", "write the merged result as JSON to this file")
 	benchPath := fs.String("bench", "", "write the merged result in the Go benchmark format (one sample) to this file")
-	name := fs.String("name", "", "benchmark name for -bench (default: the first run's)")
+	name := fs.String("name", "", "benchmark name for -bench (default: what the runs' names share, then generators=N)")
 	quiet := fs.Bool("q", false, "no summary on stdout")
 	err := cli.Parse(fs, args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -58,11 +58,15 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 		docs = append(docs, &d)
 	}
 	if *name == "" {
-		*name = docs[0].Name
+		*name = report.MergedName(docs)
 	}
 	doc, err := report.Merge(*name, docs, fs.Args())
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen %v\n", err)
+		// A duplicate is a mistake in the command line, not in the data.
+		if errors.Is(err, report.ErrDuplicate) {
+			return 2
+		}
 		return 1
 	}
 	if !*quiet {

@@ -426,27 +426,31 @@ func (e *engine) mergeUDP() *UDPStats {
 		return nil
 	}
 	out := &UDPStats{}
-	var replies, fromFirst float64
 	for _, el := range e.loops {
-		l := el.(*udpLoop)
-		s := l.st
-		out.Flows += s.Flows
-		out.Sent += s.Sent
-		out.Received += s.Received
-		out.Lost += s.Lost
-		out.Duplicates += s.Duplicates
-		out.Reordered += s.Reordered
-		out.Malformed += s.Malformed
-		out.SendFailed += s.SendFailed
-		out.FlowsMultiWorker += s.FlowsMultiWorker
-		out.Rebinds += s.Rebinds
-		replies += float64(s.Received)
-		fromFirst += s.FirstWorkerShare * float64(s.Received)
-	}
-	if replies > 0 {
-		out.FirstWorkerShare = fromFirst / replies
+		out.Add(&el.(*udpLoop).st)
 	}
 	return out
+}
+
+// Add adds the counts of o, a run over other flows (another loop or
+// another generator), to s. The first-worker share is weighted by the
+// replies each side received, which is exact because flows are never
+// shared between the two.
+func (s *UDPStats) Add(o *UDPStats) {
+	replies := s.Received + o.Received
+	if replies > 0 {
+		s.FirstWorkerShare = (s.FirstWorkerShare*float64(s.Received) + o.FirstWorkerShare*float64(o.Received)) / float64(replies)
+	}
+	s.Flows += o.Flows
+	s.Sent += o.Sent
+	s.Received += o.Received
+	s.Lost += o.Lost
+	s.Duplicates += o.Duplicates
+	s.Reordered += o.Reordered
+	s.Malformed += o.Malformed
+	s.SendFailed += o.SendFailed
+	s.FlowsMultiWorker += o.FlowsMultiWorker
+	s.Rebinds += o.Rebinds
 }
 
 // flowHeap orders flows by their next intended send.

@@ -5,14 +5,19 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/lbbench/lbbench/internal/load"
 )
+
+// ErrDuplicate is a run given to Merge twice, which would count it twice.
+var ErrDuplicate = errors.New("a run is merged once")
 
 // Input is one run of a merged document, so that a slow or failing
 // generator shows.
@@ -53,7 +58,11 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 	var attr load.Attribution
 	workers, cores := 0, 0
 	var inputs []Input
+	seen := map[string]string{}
 	for i, d := range docs {
+		if !looksLikeResult(d) {
+			return nil, fmt.Errorf("merge: %s: not a loadgen result (it names no url)", files[i])
+		}
 		if err := compatible(first, d); err != nil {
 			return nil, fmt.Errorf("merge: %s: %v", files[i], err)
 		}
@@ -71,8 +80,27 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 			}
 			hists[n].Merge(h)
 		}
+		// Two generators never begin their measured parts at the same
+		// nanosecond, so an equal start is the same run read twice (the
+		// same file under two names, or a copy), which would double it.
+		key := d.StartTime.UTC().Format(time.RFC3339Nano)
+		if d.Generator != nil {
+			key += " " + d.Generator.Hostname
+		}
+		if prev, ok := seen[key]; ok {
+			return nil, fmt.Errorf("merge: %s is the same run as %s (same start time %s): %w", files[i], prev, d.StartTime.UTC().Format(time.RFC3339Nano), ErrDuplicate)
+		}
+		seen[key] = files[i]
 		r.Options.Conns += d.Conns
 		r.Options.Rate += d.Rate
+		if d.UDP != nil {
+			if r.UDP == nil {
+				r.UDP = &load.UDPStats{}
+				r.Options.Proto = load.ProtoUDP
+			}
+			r.UDP.Add(d.UDP)
+			r.Options.Flows += d.UDP.Flows
+		}
 		r.Requests += d.Requests
 		r.Connections += d.Connections
 		for k, n := range d.ErrorsByKind {
@@ -144,6 +172,9 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 		inputs = append(inputs, in)
 	}
 	r.Latency, r.Uncorrected, r.Connect, r.TTFB, r.Lag = hists["latency"], hists["uncorrected"], hists["connect"], hists["ttfb"], hists["send_lag"]
+	if err := overlapping(docs, files); err != nil {
+		return nil, err
+	}
 	r.Duration = end.Sub(r.Start)
 	if attr.Mode != "" {
 		r.Attribution = &attr
@@ -157,13 +188,30 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 	return d, nil
 }
 
-// compatible says why b cannot be merged with a, if it cannot.
+// looksLikeResult says whether d came from a loadgen -json file at all,
+// rather than some other JSON object (every field then reads as zero).
+func looksLikeResult(d *Doc) bool {
+	return d.URL != ""
+}
+
+// compatible says why b cannot be merged with a, if it cannot: the
+// runs must be parts of one load, so every setting that shapes the load
+// (not just its size) must agree, and the message names the one that
+// differs.
 func compatible(a, b *Doc) error {
 	switch {
 	case b.URL != a.URL:
 		return fmt.Errorf("another target (%s, not %s)", b.URL, a.URL)
 	case b.Mode != a.Mode:
 		return fmt.Errorf("another connection mode (%s, not %s)", b.Mode, a.Mode)
+	case (b.Rate > 0) != (a.Rate > 0):
+		return fmt.Errorf("another loop (%s, not %s)", loopOf(b), loopOf(a))
+	case b.Poisson != a.Poisson:
+		return fmt.Errorf("another arrival process (%s, not %s)", arrivalOf(b), arrivalOf(a))
+	case b.ReqsPerConn != a.ReqsPerConn:
+		return fmt.Errorf("another reqs_per_conn (%d, not %d)", b.ReqsPerConn, a.ReqsPerConn)
+	case (b.UDP != nil) != (a.UDP != nil):
+		return errors.New("another protocol (one run has a udp section, the other not)")
 	case b.Attribution.Mode != a.Attribution.Mode || b.Attribution.FairBy != a.Attribution.FairBy:
 		return fmt.Errorf("attributed otherwise (%s by %s, not %s by %s)", b.Attribution.Mode, b.Attribution.FairBy, a.Attribution.Mode, a.Attribution.FairBy)
 	case len(b.Histograms) == 0:
@@ -172,6 +220,66 @@ func compatible(a, b *Doc) error {
 		return errors.New("no start time in it")
 	}
 	return nil
+}
+
+func loopOf(d *Doc) string {
+	if d.Rate > 0 {
+		return "open loop, rate " + strconv.FormatFloat(d.Rate, 'g', -1, 64)
+	}
+	return "closed loop"
+}
+
+func arrivalOf(d *Doc) string {
+	if d.Poisson {
+		return "poisson"
+	}
+	return "constant"
+}
+
+// overlapping refuses runs that were not running at the same moment:
+// merged, they would read as one run as long as the span between them,
+// with a rate and series that no load ever had.
+func overlapping(docs []*Doc, files []string) error {
+	late, early := 0, 0 // the run that started last, the one that ended first
+	endOf := func(d *Doc) time.Time { return d.StartTime.Add(time.Duration(d.DurationSeconds * 1e9)) }
+	for i, d := range docs {
+		if d.StartTime.After(docs[late].StartTime) {
+			late = i
+		}
+		if endOf(d).Before(endOf(docs[early])) {
+			early = i
+		}
+	}
+	if !docs[late].StartTime.Before(endOf(docs[early])) && late != early {
+		return fmt.Errorf("merge: %s started %s after %s ended: the runs did not overlap in time (start them together with -start-at)",
+			files[late], docs[late].StartTime.Sub(endOf(docs[early])).Round(time.Millisecond), files[early])
+	}
+	return nil
+}
+
+// MergedName is the name of a merge of docs when none is given: the
+// parts of the inputs' names (split at '/') that all of them share, and
+// how many generators made it, so the result says it is a merge.
+func MergedName(docs []*Doc) string {
+	var common []string
+	for i, d := range docs {
+		parts := strings.Split(d.Name, "/")
+		if i == 0 {
+			common = parts
+			continue
+		}
+		kept := common[:0]
+		for _, p := range common {
+			if slices.Contains(parts, p) {
+				kept = append(kept, p)
+			}
+		}
+		common = kept
+	}
+	if len(common) == 0 || common[0] == "" {
+		common = []string{"Loadgen"}
+	}
+	return strings.Join(append(common, "generators="+strconv.Itoa(len(docs))), "/")
 }
 
 func decode(s string) (*hdrhistogram.Histogram, error) {
