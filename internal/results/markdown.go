@@ -110,8 +110,12 @@ func machine(env []byte) string {
 	if kv["kernel"] == "" {
 		return ""
 	}
-	return fmt.Sprintf("Linux %s, %s (%s CPUs), %s, commit %s, %s. CPU sets: %s.",
+	m := fmt.Sprintf("Linux %s, %s (%s CPUs), %s, commit %s, %s. CPU sets: %s.",
 		kv["kernel"], kv["cpu"], kv["cpu-count"], kv["go"], kv["commit"], kv["date"], kv["cpu-sets"])
+	if v := kv["interrupted"]; v != "" {
+		m += " **Interrupted** " + v + ": the figures are those of the completed samples."
+	}
+	return m
 }
 
 // markdown writes the section's heading, about, table and kernel counters.
