@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"golang.org/x/perf/benchmath"
 )
 
 // steering is the bench's steering section as far as these tests need:
@@ -95,5 +97,17 @@ func TestOneSampleCells(t *testing.T) {
 	}
 	if sum := tb.summary(); strings.Contains(sum, "**") {
 		t.Errorf("summary %q names a winner from one sample", sum)
+	}
+}
+
+// TestZeroCellWithoutInterval: a median of 0 from too few samples for an
+// interval prints "0", not "0 (≤+InfT)".
+func TestZeroCellWithoutInterval(t *testing.T) {
+	for _, v := range [][]float64{{0}, {0, 0.5}} {
+		smp := benchmath.NewSample(v, &benchmath.DefaultThresholds)
+		c := &Cell{Values: v, Sample: smp, Summary: benchmath.AssumeNothing.Summary(smp, confidence)}
+		if got := formatCell(c, "failed/restart"); strings.ContainsAny(got, "≤±∞") || strings.Contains(got, "Inf") {
+			t.Errorf("samples %v print %q", v, got)
+		}
 	}
 }
