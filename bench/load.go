@@ -147,6 +147,11 @@ func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, met
 		docs = append(docs, o.doc)
 	}
 	if err := errors.Join(errs...); err != nil {
+		// A failed or interrupted sample is not in raw.txt: what its
+		// generators wrote must not stay beside the samples that are.
+		for _, f := range append(files, jsonPath) {
+			os.Remove(f)
+		}
 		return nil, err
 	}
 	doc := docs[0]

@@ -51,6 +51,9 @@ func parsePeerFlags(args []string, stderr io.Writer) (*peerFlags, error) {
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
 	}
+	if fs.NArg() > 0 {
+		return nil, usageErr("unexpected argument %q: bench peers takes flags only", fs.Arg(0))
+	}
 	switch {
 	case f.rounds < 1:
 		return nil, usageErr("-count %d: want at least 1 (6 for benchstat's intervals)", f.rounds)
@@ -116,7 +119,7 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		defer m.Calls.Close()
 	}
-	res, err := openResultsFile(f.dir)
+	res, err := openResultsFile(f.dir, "disjoint ("+budget.String()+")")
 	if err != nil {
 		return err
 	}

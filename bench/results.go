@@ -15,6 +15,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/atomicfile"
 	"github.com/lbbench/lbbench/internal/kernel"
+	"github.com/lbbench/lbbench/internal/netpath"
 	"github.com/lbbench/lbbench/internal/report"
 )
 
@@ -34,7 +35,48 @@ func defaultResultsDir() string {
 	return filepath.Join("results", time.Now().UTC().Format("2006-01-02")+"-"+host)
 }
 
-func openResultsFile(dir string) (*resultsFile, error) {
+// freshDir refuses a results folder that already holds something: a new
+// run's samples would sit beside an old run's json/ files, and the report
+// would read both as one.
+func freshDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) == 0 {
+		return nil // absent (or unreadable: creating it will say why)
+	}
+	return usageErr("results folder %s is not empty: give -results a new folder", dir)
+}
+
+// markInterrupted records in env.txt, which the report's header reads,
+// that the run stopped early.
+func (r *resultsFile) markInterrupted(planned int) error {
+	path := filepath.Join(r.dir, "env.txt")
+	env, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	line := fmt.Sprintf("interrupted: after %d of %d samples\n", r.samples, planned)
+	return atomicfile.WriteBytes(path, append(env, line...))
+}
+
+// cleanStale removes what a killed netns run left (namespaces, links,
+// /run/lbbench state) whatever path this run takes: otherwise only the
+// next netns run would.
+func cleanStale(stderr io.Writer) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	removed, err := netpath.CleanStale()
+	for _, r := range removed {
+		fmt.Fprintf(stderr, "removed the network path a killed run left: %s\n", r)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: stale network path: %v\n", err)
+	}
+}
+
+// openResultsFile creates the folder and its env.txt; cpuSets says how
+// the run places servers and clients ("": the matrix's rule).
+func openResultsFile(dir, cpuSets string) (*resultsFile, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "json"), 0o755); err != nil {
 		return nil, err
 	}
@@ -45,7 +87,7 @@ func openResultsFile(dir string) (*resultsFile, error) {
 	}
 	// Config lines go out with the first result.
 	r.raw.WriteString("\n")
-	if err := writeEnv(dir); err != nil {
+	if err := writeEnv(dir, cpuSets); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -65,7 +107,7 @@ func (r *resultsFile) add(res *benchfmt.Result, comment string) error {
 
 // writeEnv records the machine: kernel, CPUs, Go, sysctls, commit, and
 // what else was running.
-func writeEnv(dir string) error {
+func writeEnv(dir, cpuSets string) error {
 	h := kernel.ReadHost()
 	var b strings.Builder
 	fmt.Fprintf(&b, "date: %s\nhost: %s\nkernel: %s\ncpu: %s\ncpu-count: %d\ngo: %s\ncommit: %s\n",
@@ -78,9 +120,12 @@ func writeEnv(dir string) error {
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(&b, "loadavg-at-start: %s", la)
 	}
-	if runtime.NumCPU() < 4 {
+	switch {
+	case cpuSets != "":
+		fmt.Fprintf(&b, "cpu-sets: %s\n", cpuSets)
+	case runtime.NumCPU() < 4:
 		fmt.Fprintf(&b, "cpu-sets: shared (fewer than 4 CPUs: target and loadgen run on the same CPUs)\n")
-	} else {
+	default:
 		fmt.Fprintf(&b, "cpu-sets: disjoint (target on the first half of the CPUs, loadgen on the rest)\n")
 	}
 	return atomicfile.WriteBytes(filepath.Join(dir, "env.txt"), []byte(b.String()))

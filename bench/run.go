@@ -19,6 +19,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/cli"
 	"github.com/lbbench/lbbench/internal/fairness"
+	"github.com/lbbench/lbbench/internal/load"
 	"github.com/lbbench/lbbench/internal/netpath"
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/report"
@@ -61,6 +62,9 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
 	}
+	if fs.NArg() > 0 {
+		return nil, usageErr("unexpected argument %q: bench matrix takes flags only", fs.Arg(0))
+	}
 	f.CPUs = n
 	f.Count = f.count
 	f.TargetCPUs = n
@@ -69,6 +73,10 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	}
 	if f.dir == "" {
 		f.dir = defaultResultsDir()
+		if freshDir(f.dir) != nil {
+			// A second run on the same day gets its own folder.
+			f.dir = defaultResultsDir() + time.Now().UTC().Format("T150405")
+		}
 	}
 	switch {
 	case f.count < 1:
@@ -83,12 +91,17 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		return nil, usageErr("-net %q: want loopback or netns", f.Net)
 	case f.NetClients < 1 || f.NetClients > 200:
 		return nil, usageErr("-clients %d: want 1 to 200", f.NetClients)
+	case (f.RFS || f.XPS) && f.Net == netLoopback:
+		return nil, usageErr("-rfs and -xps steer the netns path's receive queues: add -net netns")
 	case (f.RFS || f.XPS) && !f.RSS:
 		return nil, usageErr("-rfs and -xps steer what -rss spread: keep -rss on")
 	case f.Generators < 1 || f.Generators > 64:
 		return nil, usageErr("-generators %d: want 1 to 64", f.Generators)
 	case f.Generators > f.Clients:
 		return nil, usageErr("-generators %d: more generators than connections (-c %d)", f.Generators, f.Clients)
+	}
+	if _, err := load.ParseSrc(f.src); err != nil {
+		return nil, usageErr("-src %s: %v", f.src, err)
 	}
 	for m := range strings.SplitSeq(models, ",") {
 		m = strings.TrimSpace(m)
@@ -132,6 +145,14 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 			return nil, fmt.Errorf("%s/%s missing: run make build first", f.bin, b)
 		}
 	}
+	// Checked before the results folder exists, so a refused run leaves
+	// no folder behind.
+	if f.Net == netNetns && os.Geteuid() != 0 {
+		return nil, errors.New("-net netns: network namespaces need root")
+	}
+	if err := freshDir(f.dir); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -150,7 +171,7 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	res, err := openResultsFile(f.dir)
+	res, err := openResultsFile(f.dir, "")
 	if err != nil {
 		return err
 	}
@@ -159,6 +180,7 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(stderr, "warning: network path: %v\n", err)
 		}
 	}()
+	cleanStale(stderr)
 	fmt.Fprintf(stderr, "results in %s\n", f.dir)
 	if f.CPUs < 4 {
 		fmt.Fprintf(stderr, "note: %d CPUs: target and loadgen share them (disjoint CPU sets need 4 or more)\n", f.CPUs)
@@ -231,6 +253,9 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if errors.Is(runErr, context.Canceled) {
 		fmt.Fprintf(stderr, "interrupted: keeping the %d completed samples\n", res.samples)
+		if err := res.markInterrupted(total); err != nil {
+			return err
+		}
 	} else if runErr != nil {
 		return runErr
 	}

@@ -110,8 +110,12 @@ func machine(env []byte) string {
 	if kv["kernel"] == "" {
 		return ""
 	}
-	return fmt.Sprintf("Linux %s, %s (%s CPUs), %s, commit %s, %s. CPU sets: %s.",
+	m := fmt.Sprintf("Linux %s, %s (%s CPUs), %s, commit %s, %s. CPU sets: %s.",
 		kv["kernel"], kv["cpu"], kv["cpu-count"], kv["go"], kv["commit"], kv["date"], kv["cpu-sets"])
+	if v := kv["interrupted"]; v != "" {
+		m += " **Interrupted** " + v + ": the figures are those of the completed samples."
+	}
+	return m
 }
 
 // markdown writes the section's heading, about, table and kernel counters.
@@ -241,31 +245,64 @@ func (t *Table) summary() string {
 
 // summarize names the column that is best (or as good as the best) on
 // the most lines, with the range of its margin over the runner-up on the
-// lines it wins alone, and the columns that tie with it.
+// lines it wins alone, and the columns that tie with it. Equal counts
+// go to the column with the best median on more lines, as the table's
+// bold. Where no line has a significant difference it names no column:
+// a winner picked from ties would be column order, not a result.
 func summarize(t *Table, lines []*Line) string {
 	if len(lines) == 0 {
 		return ""
 	}
 	good := make([]int, len(t.Cols)) // lines where the column is best or tied
 	alone := make([]int, len(t.Cols))
+	bestMedian := make([]int, len(t.Cols))
+	decided, tooFew := false, false
+	fewest := 0 // the fewest samples of a compared column
 	for _, l := range lines {
 		if l.Best() < 0 {
 			continue // a kept line of equal values: no winner
 		}
+		bestMedian[l.Best()]++
 		tied := false
 		for i, c := range l.Cells {
-			if c != nil && (c.Best || c.Tie) {
+			if c == nil {
+				continue
+			}
+			if fewest == 0 || len(c.Values) < fewest {
+				fewest = len(c.Values)
+			}
+			if c.Best || c.Tie {
 				good[i]++
 				tied = tied || c.Tie
+			} else {
+				decided = true
+			}
+			if c.Tie && len(c.Cmp.Warnings) > 0 {
+				tooFew = true
 			}
 		}
 		if !tied {
 			alone[l.Best()]++
 		}
 	}
+	if !decided {
+		if tooFew {
+			return fmt.Sprintf("not decided: %d samples each are too few for any difference to be significant", fewest)
+		}
+		return "not decided: no difference is significant"
+	}
 	w := 0
 	for i := range t.Cols {
-		if good[i] > good[w] || (good[i] == good[w] && alone[i] > alone[w]) {
+		switch {
+		case good[i] != good[w]:
+			if good[i] > good[w] {
+				w = i
+			}
+		case alone[i] != alone[w]:
+			if alone[i] > alone[w] {
+				w = i
+			}
+		case bestMedian[i] > bestMedian[w]:
 			w = i
 		}
 	}
@@ -340,6 +377,9 @@ func summarize(t *Table, lines []*Line) string {
 // interval's top is given instead.
 func formatCell(c *Cell, unit string) string {
 	m := c.Median()
+	if math.IsInf(c.Summary.Lo, 0) || math.IsInf(c.Summary.Hi, 0) {
+		return formatValue(m, unit) // too few samples for an interval
+	}
 	if formatValue(m, unit) == "0" && formatValue(c.Summary.Hi, unit) != "0" {
 		return "0 (≤" + formatValue(c.Summary.Hi, unit) + ")"
 	}

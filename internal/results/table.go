@@ -51,6 +51,9 @@ type Cell struct {
 	// the test benchstat uses), with P its p-value.
 	Best, Tie bool
 	P         float64
+	// Cmp is the comparison with the best column; its warnings say when
+	// the samples are too few for any difference to be significant.
+	Cmp benchmath.Comparison
 }
 
 // Confidence of the intervals shown, as benchstat's.
@@ -174,7 +177,7 @@ func (t *Table) line(row benchproc.Key, m Metric, higher bool) *Line {
 			continue
 		}
 		cmp := benchmath.AssumeNothing.Compare(b.Sample, c.Sample)
-		c.P, c.Tie = cmp.P, cmp.P > cmp.Alpha
+		c.P, c.Tie, c.Cmp = cmp.P, cmp.P > cmp.Alpha, cmp
 	}
 	return l
 }
