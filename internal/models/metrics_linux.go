@@ -230,14 +230,14 @@ func (c *collector) collectQueues(ch chan<- prometheus.Metric, mine map[uint64]s
 
 // WorkerInfo is one live worker process, as /workers lists it.
 type WorkerInfo struct {
-	ID       int       `json:"id"`
-	PID      int       `json:"pid"`
+	ID  int `json:"id"`
+	PID int `json:"pid"`
 	// Accepted counts TCP connections; a UDP worker accepts none, so it
 	// shows the request datagrams it read (Datagrams) instead.
 	Accepted  *uint64   `json:"accepted,omitempty"`
 	Datagrams *uint64   `json:"datagrams,omitempty"`
-	Started  time.Time `json:"started"`
-	Draining bool      `json:"draining,omitempty"` // replaced, finishing its requests
+	Started   time.Time `json:"started"`
+	Draining  bool      `json:"draining,omitempty"` // replaced, finishing its requests
 }
 
 // serveWorkers answers /workers: the supervisor's pid and its live
