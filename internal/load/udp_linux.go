@@ -43,6 +43,15 @@ type UDPStats struct {
 	Rebinds int64 `json:"rebinds"`
 }
 
+// openFileLimit is the soft RLIMIT_NOFILE (0: unknown).
+func openFileLimit() uint64 {
+	var r unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &r) != nil || r.Cur == unix.RLIM_INFINITY {
+		return 0
+	}
+	return r.Cur
+}
+
 // drainFor bounds how long the run waits, after its last request, for
 // replies still on their way.
 const drainFor = 500 * time.Millisecond
@@ -108,7 +117,9 @@ func (e *engine) makeUDPLoops() error {
 			l.recv[k].Hdr.Iov, l.recv[k].Hdr.Iovlen = &l.iov[k], 1
 		}
 		if e.o.Rate > 0 {
-			l.period = time.Duration(float64(e.o.Flows) / e.o.Rate * 1e9)
+			// Never 0: a flow whose next send does not move would be
+			// due forever (Validate bounds the rate, this the rounding).
+			l.period = max(time.Duration(float64(e.o.Flows)/e.o.Rate*1e9), time.Nanosecond)
 		}
 		for f := i; f < e.o.Flows; f += n {
 			fl := &udpFlow{id: uint64(f) + 1, fd: -1}
@@ -233,7 +244,10 @@ func (l *udpLoop) run() {
 // closed-loop requests whose answer timed out; and rebinds.
 func (l *udpLoop) timers() {
 	e := l.e
-	for len(l.sched) > 0 && !l.sched[0].next.After(l.now) {
+	// A loop that fell behind sends in rounds of maxDue, so replies are
+	// read and a stop is seen between them; what is late still counts
+	// from its intended time.
+	for due := 0; due < maxDue && !e.stopped.Load() && len(l.sched) > 0 && !l.sched[0].next.After(l.now); due++ {
 		f := l.sched[0]
 		if !e.end.IsZero() && !f.next.Before(e.end) {
 			heap.Pop(&l.sched)
@@ -269,6 +283,9 @@ func (l *udpLoop) timers() {
 		}
 	}
 }
+
+// maxDue bounds the open-loop sends of one timers round.
+const maxDue = 1024
 
 // measured says whether a request intended at t is measured.
 func (l *udpLoop) measured(t time.Time) bool {
