@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lbbench/lbbench/internal/sockets"
 	"github.com/lbbench/lbbench/internal/udpwire"
 )
 
@@ -41,6 +42,19 @@ type UDPStats struct {
 	FirstWorkerShare float64 `json:"first_worker_share"`
 	// Rebinds are the source-port changes made (-rebind-every).
 	Rebinds int64 `json:"rebinds"`
+	// Where the lost went, as far as this host can see. LoadgenSocketDrops
+	// are the replies loadgen's own sockets dropped (a full receive
+	// buffer: SK_MEMINFO_DROPS, read before each socket closes): the
+	// target answered those. TargetSocketDrops are the datagrams the
+	// target's sockets on this host dropped during the run (sock_diag;
+	// any sender's, warm-up included); TargetSocketSeen says whether
+	// loadgen could see them (not for a target on another host or in
+	// another namespace). LostInBetween is what neither socket accounts
+	// for: the path, or replies the target could not send.
+	LoadgenSocketDrops int64 `json:"loadgen_socket_drops"`
+	TargetSocketDrops  int64 `json:"target_socket_drops"`
+	TargetSocketSeen   bool  `json:"target_socket_seen"`
+	LostInBetween      int64 `json:"lost_in_between"`
 }
 
 // openFileLimit is the soft RLIMIT_NOFILE (0: unknown).
@@ -104,6 +118,7 @@ type udpLoop struct {
 const batchSize = 64
 
 func (e *engine) makeUDPLoops() error {
+	e.targetDropsBefore, e.targetDropsSeen = e.targetSocketDrops()
 	n := min(e.o.Flows, runtime.GOMAXPROCS(0))
 	for i := range n {
 		set, err := newEpollSet()
@@ -274,6 +289,7 @@ func (l *udpLoop) timers() {
 			// period for replies still on their way to it.
 			for _, fd := range f.old {
 				delete(l.byFD, fd)
+				l.st.LoadgenSocketDrops += socketDrops(fd)
 				unix.Close(fd)
 			}
 			f.old = nil
@@ -423,6 +439,12 @@ func (l *udpLoop) finish() {
 	l.st.Lost = l.st.Sent - l.st.Received
 	var replies, fromFirst int64
 	for _, f := range l.flows {
+		if f.fd >= 0 {
+			l.st.LoadgenSocketDrops += socketDrops(f.fd)
+		}
+		for _, fd := range f.old {
+			l.st.LoadgenSocketDrops += socketDrops(fd)
+		}
 		if f.multi {
 			l.st.FlowsMultiWorker++
 		}
@@ -457,13 +479,57 @@ func (e *engine) mergeUDP() *UDPStats {
 		out.SendFailed += s.SendFailed
 		out.FlowsMultiWorker += s.FlowsMultiWorker
 		out.Rebinds += s.Rebinds
+		out.LoadgenSocketDrops += s.LoadgenSocketDrops
 		replies += float64(s.Received)
 		fromFirst += s.FirstWorkerShare * float64(s.Received)
 	}
 	if replies > 0 {
 		out.FirstWorkerShare = fromFirst / replies
 	}
+	if after, ok := e.targetSocketDrops(); ok && e.targetDropsSeen {
+		out.TargetSocketSeen = true
+		out.TargetSocketDrops = max(after-e.targetDropsBefore, 0)
+	}
+	// Loss is shared out in that order, so the parts never exceed it:
+	// loadgen's drops may include replies to warm-up requests, the
+	// target's those of other senders.
+	rest := out.Lost
+	atLoadgen := min(out.LoadgenSocketDrops, rest)
+	rest -= atLoadgen
+	rest -= min(out.TargetSocketDrops, rest)
+	out.LostInBetween = rest
 	return out
+}
+
+// targetSocketDrops sums the drops of the UDP sockets bound to the
+// target's address on this host. Not with -netns: sock_diag answers for
+// loadgen's own namespace.
+func (e *engine) targetSocketDrops() (int64, bool) {
+	if e.o.NetNS != "" {
+		return 0, false
+	}
+	ls, err := sockets.ConflictsUDP(e.remote)
+	if err != nil || len(ls) == 0 {
+		return 0, false
+	}
+	var n int64
+	for _, l := range ls {
+		n += int64(l.Drops)
+	}
+	return n, true
+}
+
+// socketDrops is what the kernel dropped for socket fd (SK_MEMINFO_DROPS
+// of SO_MEMINFO), 0 if it cannot say.
+func socketDrops(fd int) int64 {
+	var m [unix.SK_MEMINFO_VARS]uint32
+	n := uint32(unsafe.Sizeof(m))
+	_, _, errno := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&m[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if errno != 0 || n < 4*(unix.SK_MEMINFO_DROPS+1) {
+		return 0
+	}
+	return int64(m[unix.SK_MEMINFO_DROPS])
 }
 
 // flowHeap orders flows by their next intended send.
