@@ -80,9 +80,20 @@ type udpFlow struct {
 	next time.Time
 	idx  int // in the loop's schedule heap
 	seq  uint64
-	// answered holds a bit per measured request id.
+	// answered holds a bit per request id.
 	answered []uint64
-	maxSeen  uint64
+	// A reply's latency counts from loadgen's own record of its request,
+	// never from the stamp the server echoes (which a server may get
+	// wrong). Open loop: request id was intended at t0 + id*period.
+	// Closed loop: sentAt[id&(len-1)] holds its send time, for the last
+	// len(sentAt) requests; an older reply came after its request timed
+	// out twice over and stays lost.
+	t0       time.Time
+	sentAt   []time.Duration // since the loop's start
+	measured bool            // firstMeasured is set
+	// firstMeasured is the first id sent in the measured part.
+	firstMeasured uint64
+	maxSeen       uint64
 	// inFlight and lastSend: the closed loop's window.
 	inFlight  int
 	lastSend  time.Time
@@ -117,6 +128,17 @@ type udpLoop struct {
 
 const batchSize = 64
 
+// sentRing is the number of send times a closed-loop flow keeps: a power
+// of two at least four windows, so a reply within two timeouts (each
+// re-sends a window) still finds its request.
+func sentRing(window int) int {
+	n := 4
+	for n < 4*window {
+		n *= 2
+	}
+	return n
+}
+
 func (e *engine) makeUDPLoops() error {
 	e.targetDropsBefore, e.targetDropsSeen = e.targetSocketDrops()
 	n := min(e.o.Flows, runtime.GOMAXPROCS(0))
@@ -143,6 +165,10 @@ func (e *engine) makeUDPLoops() error {
 			}
 			// Flows start evenly staggered over one period.
 			fl.next = l.start.Add(time.Duration(f) * l.period / time.Duration(e.o.Flows))
+			fl.t0 = fl.next
+			if e.o.Rate == 0 {
+				fl.sentAt = make([]time.Duration, sentRing(e.o.Window))
+			}
 			l.flows = append(l.flows, fl)
 		}
 		e.loops = append(e.loops, l)
@@ -327,6 +353,12 @@ func (l *udpLoop) send(f *udpFlow, t time.Time) {
 	}
 	id := f.seq
 	f.seq++
+	if f.sentAt != nil {
+		f.sentAt[id&uint64(len(f.sentAt)-1)] = t.Sub(l.start)
+	}
+	if measured && !f.measured {
+		f.measured, f.firstMeasured = true, id
+	}
 	b := udpwire.PutRequest(l.req[:], udpwire.Request{Flow: f.id, ID: id, Stamp: uint64(t.Sub(l.start))})
 	_, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(f.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	if !measured {
@@ -380,8 +412,20 @@ func (l *udpLoop) reply(f *udpFlow, b []byte, now time.Time) {
 		l.st.Malformed++
 		return
 	}
-	intended := l.start.Add(time.Duration(rep.Stamp))
-	if !l.measured(intended) {
+	if rep.ID >= f.seq {
+		l.st.Malformed++ // an id never sent
+		return
+	}
+	var intended time.Time
+	switch {
+	case f.sentAt == nil:
+		intended = f.t0.Add(time.Duration(rep.ID) * l.period)
+	case f.seq-rep.ID <= uint64(len(f.sentAt)):
+		intended = l.start.Add(f.sentAt[rep.ID&uint64(len(f.sentAt)-1)])
+	default:
+		return // its send time is gone: far too late, counted lost
+	}
+	if !f.measured || rep.ID < f.firstMeasured {
 		if f.inFlight > 0 {
 			f.inFlight--
 		}
@@ -392,7 +436,7 @@ func (l *udpLoop) reply(f *udpFlow, b []byte, now time.Time) {
 	}
 	w, bit := rep.ID/64, uint64(1)<<(rep.ID%64)
 	if w >= uint64(len(f.answered)) {
-		l.st.Malformed++ // an id never sent
+		l.st.Malformed++ // not a measured id
 		return
 	}
 	if f.answered[w]&bit != 0 {
