@@ -64,7 +64,7 @@ var (
 	// UDP (-proto udp).
 	descDgrams = prometheus.NewDesc("lbbench_target_datagrams_total",
 		"Datagrams each worker process handled: direction in (valid requests read), out (replies sent), malformed (too short or not ours: dropped), "+
-			"send_failed (replies the kernel would not take).", append(workerLabels, "proto", "direction"), nil)
+			"send_failed (replies the kernel would not take), bad_source (requests from port 0, which no reply can reach: unanswered).", append(workerLabels, "proto", "direction"), nil)
 	descSocketDrops = prometheus.NewDesc("lbbench_target_socket_drops_total",
 		"Datagrams the kernel dropped at each of the target's UDP sockets (a full receive buffer; sock_diag SK_MEMINFO_DROPS).", []string{"model", "socket", "proto"}, nil)
 	descSocketQueue = prometheus.NewDesc("lbbench_target_socket_receive_queue_bytes",
