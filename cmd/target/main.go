@@ -89,7 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	if cfg.Proto == models.ProtoUDP {
 		// These shape TCP connections and HTTP requests; a datagram
 		// server would ignore them, so asking for one is a mistake.
-		for _, name := range []string{"work", "sleep", "mptcp", "header-timeout", "idle-timeout"} {
+		for _, name := range []string{"work", "mptcp", "header-timeout", "idle-timeout"} {
 			if set[name] {
 				return cfg, fmt.Errorf("-%s is TCP's: -proto udp answers each datagram at once", name)
 			}
