@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/binary"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/proctest"
+	"github.com/lbbench/lbbench/internal/udpwire"
 )
 
 // Hostile input on loadgen -proto udp: what TCP refuses, UDP refuses
@@ -86,5 +89,74 @@ func TestUDPLossAtLoadgenSocket(t *testing.T) {
 	}
 	if !d.SelfCheck.Bottleneck {
 		t.Errorf("self-check ok although loadgen dropped %d replies", u.LoadgenSocketDrops)
+	}
+}
+
+// stampServer answers every request at once, but echoes stamp instead of
+// the one it was sent.
+func stampServer(t *testing.T, stamp uint64) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { c.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			if _, ok := udpwire.ParseRequest(buf[:n]); !ok {
+				continue
+			}
+			r := udpwire.AnswerInPlace(buf[:n], 4242, 0)
+			binary.BigEndian.PutUint64(r[20:], stamp)
+			c.WriteToUDP(r, from)
+		}
+	}()
+	return "udp://" + c.LocalAddr().String()
+}
+
+// TestUDPLatencyIgnoresEchoedStamp: latency counts from loadgen's own
+// send time. A server echoing a stamp of 0 made every reply look as old
+// as the run, and a stamp from the future counted every reply lost.
+func TestUDPLatencyIgnoresEchoedStamp(t *testing.T) {
+	for _, stamp := range []uint64{0, 1 << 62} {
+		d, _ := runLoadgen(t, "-flows", "2", "-rate", "2000", "-warmup", "100ms", "-d", "300ms", stampServer(t, stamp))
+		if u := d.UDP; u == nil || u.Lost != 0 || u.Received != u.Sent || u.Sent < 500 {
+			t.Errorf("stamp %d: udp %+v", stamp, d.UDP)
+		}
+		if p50 := d.Latency.P50; p50 <= 0 || p50 > 0.05 {
+			t.Errorf("stamp %d: p50 %vs for an echo on loopback", stamp, p50)
+		}
+	}
+}
+
+// TestUDPStopsOnSignalAtTopRate: the highest rate allowed, on one flow,
+// still leaves the send loop to see SIGTERM: it exits soon, with its
+// JSON written.
+func TestUDPStopsOnSignalAtTopRate(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run.json")
+	cmd := exec.Command(proctest.Bin(t, "loadgen"), "-json", out, "-q", "-flows", "1", "-rate", "1e7", "-d", "30s", stampServer(t, 0))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatal("loadgen at -rate 1e7 still running 5s after SIGTERM")
+	}
+	if d := readDoc(t, out); d.UDP == nil || d.UDP.Sent == 0 {
+		t.Errorf("after SIGTERM: udp %+v", d.UDP)
 	}
 }
