@@ -86,5 +86,17 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	if set["accept"] && cfg.Model == models.Single {
 		return cfg, fmt.Errorf("-accept applies to the shared and reuseport models; single uses -dispatch")
 	}
+	if cfg.Proto == models.ProtoUDP {
+		// These shape TCP connections and HTTP requests; a datagram
+		// server would ignore them, so asking for one is a mistake.
+		for _, name := range []string{"work", "mptcp", "header-timeout", "idle-timeout"} {
+			if set[name] {
+				return cfg, fmt.Errorf("-%s is TCP's: -proto udp answers each datagram at once", name)
+			}
+		}
+		if set["accept"] && cfg.Accept != models.AcceptNetpoll && cfg.Accept != models.AcceptBlocking {
+			return cfg, fmt.Errorf("-proto udp: -accept %s has nothing to choose between for datagrams: use netpoll or blocking", cfg.Accept)
+		}
+	}
 	return cfg, cfg.Validate()
 }

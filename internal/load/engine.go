@@ -84,6 +84,9 @@ type engine struct {
 	tickets      atomic.Int64
 	stopped      atomic.Bool
 	remote       netip.AddrPort
+	// UDP: the target's socket drops when the run began (udp_linux.go).
+	targetDropsBefore int64
+	targetDropsSeen   bool
 	// The remote address in the kernel's layout, for raw connect calls.
 	family     int
 	remoteSA   unsafe.Pointer

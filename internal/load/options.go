@@ -91,6 +91,15 @@ const (
 // maxFlows bounds -flows: each flow holds a socket and a source port.
 const maxFlows = 100000
 
+// minRebindEvery bounds -rebind-every from below: a rebinding opens and
+// closes a socket per flow, and below a few milliseconds the run measures
+// socket churn rather than a NAT's port changes.
+const minRebindEvery = 10 * time.Millisecond
+
+// fdReserve are the descriptors a UDP run needs besides its flows'
+// sockets (epoll sets, wake-ups, metrics, output files, Go's own).
+const fdReserve = 64
+
 // Validate checks o and fills in defaults.
 func (o *Options) Validate() error {
 	u, err := url.Parse(o.URL)
@@ -107,6 +116,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("bad URL %q: -proto udp wants udp://HOST:PORT", o.URL)
 	case o.Proto == ProtoTCP && (err != nil || u.Scheme != "http" || u.Host == ""):
 		return fmt.Errorf("bad URL %q: want http://HOST:PORT/PATH", o.URL)
+	case o.Proto == ProtoUDP && u.Port() == "":
+		return fmt.Errorf("bad URL %q: -proto udp wants udp://HOST:PORT (datagrams have no default port)", o.URL)
 	}
 	if o.Proto == ProtoUDP {
 		if err := o.validateUDP(); err != nil {
@@ -135,10 +146,9 @@ func (o *Options) Validate() error {
 	o.path = u.RequestURI()
 
 	switch {
-	case o.Proto == ProtoUDP:
-	case o.Conns < 1:
+	case o.Proto == ProtoTCP && o.Conns < 1:
 		return fmt.Errorf("-c %d: want at least 1 connection", o.Conns)
-	case o.Conns > 100000:
+	case o.Proto == ProtoTCP && o.Conns > 100000:
 		return fmt.Errorf("-c %d: at most 100000", o.Conns)
 	case math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0):
 		return fmt.Errorf("-rate %v: want a finite number of requests per second", o.Rate)
@@ -208,6 +218,21 @@ func (o *Options) validateUDP() error {
 		return errors.New("-window is the closed loop's datagrams in flight per flow: not with -rate, not negative")
 	case o.RebindEvery < 0:
 		return errors.New("-rebind-every must not be negative")
+	case o.RebindEvery > 0 && o.RebindEvery < minRebindEvery:
+		return fmt.Errorf("-rebind-every %v: at least %v (each rebinding opens a new socket for every flow)", o.RebindEvery, minRebindEvery)
+	case o.FairBy == FairThread:
+		return errors.New("-fair-by thread counts the threads that accept TCP connections: -proto udp counts process or worker")
+	}
+	// Each flow holds a socket, two while a rebinding keeps the old one
+	// for late replies: with too few descriptors the flows past the limit
+	// would fail to open one by one, and the run measure fewer flows than
+	// it says.
+	need := o.Flows + fdReserve
+	if o.RebindEvery > 0 {
+		need += o.Flows
+	}
+	if limit := openFileLimit(); limit > 0 && uint64(need) > limit {
+		return fmt.Errorf("-flows %d: needs about %d file descriptors and the limit (ulimit -n) is %d: run fewer flows, or several loadgen processes", o.Flows, need, limit)
 	}
 	if o.Rate == 0 && o.Window == 0 {
 		o.Window = 1

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lbbench/lbbench/internal/sockets"
 	"github.com/lbbench/lbbench/internal/udpwire"
 )
 
@@ -41,6 +42,28 @@ type UDPStats struct {
 	FirstWorkerShare float64 `json:"first_worker_share"`
 	// Rebinds are the source-port changes made (-rebind-every).
 	Rebinds int64 `json:"rebinds"`
+	// Where the lost went, as far as this host can see. LoadgenSocketDrops
+	// are the replies loadgen's own sockets dropped (a full receive
+	// buffer: SK_MEMINFO_DROPS, read before each socket closes): the
+	// target answered those. TargetSocketDrops are the datagrams the
+	// target's sockets on this host dropped during the run (sock_diag;
+	// any sender's, warm-up included); TargetSocketSeen says whether
+	// loadgen could see them (not for a target on another host or in
+	// another namespace). LostInBetween is what neither socket accounts
+	// for: the path, or replies the target could not send.
+	LoadgenSocketDrops int64 `json:"loadgen_socket_drops"`
+	TargetSocketDrops  int64 `json:"target_socket_drops"`
+	TargetSocketSeen   bool  `json:"target_socket_seen"`
+	LostInBetween      int64 `json:"lost_in_between"`
+}
+
+// openFileLimit is the soft RLIMIT_NOFILE (0: unknown).
+func openFileLimit() uint64 {
+	var r unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &r) != nil || r.Cur == unix.RLIM_INFINITY {
+		return 0
+	}
+	return r.Cur
 }
 
 // drainFor bounds how long the run waits, after its last request, for
@@ -57,9 +80,20 @@ type udpFlow struct {
 	next time.Time
 	idx  int // in the loop's schedule heap
 	seq  uint64
-	// answered holds a bit per measured request id.
+	// answered holds a bit per request id.
 	answered []uint64
-	maxSeen  uint64
+	// A reply's latency counts from loadgen's own record of its request,
+	// never from the stamp the server echoes (which a server may get
+	// wrong). Open loop: request id was intended at t0 + id*period.
+	// Closed loop: sentAt[id&(len-1)] holds its send time, for the last
+	// len(sentAt) requests; an older reply came after its request timed
+	// out twice over and stays lost.
+	t0       time.Time
+	sentAt   []time.Duration // since the loop's start
+	measured bool            // firstMeasured is set
+	// firstMeasured is the first id sent in the measured part.
+	firstMeasured uint64
+	maxSeen       uint64
 	// inFlight and lastSend: the closed loop's window.
 	inFlight  int
 	lastSend  time.Time
@@ -94,7 +128,19 @@ type udpLoop struct {
 
 const batchSize = 64
 
+// sentRing is the number of send times a closed-loop flow keeps: a power
+// of two at least four windows, so a reply within two timeouts (each
+// re-sends a window) still finds its request.
+func sentRing(window int) int {
+	n := 4
+	for n < 4*window {
+		n *= 2
+	}
+	return n
+}
+
 func (e *engine) makeUDPLoops() error {
+	e.targetDropsBefore, e.targetDropsSeen = e.targetSocketDrops()
 	n := min(e.o.Flows, runtime.GOMAXPROCS(0))
 	for i := range n {
 		set, err := newEpollSet()
@@ -108,7 +154,9 @@ func (e *engine) makeUDPLoops() error {
 			l.recv[k].Hdr.Iov, l.recv[k].Hdr.Iovlen = &l.iov[k], 1
 		}
 		if e.o.Rate > 0 {
-			l.period = time.Duration(float64(e.o.Flows) / e.o.Rate * 1e9)
+			// Never 0: a flow whose next send does not move would be
+			// due forever (Validate bounds the rate, this the rounding).
+			l.period = max(time.Duration(float64(e.o.Flows)/e.o.Rate*1e9), time.Nanosecond)
 		}
 		for f := i; f < e.o.Flows; f += n {
 			fl := &udpFlow{id: uint64(f) + 1, fd: -1}
@@ -117,6 +165,10 @@ func (e *engine) makeUDPLoops() error {
 			}
 			// Flows start evenly staggered over one period.
 			fl.next = l.start.Add(time.Duration(f) * l.period / time.Duration(e.o.Flows))
+			fl.t0 = fl.next
+			if e.o.Rate == 0 {
+				fl.sentAt = make([]time.Duration, sentRing(e.o.Window))
+			}
 			l.flows = append(l.flows, fl)
 		}
 		e.loops = append(e.loops, l)
@@ -233,7 +285,10 @@ func (l *udpLoop) run() {
 // closed-loop requests whose answer timed out; and rebinds.
 func (l *udpLoop) timers() {
 	e := l.e
-	for len(l.sched) > 0 && !l.sched[0].next.After(l.now) {
+	// A loop that fell behind sends in rounds of maxDue, so replies are
+	// read and a stop is seen between them; what is late still counts
+	// from its intended time.
+	for due := 0; due < maxDue && !e.stopped.Load() && len(l.sched) > 0 && !l.sched[0].next.After(l.now); due++ {
 		f := l.sched[0]
 		if !e.end.IsZero() && !f.next.Before(e.end) {
 			heap.Pop(&l.sched)
@@ -260,6 +315,7 @@ func (l *udpLoop) timers() {
 			// period for replies still on their way to it.
 			for _, fd := range f.old {
 				delete(l.byFD, fd)
+				l.st.LoadgenSocketDrops += socketDrops(fd)
 				unix.Close(fd)
 			}
 			f.old = nil
@@ -269,6 +325,9 @@ func (l *udpLoop) timers() {
 		}
 	}
 }
+
+// maxDue bounds the open-loop sends of one timers round.
+const maxDue = 1024
 
 // measured says whether a request intended at t is measured.
 func (l *udpLoop) measured(t time.Time) bool {
@@ -294,6 +353,12 @@ func (l *udpLoop) send(f *udpFlow, t time.Time) {
 	}
 	id := f.seq
 	f.seq++
+	if f.sentAt != nil {
+		f.sentAt[id&uint64(len(f.sentAt)-1)] = t.Sub(l.start)
+	}
+	if measured && !f.measured {
+		f.measured, f.firstMeasured = true, id
+	}
 	b := udpwire.PutRequest(l.req[:], udpwire.Request{Flow: f.id, ID: id, Stamp: uint64(t.Sub(l.start))})
 	_, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(f.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	if !measured {
@@ -347,8 +412,20 @@ func (l *udpLoop) reply(f *udpFlow, b []byte, now time.Time) {
 		l.st.Malformed++
 		return
 	}
-	intended := l.start.Add(time.Duration(rep.Stamp))
-	if !l.measured(intended) {
+	if rep.ID >= f.seq {
+		l.st.Malformed++ // an id never sent
+		return
+	}
+	var intended time.Time
+	switch {
+	case f.sentAt == nil:
+		intended = f.t0.Add(time.Duration(rep.ID) * l.period)
+	case f.seq-rep.ID <= uint64(len(f.sentAt)):
+		intended = l.start.Add(f.sentAt[rep.ID&uint64(len(f.sentAt)-1)])
+	default:
+		return // its send time is gone: far too late, counted lost
+	}
+	if !f.measured || rep.ID < f.firstMeasured {
 		if f.inFlight > 0 {
 			f.inFlight--
 		}
@@ -359,7 +436,7 @@ func (l *udpLoop) reply(f *udpFlow, b []byte, now time.Time) {
 	}
 	w, bit := rep.ID/64, uint64(1)<<(rep.ID%64)
 	if w >= uint64(len(f.answered)) {
-		l.st.Malformed++ // an id never sent
+		l.st.Malformed++ // not a measured id
 		return
 	}
 	if f.answered[w]&bit != 0 {
@@ -406,6 +483,12 @@ func (l *udpLoop) finish() {
 	l.st.Lost = l.st.Sent - l.st.Received
 	var replies, fromFirst int64
 	for _, f := range l.flows {
+		if f.fd >= 0 {
+			l.st.LoadgenSocketDrops += socketDrops(f.fd)
+		}
+		for _, fd := range f.old {
+			l.st.LoadgenSocketDrops += socketDrops(fd)
+		}
 		if f.multi {
 			l.st.FlowsMultiWorker++
 		}
@@ -429,6 +512,11 @@ func (e *engine) mergeUDP() *UDPStats {
 	for _, el := range e.loops {
 		out.Add(&el.(*udpLoop).st)
 	}
+	if after, ok := e.targetSocketDrops(); ok && e.targetDropsSeen {
+		out.TargetSocketSeen = true
+		out.TargetSocketDrops = max(after-e.targetDropsBefore, 0)
+	}
+	out.shareLoss()
 	return out
 }
 
@@ -451,6 +539,54 @@ func (s *UDPStats) Add(o *UDPStats) {
 	s.SendFailed += o.SendFailed
 	s.FlowsMultiWorker += o.FlowsMultiWorker
 	s.Rebinds += o.Rebinds
+	s.LoadgenSocketDrops += o.LoadgenSocketDrops
+	// Generators on one host watch the same target sockets over the same
+	// time: their drop counts overlap, so the larger is the figure.
+	s.TargetSocketDrops = max(s.TargetSocketDrops, o.TargetSocketDrops)
+	s.TargetSocketSeen = s.TargetSocketSeen || o.TargetSocketSeen
+	s.shareLoss()
+}
+
+// shareLoss splits the lost datagrams between loadgen's sockets, the
+// target's and the path in between, in that order, so the parts never
+// exceed the loss: loadgen's drops may include replies to warm-up
+// requests, the target's those of other senders.
+func (s *UDPStats) shareLoss() {
+	rest := s.Lost
+	rest -= min(s.LoadgenSocketDrops, rest)
+	rest -= min(s.TargetSocketDrops, rest)
+	s.LostInBetween = rest
+}
+
+// targetSocketDrops sums the drops of the UDP sockets bound to the
+// target's address on this host. Not with -netns: sock_diag answers for
+// loadgen's own namespace.
+func (e *engine) targetSocketDrops() (int64, bool) {
+	if e.o.NetNS != "" {
+		return 0, false
+	}
+	ls, err := sockets.ConflictsUDP(e.remote)
+	if err != nil || len(ls) == 0 {
+		return 0, false
+	}
+	var n int64
+	for _, l := range ls {
+		n += int64(l.Drops)
+	}
+	return n, true
+}
+
+// socketDrops is what the kernel dropped for socket fd (SK_MEMINFO_DROPS
+// of SO_MEMINFO), 0 if it cannot say.
+func socketDrops(fd int) int64 {
+	var m [unix.SK_MEMINFO_VARS]uint32
+	n := uint32(unsafe.Sizeof(m))
+	_, _, errno := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&m[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if errno != 0 || n < 4*(unix.SK_MEMINFO_DROPS+1) {
+		return 0
+	}
+	return int64(m[unix.SK_MEMINFO_DROPS])
 }
 
 // flowHeap orders flows by their next intended send.

@@ -64,7 +64,7 @@ var (
 	// UDP (-proto udp).
 	descDgrams = prometheus.NewDesc("lbbench_target_datagrams_total",
 		"Datagrams each worker process handled: direction in (valid requests read), out (replies sent), malformed (too short or not ours: dropped), "+
-			"send_failed (replies the kernel would not take).", append(workerLabels, "proto", "direction"), nil)
+			"send_failed (replies the kernel would not take), bad_source (requests from port 0, which no reply can reach: unanswered).", append(workerLabels, "proto", "direction"), nil)
 	descSocketDrops = prometheus.NewDesc("lbbench_target_socket_drops_total",
 		"Datagrams the kernel dropped at each of the target's UDP sockets (a full receive buffer; sock_diag SK_MEMINFO_DROPS).", []string{"model", "socket", "proto"}, nil)
 	descSocketQueue = prometheus.NewDesc("lbbench_target_socket_receive_queue_bytes",
@@ -77,7 +77,7 @@ var (
 var dgramWords = []struct {
 	word  int
 	label string
-}{{shm.DgramIn, "in"}, {shm.DgramOut, "out"}, {shm.DgramMalformed, "malformed"}, {shm.DgramSendFailed, "send_failed"}}
+}{{shm.DgramIn, "in"}, {shm.DgramOut, "out"}, {shm.DgramMalformed, "malformed"}, {shm.DgramSendFailed, "send_failed"}, {shm.DgramBadSource, "bad_source"}}
 
 // statusClasses label the Status* words.
 var statusClasses = []struct {
@@ -230,11 +230,14 @@ func (c *collector) collectQueues(ch chan<- prometheus.Metric, mine map[uint64]s
 
 // WorkerInfo is one live worker process, as /workers lists it.
 type WorkerInfo struct {
-	ID       int       `json:"id"`
-	PID      int       `json:"pid"`
-	Accepted uint64    `json:"accepted"`
-	Started  time.Time `json:"started"`
-	Draining bool      `json:"draining,omitempty"` // replaced, finishing its requests
+	ID  int `json:"id"`
+	PID int `json:"pid"`
+	// Accepted counts TCP connections; a UDP worker accepts none, so it
+	// shows the request datagrams it read (Datagrams) instead.
+	Accepted  *uint64   `json:"accepted,omitempty"`
+	Datagrams *uint64   `json:"datagrams,omitempty"`
+	Started   time.Time `json:"started"`
+	Draining  bool      `json:"draining,omitempty"` // replaced, finishing its requests
 }
 
 // serveWorkers answers /workers: the supervisor's pid and its live
@@ -243,7 +246,15 @@ func (s *Supervisor) serveWorkers(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	var ws []WorkerInfo
 	for _, p := range s.live() {
-		ws = append(ws, WorkerInfo{ID: p.id, PID: p.pid, Accepted: s.region.Slot(p.slot).Load(shm.Accepted), Started: p.started, Draining: p.replaced})
+		wi := WorkerInfo{ID: p.id, PID: p.pid, Started: p.started, Draining: p.replaced}
+		if s.cfg.Proto == ProtoUDP {
+			n := s.region.Slot(p.slot).Load(shm.DgramIn)
+			wi.Datagrams = &n
+		} else {
+			n := s.region.Slot(p.slot).Load(shm.Accepted)
+			wi.Accepted = &n
+		}
+		ws = append(ws, wi)
 	}
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")

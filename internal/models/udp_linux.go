@@ -164,6 +164,13 @@ func (s *udpSource) answer(n int) {
 			continue
 		}
 		s.slot.Add(shm.DgramIn, 1)
+		if sourcePort(&b.addr[i]) == 0 {
+			// udp_sendmsg refuses destination port 0 with EINVAL, and
+			// sendmmsg would stop the batch there: anyone can send from
+			// port 0, so such a request is counted and not answered.
+			s.slot.Add(shm.DgramBadSource, 1)
+			continue
+		}
 		reply := udpwire.AnswerInPlace(b.buf[i][:len(d):cap(b.buf[i])], s.pid, s.id)
 		b.oiov[k] = unix.Iovec{Base: &reply[0]}
 		b.oiov[k].SetLen(len(reply))
@@ -172,14 +179,28 @@ func (s *udpSource) answer(n int) {
 	}
 	for sent := 0; sent < k; {
 		m, err := sendmmsg(s.fd, b.out[sent:k])
-		if err != nil {
+		switch {
+		case err == unix.EAGAIN || err == unix.ENOBUFS || err == unix.ENOMEM:
 			// A full send buffer: the replies are dropped, and counted.
 			s.slot.Add(shm.DgramSendFailed, uint64(k-sent))
 			return
+		case err != nil:
+			// sendmmsg reports the first message it could not send: that
+			// one reply is dropped (counted), the rest still go.
+			s.slot.Add(shm.DgramSendFailed, 1)
+			sent++
+			continue
 		}
 		s.slot.Add(shm.DgramOut, uint64(m))
 		sent += m
 	}
+}
+
+// sourcePort is the port of a recvmmsg source address (IPv4 or IPv6:
+// both keep it, big-endian, right after the family).
+func sourcePort(a *unix.RawSockaddrInet6) uint16 {
+	p := (*[2]byte)(unsafe.Pointer(&a.Port))
+	return uint16(p[0])<<8 | uint16(p[1])
 }
 
 type syscall6 func(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, syscall.Errno)

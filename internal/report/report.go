@@ -523,6 +523,10 @@ func selfCheck(r *load.Result, d *Doc, cores int) SelfCheck {
 			sc.Reasons = append(sc.Reasons, "p99 send lag "+fmtDur(d.SendLag.P99)+": requests left later than scheduled")
 		}
 	}
+	if u := r.UDP; u != nil && u.LoadgenSocketDrops > 0 {
+		sc.Reasons = append(sc.Reasons, "loadgen's own sockets dropped "+strconv.FormatInt(u.LoadgenSocketDrops, 10)+
+			" replies (a full receive buffer): that loss is loadgen's, not the target's")
+	}
 	sc.Bottleneck = len(sc.Reasons) > 0
 	return sc
 }

@@ -50,6 +50,14 @@ func Summary(w io.Writer, d *Doc) {
 		}
 		fmt.Fprintf(w, "  Datagrams    %d sent, %d answered, %d lost (%.3f%%), %d duplicated, %d reordered, %d malformed, %d not sent (full buffer)\n",
 			u.Sent, u.Received, u.Lost, loss, u.Duplicates, u.Reordered, u.Malformed, u.SendFailed)
+		if u.Lost > 0 || u.LoadgenSocketDrops > 0 {
+			target := "not seen (not on this host)"
+			if u.TargetSocketSeen {
+				target = strconv.FormatInt(u.TargetSocketDrops, 10) + " dropped"
+			}
+			fmt.Fprintf(w, "  Loss at      loadgen's sockets %d dropped; target's sockets %s; in between %d\n",
+				u.LoadgenSocketDrops, target, u.LostInBetween)
+		}
 		fmt.Fprintf(w, "  Flows        %d, %d answered by more than one worker; %.2f%% of replies from their flow's first worker; %d rebinds\n",
 			u.Flows, u.FlowsMultiWorker, 100*u.FirstWorkerShare, u.Rebinds)
 	}

@@ -45,6 +45,7 @@ const (
 	DgramOut        // UDP: replies sent
 	DgramMalformed  // UDP: datagrams too short or not ours, dropped
 	DgramSendFailed // UDP: replies the kernel would not take (full buffer)
+	DgramBadSource  // UDP: requests from a source no reply can go to (port 0), unanswered
 	DurSumNanos     // request-duration histogram: sum in nanoseconds
 	DurZero         // observations at or under nativehist.ZeroThreshold
 	durBuckets      // first of nativehist.Buckets words
