@@ -543,6 +543,20 @@ var scenarios = []Scenario{
 		}},
 	},
 	{
+		Name:    "binding",
+		About:   "what the articles claim about binding, measured: who may join a reuseport group, SO_REUSEADDR, wildcard against specific address, unicast against multicast",
+		Measure: measureBinding,
+		Sections: []results.Section{{
+			Name: "Binding", Title: "Binding: what the articles claim, what this kernel does",
+			About: "One row per claim (`case=`), each the figure measured on fresh sockets on a free loopback port, beside the figure the claim predicts (`claimed-`): " +
+				"1 of `bind-refused` is EADDRINUSE, `stray-share` the share of new connections a same-user stray took from N workers (1/(N+1)), " +
+				"`specific-wins` the fraction of traffic that reached 127.0.0.1:P rather than 0.0.0.0:P for 127.0.0.1 (and the wildcard for 127.0.0.2), " +
+				"`copies/datagram` the copies received over N reuseport sockets per datagram sent.",
+			Rows: "/case", MetricsAsColumns: true,
+			Metrics: bindingMetrics(),
+		}},
+	},
+	{
 		Name:    "remap",
 		About:   "the fraction of fixed 4-tuples that change socket when a reuseport group grows from N to N+1",
 		Measure: measureRemap,

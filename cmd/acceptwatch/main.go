@@ -49,6 +49,7 @@ type options struct {
 	metricsAddr string
 	jsonPath    string
 	quiet       bool
+	expect      []int // the server's pids; nil: the owners of the first listeners seen
 }
 
 func parse(args []string, stderr io.Writer) (*options, error) {
@@ -61,6 +62,16 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on HOST:PORT while watching")
 	fs.StringVar(&o.jsonPath, "json", "", "write the final counts to this file")
 	fs.BoolVar(&o.quiet, "q", false, "no line per second; only the summary")
+	fs.Func("expect", "PID,...: the server's processes; listeners and accepts of any other are marked foreign (default: who held the port at start)", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			pid, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || pid <= 0 {
+				return fmt.Errorf("%q is not a pid", f)
+			}
+			o.expect = append(o.expect, pid)
+		}
+		return nil
+	})
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
 	}
@@ -119,6 +130,10 @@ type Summary struct {
 	Sockets         []Socket             `json:"sockets"`
 	Kernel          map[string]uint64    `json:"kernel_deltas"` // ListenOverflows, ListenDrops (the whole host)
 	Seconds         []map[string]float64 `json:"per_second_share,omitempty"`
+	// Expected are the server's pids (-expect, or who held the port at
+	// start); ForeignAccepts the accepts by any other process.
+	Expected       []int `json:"expected_pids"`
+	ForeignAccepts int64 `json:"foreign_accepts"`
 }
 
 // Count is one process's or thread's accepts.
@@ -136,6 +151,9 @@ type Socket struct {
 	Queue    uint32 `json:"queue"`
 	MaxQueue uint32 `json:"max_queue"` // the longest seen at a one-second look
 	Backlog  uint32 `json:"backlog"`
+	// Foreign: no owner is an expected pid (a stray in the group takes
+	// its share; MaxQueue shows what waits on one that never accepts).
+	Foreign bool `json:"foreign,omitempty"`
 }
 
 // tally counts accepts by process and by thread.
@@ -217,6 +235,16 @@ func watch(o *options, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "watching port %d (%d listening sockets), %s\n", o.port, len(ls), until)
 	before, _ := kernel.TcpExt()
 	owners := socketOwners()
+	expect := o.expect
+	if expect == nil {
+		for _, l := range ls {
+			for _, p := range owners[l.Inode] {
+				if !slices.Contains(expect, p) {
+					expect = append(expect, p)
+				}
+			}
+		}
+	}
 	socks := map[uint64]*Socket{}
 	total := newTally()
 	sum := &Summary{Port: o.port, By: o.by}
@@ -243,6 +271,10 @@ func watch(o *options, stdout, stderr io.Writer) error {
 					owners = socketOwners() // a socket opened since: look again
 				}
 				s = &Socket{Addr: l.Addr.String(), Inode: l.Inode, Owners: owners[l.Inode], Backlog: l.Backlog}
+				s.Foreign = !slices.ContainsFunc(s.Owners, func(p int) bool { return slices.Contains(expect, p) })
+				if s.Foreign {
+					fmt.Fprintf(stderr, "foreign listener on %s: socket %d held by %v, not an expected pid %v\n", s.Addr, s.Inode, s.Owners, expect)
+				}
 				socks[l.Inode] = s
 			}
 			s.Queue, s.MaxQueue = l.Queue, max(s.MaxQueue, l.Queue)
@@ -268,6 +300,12 @@ func watch(o *options, stdout, stderr io.Writer) error {
 	sum.Accepts, sum.Missed = total.total, tr.Missed()
 	sum.PerPID, sum.PerTID = byID(total.pids), byID(total.tids)
 	sum.Fairness = fairness.Compute(total.units(o.by, o.workers))
+	sum.Expected = slices.Sorted(slices.Values(expect))
+	for pid, c := range total.pids {
+		if !slices.Contains(expect, pid) {
+			sum.ForeignAccepts += c.Accepts
+		}
+	}
 	sum.Kernel = map[string]uint64{}
 	for _, k := range []string{"ListenOverflows", "ListenDrops"} {
 		sum.Kernel[k] = after[k] - before[k]
@@ -344,13 +382,20 @@ func printSummary(w io.Writer, s *Summary) {
 	f := s.Fairness
 	fmt.Fprintf(w, "\n  Fairness by %s over %d: max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
 		s.By, f.Workers, f.MaxOverMean, f.MinOverMean, f.CoV, f.Jain, f.ChiSquare, f.PValue)
+	if s.ForeignAccepts > 0 {
+		fmt.Fprintf(w, "\n  %d accepts by processes outside the expected pids %v\n", s.ForeignAccepts, s.Expected)
+	}
 	fmt.Fprintf(w, "\n  %-24s %-10s %-16s %7s %9s %8s\n", "listening socket", "inode", "held by", "queue", "max seen", "backlog")
 	for _, k := range s.Sockets {
 		var owners []string
 		for _, p := range k.Owners {
 			owners = append(owners, strconv.Itoa(p))
 		}
-		fmt.Fprintf(w, "  %-24s %-10d %-16s %7d %9d %8d\n", k.Addr, k.Inode, strings.Join(owners, ","), k.Queue, k.MaxQueue, k.Backlog)
+		mark := ""
+		if k.Foreign {
+			mark = "  foreign"
+		}
+		fmt.Fprintf(w, "  %-24s %-10d %-16s %7d %9d %8d%s\n", k.Addr, k.Inode, strings.Join(owners, ","), k.Queue, k.MaxQueue, k.Backlog, mark)
 	}
 	fmt.Fprintf(w, "  Host: ListenOverflows +%d, ListenDrops +%d (every port)\n", s.Kernel["ListenOverflows"], s.Kernel["ListenDrops"])
 }

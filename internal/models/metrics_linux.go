@@ -58,6 +58,9 @@ var (
 		"Rolling-restart steps (a worker replaced by a new process on SIGHUP or -restart-every).", []string{"model", "worker", "strategy"}, nil)
 	descLastRestart = prometheus.NewDesc("lbbench_target_last_rolling_restart_timestamp_seconds",
 		"When the last rolling-restart step told the old process to stop (0: none yet). All instants: /restarts.", []string{"model"}, nil)
+	descForeign = prometheus.NewDesc("lbbench_target_foreign_listeners",
+		"Listening sockets on the target's address and port not owned by its processes (same-user SO_REUSEPORT strays take a share of the connections), checked 4 times a second.",
+		[]string{"model"}, nil)
 	descInfo = prometheus.NewDesc("lbbench_target_info",
 		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "steer", "workers", "http", "proto"}, nil)
 
@@ -107,7 +110,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAccepted, descRequests, descOpen, descClosed, descAcceptErrors, descCPU, descRestarts,
-		descDuration, descQueue, descBacklog, descOverflows, descDrops, descLocality, descRolling, descLastRestart, descInfo,
+		descDuration, descQueue, descBacklog, descOverflows, descDrops, descLocality, descRolling, descLastRestart, descInfo, descForeign,
 		descDgrams, descSocketDrops, descSocketQueue, descHostUDP} {
 		ch <- d
 	}
@@ -188,6 +191,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if ext, err := kernel.TcpExt(); err == nil {
 		ch <- prometheus.MustNewConstMetric(descOverflows, prometheus.CounterValue, float64(ext["ListenOverflows"]))
 		ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(ext["ListenDrops"]))
+	}
+	if s.foreign != nil {
+		ch <- prometheus.MustNewConstMetric(descForeign, prometheus.GaugeValue, float64(s.foreign.count.Load()), model)
 	}
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1,
 		model, s.model.acceptName(), s.model.dispatchName(), s.cfg.Steer, strconv.Itoa(s.cfg.Workers), s.cfg.HTTP, s.cfg.Proto)

@@ -46,6 +46,7 @@ type Supervisor struct {
 	cpus     []int // CPUs workers are pinned to, round-robin
 	spawnCh  chan spawnReq
 	metrics  *metricsServer
+	foreign  *foreignWatch
 
 	// closers release what Start acquired, in reverse order, once.
 	closers  []func()
@@ -226,6 +227,8 @@ func Start(cfg Config, stderr io.Writer) (_ *Supervisor, err error) {
 		go s.watch(p)
 	}
 	s.model.serve(s)
+	s.foreign = startForeignWatch(s)
+	s.onTeardown(s.foreign.close)
 	s.metrics.serve()
 	if cfg.RestartEvery > 0 {
 		go s.restartEvery(cfg.RestartEvery)

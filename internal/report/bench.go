@@ -21,6 +21,11 @@ var units = []struct{ unit, better string }{
 	{"moved-fraction", "lower"},
 	{"cpu-sec/req", "lower"}, {"syscalls/req", "lower"}, {"maxrss-B", "lower"},
 	{"loss-ratio", "lower"}, {"first-worker-share", "higher"}, {"multiworker-flows", "lower"}, {"hash-imbalance", "lower"},
+	// The binding scenario: 1 is the claim's outcome; claimed-* the claim.
+	{"bind-refused", "higher"}, {"rebind-ok", "higher"}, {"ipv4-bind-ok", "higher"}, {"specific-wins", "higher"},
+	{"stray-share", "lower"}, {"copies/datagram", "higher"},
+	{"claimed-bind-refused", "higher"}, {"claimed-rebind-ok", "higher"}, {"claimed-ipv4-bind-ok", "higher"}, {"claimed-specific-wins", "higher"},
+	{"claimed-stray-share", "lower"}, {"claimed-copies/datagram", "higher"},
 }
 
 // Config returns the stable file-config lines for a benchmark file:
