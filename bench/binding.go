@@ -38,6 +38,7 @@ var bindingCases = []bindingCase{
 	{"ipv6-v6only-beside-ipv4", func(Params) (binding.Figure, error) { return binding.DualStack(true) }},
 	{"udp-unicast-group", func(p Params) (binding.Figure, error) { return binding.Unicast(p.CPUs, bindingCount) }},
 	{"udp-multicast-group", func(p Params) (binding.Figure, error) { return binding.Multicast(p.CPUs, bindingCount) }},
+	{"udp-broadcast-group", func(p Params) (binding.Figure, error) { return binding.Broadcast(p.CPUs, bindingCount) }},
 }
 
 // bindingUnits are the binding figures, one column each in the report.

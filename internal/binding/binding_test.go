@@ -67,4 +67,6 @@ func TestUnicastReachesOneMulticastAll(t *testing.T) {
 	check(t, f, err, 0)
 	f, err = Multicast(3, 300)
 	check(t, f, err, 0)
+	f, err = Broadcast(3, 300)
+	check(t, f, err, 0)
 }
