@@ -135,8 +135,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		}
 	}
 	if o.NetNS != "" {
-		if _, err := os.Stat(load.NetNSPath(o.NetNS)); err != nil {
-			return nil, fmt.Errorf("-netns %s: no such network namespace (%s)", o.NetNS, load.NetNSPath(o.NetNS))
+		if err := load.CheckNetNS(load.NetNSPath(o.NetNS)); err != nil {
+			return nil, fmt.Errorf("-netns %s: %v", o.NetNS, err)
 		}
 	}
 	if f.workers < 0 {
