@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -50,4 +51,16 @@ func TestKernelAttributionWithoutRoot(t *testing.T) {
 	if code == 0 || strings.Contains(stderr, "\n") || !strings.Contains(stderr, "needs root") || strings.Contains(stderr, "RemoveMemlock") {
 		t.Fatalf("status %d, stderr %q: want non-zero and one line saying root is needed, no RemoveMemlock advice", code, stderr)
 	}
+}
+
+// -attribute kernel with nothing listening on this host: the kernel
+// sees only this host's servers, and a server in another namespace
+// needs -netns; the message says so.
+func TestKernelAttributionPointsToNetNS(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("kernel attribution needs root")
+	}
+	port := proctest.FreePort(t)
+	cmd := exec.Command(proctest.Bin(t, "loadgen"), "-attribute", "kernel", "-n", "1", "http://127.0.0.1:"+strconv.Itoa(port)+"/")
+	proctest.WantOneLine(t, cmd, 1, "give -netns")
 }
