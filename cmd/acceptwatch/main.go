@@ -222,7 +222,9 @@ func watch(o *options, stdout, stderr io.Writer) error {
 		defer srv.Close()
 	}
 
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (the terminal closed) ends the watch like Ctrl-C: the
+	// summary and -json are written, not lost to the default action.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
 	if o.duration > 0 {
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
@@ -263,7 +265,21 @@ func watch(o *options, stdout, stderr io.Writer) error {
 			total.add(ev)
 			m.observe(ev)
 		}
-		ls, _ := sockets.Listeners(uint16(o.port))
+		ls, lerr := sockets.Listeners(uint16(o.port))
+		if lerr == nil {
+			// A server that exited closed its sockets: they leave the
+			// table (and the metrics) rather than show a stale queue.
+			listed := map[uint64]bool{}
+			for _, l := range ls {
+				listed[l.Inode] = true
+			}
+			for ino, s := range socks {
+				if !listed[ino] {
+					m.forget(s)
+					delete(socks, ino)
+				}
+			}
+		}
 		for _, l := range ls {
 			s := socks[l.Inode]
 			if s == nil {
@@ -379,9 +395,13 @@ func printSummary(w io.Writer, s *Summary) {
 		c := s.PerTID[id]
 		fmt.Fprintf(w, "  %-10s %-10d %-16s %10d %6.1f%%\n", id, c.PID, c.Comm, c.Accepts, 100*float64(c.Accepts)/float64(max(s.Accepts, 1)))
 	}
-	f := s.Fairness
-	fmt.Fprintf(w, "\n  Fairness by %s over %d: max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
-		s.By, f.Workers, f.MaxOverMean, f.MinOverMean, f.CoV, f.Jain, f.ChiSquare, f.PValue)
+	if f := s.Fairness; s.Accepts == 0 {
+		// Jain 1.0000 over nothing would read as perfectly fair.
+		fmt.Fprintf(w, "\n  Fairness by %s: no connections were accepted\n", s.By)
+	} else {
+		fmt.Fprintf(w, "\n  Fairness by %s over %d: max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
+			s.By, f.Workers, f.MaxOverMean, f.MinOverMean, f.CoV, f.Jain, f.ChiSquare, f.PValue)
+	}
 	if s.ForeignAccepts > 0 {
 		fmt.Fprintf(w, "\n  %d accepts by processes outside the expected pids %v\n", s.ForeignAccepts, s.Expected)
 	}
@@ -483,6 +503,19 @@ func (m *watchMetrics) queue(s *Socket) {
 	ino, own := strconv.FormatUint(s.Inode, 10), strings.Join(owners, ",")
 	m.queues.WithLabelValues(ino, own).Set(float64(s.Queue))
 	m.backlogs.WithLabelValues(ino, own).Set(float64(s.Backlog))
+}
+
+func (m *watchMetrics) forget(s *Socket) {
+	if m == nil {
+		return
+	}
+	var owners []string
+	for _, p := range s.Owners {
+		owners = append(owners, strconv.Itoa(p))
+	}
+	ino, own := strconv.FormatUint(s.Inode, 10), strings.Join(owners, ",")
+	m.queues.DeleteLabelValues(ino, own)
+	m.backlogs.DeleteLabelValues(ino, own)
 }
 
 func (m *watchMetrics) kernel(before, now map[string]uint64, missed int64) {

@@ -5,7 +5,7 @@
 // the connections. It answers every request with 200 "ok" and an
 // X-Worker-Pid header. lbbench starts N of them (bench, peers.StartGoHTTP).
 //
-//	gohttp -addr 127.0.0.1:8080 & gohttp -addr 127.0.0.1:8080 &
+//	gohttp -addr 127.0.0.1:8080 & gohttp -join -addr 127.0.0.1:8080 &
 package main
 
 import (
@@ -35,6 +35,7 @@ type options struct {
 	addr  string
 	work  time.Duration
 	grace time.Duration
+	join  bool
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -42,6 +43,7 @@ func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gohttp", flag.ContinueOnError)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address HOST:PORT, shared with the other processes (SO_REUSEPORT)")
 	fs.DurationVar(&o.work, "work", 0, "CPU busy time per request")
+	fs.BoolVar(&o.join, "join", false, "join the SO_REUSEPORT group already listening on -addr (the other copies of this service); without it a port that has a listener is refused")
 	fs.DurationVar(&o.grace, "grace", 5*time.Second, "on SIGTERM/SIGINT, how long in-flight requests may take")
 	err := cli.Parse(fs, args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -71,6 +73,21 @@ func run(args []string, stderr io.Writer) int {
 }
 
 func serve(o options) error {
+	// SO_REUSEPORT lets any socket of the same user into the group: a
+	// copy started on a port some other server holds would silently take
+	// a share of its connections (it took 34% of a target's). Only an
+	// explicit -join may do that; the target's sock_diag preflight says
+	// whether anything listens.
+	if !o.join {
+		ap, _ := sockets.ParseAddr(o.addr)
+		ls, err := sockets.Conflicts(ap)
+		if err != nil {
+			return fmt.Errorf("listen %s: cannot list sockets: %v", o.addr, err)
+		}
+		if len(ls) > 0 {
+			return fmt.Errorf("listen %s: address already in use (%d listening socket(s) on port %d; -join to share it)", o.addr, len(ls), ap.Port())
+		}
+	}
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })

@@ -135,8 +135,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		}
 	}
 	if o.NetNS != "" {
-		if _, err := os.Stat(load.NetNSPath(o.NetNS)); err != nil {
-			return nil, fmt.Errorf("-netns %s: no such network namespace (%s)", o.NetNS, load.NetNSPath(o.NetNS))
+		if err := load.CheckNetNS(load.NetNSPath(o.NetNS)); err != nil {
+			return nil, fmt.Errorf("-netns %s: %v", o.NetNS, err)
 		}
 	}
 	if f.workers < 0 {
@@ -258,6 +258,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
 	doc.Generator = gen
+	if f.opts.Attribute != load.AttrHeader && f.opts.NetNS == "" && doc.Requests > 0 && doc.Attribution.Recorded == 0 {
+		// The program sees accepts in every namespace, but the port's
+		// listener here is not the server that answered: a server in
+		// another namespace answered through a route or a veth.
+		doc.Problems = append(doc.Problems, fmt.Sprintf("kernel attribution saw no accepts on the port although %d responses came: is the server in another network namespace? (give -netns)", doc.Requests))
+	}
 	if f.restartsURL != "" {
 		strategy, events, err := fetchRestarts(f.restartsURL)
 		if err != nil {
@@ -340,7 +346,7 @@ func startKernelAttribution(rawURL, netns string) (*kattr.Tracer, error) {
 		return nil, fmt.Errorf("kernel attribution: cannot list sockets: %v", err)
 	}
 	if len(ls) == 0 && netns == "" {
-		return nil, fmt.Errorf("kernel attribution: nothing listens on %v on this host (the kernel sees only this host's servers)", ap)
+		return nil, fmt.Errorf("kernel attribution: nothing listens on %v on this host (the kernel sees only this host's servers; for a server in another network namespace give -netns)", ap)
 	}
 	tr, err := kattr.Start(ap.Port())
 	if err != nil {

@@ -6,8 +6,6 @@ package fairness
 import (
 	"math"
 	"math/rand/v2"
-
-	"github.com/aclements/go-moremath/mathx"
 )
 
 // Figures describes one distribution of counts over workers.
@@ -29,6 +27,9 @@ type Figures struct {
 	// every worker were equally likely.
 	ChiSquare float64 `json:"chi_square"`
 	PValue    float64 `json:"p_value"`
+	// PValueMethod is empty when PValue is exact to about 1e-12, and
+	// names the approximation otherwise.
+	PValueMethod string `json:"p_value_method,omitempty"`
 }
 
 // Compute returns the figures for counts. With fewer than one worker or a
@@ -62,7 +63,7 @@ func Compute(counts []float64) Figures {
 	}
 	f.PValue = 1
 	if len(counts) > 1 {
-		f.PValue = mathx.GammaIncComp((n-1)/2, f.ChiSquare/2)
+		f.PValue, f.PValueMethod = chiSquareSurvival(f.ChiSquare, n-1)
 	}
 	return f
 }

@@ -156,7 +156,15 @@ func Start(ports ...uint16) (*Tracer, error) {
 
 func privilege(err error) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission) {
-		return fmt.Errorf("%w: %v", ErrNoPrivilege, err)
+		// cilium/ebpf's text ends with "consider rlimit.RemoveMemlock",
+		// advice for a library user that misleads a user of the command:
+		// without privilege the fix is root, so say only that and the
+		// kernel's errno.
+		var errno unix.Errno
+		if errors.As(err, &errno) {
+			return fmt.Errorf("%w: %v", ErrNoPrivilege, errno)
+		}
+		return ErrNoPrivilege
 	}
 	return err
 }

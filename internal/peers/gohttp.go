@@ -45,6 +45,9 @@ func StartGoHTTP(o GoHTTPOptions) (*GoHTTP, error) {
 	g := &GoHTTP{Addr: o.Addr}
 	for i := range o.Procs {
 		bin, args := o.Bin, []string{"-addr", o.Addr, "-work", o.Work.String()}
+		if i > 0 {
+			args = append(args, "-join") // the first one's group
+		}
 		if len(o.CPUs) > 0 {
 			bin, args = Pin(o.CPUs, bin, args...)
 		}
