@@ -492,15 +492,20 @@ func (m *watchMetrics) observe(ev kattr.Event) {
 	m.byTID.WithLabelValues(pid, strconv.Itoa(ev.TID), ev.Comm).Inc()
 }
 
+// socketLabels are a socket's inode and owners, as its metrics name them.
+func socketLabels(s *Socket) (inode, owners string) {
+	var pids []string
+	for _, p := range s.Owners {
+		pids = append(pids, strconv.Itoa(p))
+	}
+	return strconv.FormatUint(s.Inode, 10), strings.Join(pids, ",")
+}
+
 func (m *watchMetrics) queue(s *Socket) {
 	if m == nil {
 		return
 	}
-	var owners []string
-	for _, p := range s.Owners {
-		owners = append(owners, strconv.Itoa(p))
-	}
-	ino, own := strconv.FormatUint(s.Inode, 10), strings.Join(owners, ",")
+	ino, own := socketLabels(s)
 	m.queues.WithLabelValues(ino, own).Set(float64(s.Queue))
 	m.backlogs.WithLabelValues(ino, own).Set(float64(s.Backlog))
 }
@@ -509,11 +514,7 @@ func (m *watchMetrics) forget(s *Socket) {
 	if m == nil {
 		return
 	}
-	var owners []string
-	for _, p := range s.Owners {
-		owners = append(owners, strconv.Itoa(p))
-	}
-	ino, own := strconv.FormatUint(s.Inode, 10), strings.Join(owners, ",")
+	ino, own := socketLabels(s)
 	m.queues.DeleteLabelValues(ino, own)
 	m.backlogs.DeleteLabelValues(ino, own)
 }
