@@ -154,6 +154,10 @@ type Socket struct {
 	// Foreign: no owner is an expected pid (a stray in the group takes
 	// its share; MaxQueue shows what waits on one that never accepts).
 	Foreign bool `json:"foreign,omitempty"`
+	// Gone: a foreign socket that closed before the watch ended. It
+	// stays in the summary, since it explains the foreign accepts;
+	// other closed sockets leave the table.
+	Gone bool `json:"gone,omitempty"`
 }
 
 // tally counts accepts by process and by thread.
@@ -248,6 +252,7 @@ func watch(o *options, stdout, stderr io.Writer) error {
 		}
 	}
 	socks := map[uint64]*Socket{}
+	var goneForeign []Socket
 	total := newTally()
 	sum := &Summary{Port: o.port, By: o.by}
 	start := time.Now()
@@ -277,6 +282,10 @@ func watch(o *options, stdout, stderr io.Writer) error {
 				if !listed[ino] {
 					m.forget(s)
 					delete(socks, ino)
+					if s.Foreign {
+						s.Gone = true
+						goneForeign = append(goneForeign, *s)
+					}
 				}
 			}
 		}
@@ -329,6 +338,7 @@ func watch(o *options, stdout, stderr io.Writer) error {
 	for _, ino := range slices.Sorted(maps.Keys(socks)) {
 		sum.Sockets = append(sum.Sockets, *socks[ino])
 	}
+	sum.Sockets = append(sum.Sockets, goneForeign...)
 	printSummary(stdout, sum)
 	if o.jsonPath != "" {
 		b, _ := json.MarshalIndent(sum, "", "  ")
@@ -414,6 +424,9 @@ func printSummary(w io.Writer, s *Summary) {
 		mark := ""
 		if k.Foreign {
 			mark = "  foreign"
+		}
+		if k.Gone {
+			mark += " (gone)"
 		}
 		fmt.Fprintf(w, "  %-24s %-10d %-16s %7d %9d %8d%s\n", k.Addr, k.Inode, strings.Join(owners, ","), k.Queue, k.MaxQueue, k.Backlog, mark)
 	}
