@@ -186,7 +186,7 @@ func btoi(b bool) int {
 // run that went wrong in a way its JSON describes (problems): the sample
 // stands unless nothing was served.
 func runLoadgen(ctx context.Context, f *matrixFlags, args []string, jsonPath string) (*report.Doc, error) {
-	lbin, largs := onCPUs(filepath.Join(f.bin, "loadgen"), args, f.CPUs, false)
+	lbin, largs := onCPUs(filepath.Join(f.bin, "loadgen"), args, f.plan, false)
 	cmd := exec.CommandContext(ctx, lbin, largs...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,11 +34,13 @@ type matrixFlags struct {
 	count     int
 	scenarios []Scenario
 	src       string
+	plan      cpuPlan
 }
 
 func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
-	f := &matrixFlags{}
-	n := runtime.NumCPU()
+	top := readTopology("/sys")
+	f := &matrixFlags{plan: planCPUs(top)}
+	n := len(top.CPUs)
 	var models, workers, conns, scens string
 	fs := flag.NewFlagSet("matrix", flag.ContinueOnError)
 	fs.StringVar(&f.dir, "results", "", "results folder (default results/<UTC date>-<host>)")
@@ -48,9 +49,9 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	fs.DurationVar(&f.Duration, "duration", time.Second, "measured length of each sample")
 	fs.DurationVar(&f.Warmup, "warmup", 300*time.Millisecond, "warm-up before each sample")
 	fs.StringVar(&models, "models", strings.Join(defaultModels, ","), "model variants: "+strings.Join(modelNames(), ", "))
-	fs.StringVar(&workers, "workers", fmt.Sprintf("1,%d,%d", n, 2*n), "worker counts of the matrix")
+	fs.StringVar(&workers, "workers", joinInts(f.plan.Workers), "worker counts of the matrix (default 1, N, 2N with N = the target's CPUs)")
 	fs.StringVar(&conns, "conns", "close,keepalive", "connection modes")
-	fs.IntVar(&f.Clients, "c", 50, "loadgen connections (over all generators)")
+	fs.IntVar(&f.Clients, "c", f.plan.Clients, "loadgen connections (over all generators; default max(50, 8 x the largest default worker count))")
 	fs.StringVar(&f.Net, "net", netLoopback, "where the traffic goes: loopback, or netns (the target in a network namespace, one loadgen per client namespace; root)")
 	fs.IntVar(&f.NetClients, "clients", 2, "-net netns: client namespaces (one loadgen each)")
 	fs.BoolVar(&f.RSS, "rss", true, "-net netns: spread received flows over every CPU by hash, as a multiqueue NIC's RSS (RPS on every receive queue)")
@@ -67,10 +68,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	}
 	f.CPUs = n
 	f.Count = f.count
-	f.TargetCPUs = n
-	if n >= 4 {
-		f.TargetCPUs = n / 2
-	}
+	f.TargetCPUs = len(f.plan.Target)
 	if f.dir == "" {
 		f.dir = defaultResultsDir()
 		if freshDir(f.dir) != nil {
@@ -171,7 +169,7 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	res, err := openResultsFile(f.dir, "")
+	res, err := openResultsFile(f.dir, f.plan.String())
 	if err != nil {
 		return err
 	}
@@ -182,7 +180,7 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}()
 	cleanStale(stderr)
 	fmt.Fprintf(stderr, "results in %s\n", f.dir)
-	if f.CPUs < 4 {
+	if f.plan.Shared {
 		fmt.Fprintf(stderr, "note: %d CPUs: target and loadgen share them (disjoint CPU sets need 4 or more)\n", f.CPUs)
 	}
 
@@ -431,8 +429,8 @@ func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string) (server, 
 	var start func() (server, error)
 	if sm, ok := serverModels[c.Model]; ok {
 		o := serverOptions{bin: f.bin, addr: addr, workers: c.Workers, work: c.Work, netns: ns}
-		if f.CPUs >= 4 {
-			o.cpus = cpuRange(0, f.CPUs/2-1)
+		if !f.plan.Shared {
+			o.cpus = f.plan.Target
 		}
 		start = func() (server, error) { return sm.start(o) }
 	} else {
@@ -441,7 +439,7 @@ func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string) (server, 
 			targs = append(targs, "-work", c.Work.String())
 		}
 		targs = append(targs, c.Target...)
-		tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targs, f.CPUs, true)
+		tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targs, f.plan, true)
 		start = func() (server, error) {
 			tg, err := peers.StartTargetIn(ns, tbin, targs...)
 			if err != nil {
@@ -454,16 +452,15 @@ func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string) (server, 
 	return srv, start, err
 }
 
-// onCPUs runs the target on the first half of the CPUs and loadgen on the
-// rest, when there are at least four; with fewer they share.
-func onCPUs(bin string, args []string, cpus int, target bool) (string, []string) {
-	if cpus < 4 {
+// onCPUs runs the target on the plan's target CPUs and loadgen on its
+// loadgen CPUs when they are disjoint; shared CPUs need no pinning.
+func onCPUs(bin string, args []string, p cpuPlan, target bool) (string, []string) {
+	if p.Shared {
 		return bin, args
 	}
-	half := cpus / 2
-	list := fmt.Sprintf("0-%d", half-1)
+	list := cpuList(p.Target)
 	if !target {
-		list = fmt.Sprintf("%d-%d", half, cpus-1)
+		list = cpuList(p.Loadgen)
 	}
 	return "taskset", append([]string{"-c", list, bin}, args...)
 }

@@ -206,7 +206,7 @@ const (
 var scenarios = []Scenario{
 	{
 		Name:  "matrix",
-		About: "every model, 1, N and 2N workers (N = CPUs), new connection per request and keep-alive",
+		About: "every model, 1, N and 2N workers (N = the target's CPUs), new connection per request and keep-alive",
 		Cells: func(p Params) []Cell {
 			var out []Cell
 			for _, conn := range p.Conns {
@@ -221,7 +221,7 @@ var scenarios = []Scenario{
 		Sections: []results.Section{
 			{
 				Name: "Accept", Filter: "/conn:close", Title: "New connection per request",
-				About: "Every model at 1, N and 2N workers (N = CPUs); 50 connections in a closed loop, each request on a new connection, " +
+				About: "Every model at 1, N and 2N workers (N = the target's CPUs); -c connections (50 unless the box is big) in a closed loop, each request on a new connection, " +
 					"so every request is an accept: this is where the models differ most.",
 				Rows:    "/workers@num",
 				Metrics: []results.Metric{throughput, p99, connImbalance},

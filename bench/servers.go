@@ -162,12 +162,3 @@ func withKernelAttribution(cells []Cell) []Cell {
 	}
 	return cells
 }
-
-// cpuRange lists the CPUs lo to hi.
-func cpuRange(lo, hi int) []int {
-	var out []int
-	for c := lo; c <= hi; c++ {
-		out = append(out, c)
-	}
-	return out
-}
