@@ -239,8 +239,7 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 					if err := res.add(rec, comment); err != nil {
 						return err
 					}
-					p.step("%s: %.0f req/s, p99 %s, conn imbalance %.2f, TIME_WAIT %d",
-						c.Name, doc.RequestsPerSec, fmtSec(doc.Latency.P99), doc.Fairness.Connections.MaxOverMean, doc.Kernel.TimeWaitBefore)
+					p.step("%s: %s", c.Name, progressLine(doc))
 				}
 			}
 		}
@@ -478,4 +477,15 @@ func assertPortFree(addr string) {
 
 func fmtSec(s float64) string {
 	return time.Duration(s * 1e9).Round(time.Microsecond).String()
+}
+
+// progressLine is a finished sample in a few figures: for UDP the loss
+// and the datagram imbalance, which has no connections or TIME_WAIT.
+func progressLine(doc *report.Doc) string {
+	if u := doc.UDP; u != nil {
+		return fmt.Sprintf("%.0f datagrams/s, p99 %s, loss %.4f, imbalance %.2f",
+			doc.RequestsPerSec, fmtSec(doc.Latency.P99), u.LossRatio(), doc.Fairness.Requests.MaxOverMean)
+	}
+	return fmt.Sprintf("%.0f req/s, p99 %s, conn imbalance %.2f, TIME_WAIT %d",
+		doc.RequestsPerSec, fmtSec(doc.Latency.P99), doc.Fairness.Connections.MaxOverMean, doc.Kernel.TimeWaitBefore)
 }

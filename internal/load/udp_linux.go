@@ -547,6 +547,14 @@ func (s *UDPStats) Add(o *UDPStats) {
 	s.shareLoss()
 }
 
+// LossRatio is the share of datagrams sent that got no reply.
+func (s *UDPStats) LossRatio() float64 {
+	if s.Sent == 0 {
+		return 0
+	}
+	return float64(s.Lost) / float64(s.Sent)
+}
+
 // shareLoss splits the lost datagrams between loadgen's sockets, the
 // target's and the path in between, in that order, so the parts never
 // exceed the loss: loadgen's drops may include replies to warm-up

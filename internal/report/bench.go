@@ -95,12 +95,8 @@ func Result(d *Doc, name string, config []benchfmt.Config) *benchfmt.Result {
 		vals = append(vals, benchfmt.Value{Value: max(d.Locality.Share, 1e-9), Unit: "locality"})
 	}
 	if u := d.UDP; u != nil {
-		loss := 0.0
-		if u.Sent > 0 {
-			loss = float64(u.Lost) / float64(u.Sent)
-		}
 		vals = append(vals,
-			benchfmt.Value{Value: max(loss, 1e-9), Unit: "loss-ratio"},
+			benchfmt.Value{Value: max(u.LossRatio(), 1e-9), Unit: "loss-ratio"},
 			benchfmt.Value{Value: max(u.FirstWorkerShare, 1e-9), Unit: "first-worker-share"},
 			benchfmt.Value{Value: max(float64(u.FlowsMultiWorker), 1e-9), Unit: "multiworker-flows"})
 	}

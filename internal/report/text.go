@@ -44,12 +44,8 @@ func Summary(w io.Writer, d *Doc) {
 		}
 	}
 	if u := d.UDP; u != nil {
-		loss := 0.0
-		if u.Sent > 0 {
-			loss = 100 * float64(u.Lost) / float64(u.Sent)
-		}
 		fmt.Fprintf(w, "  Datagrams    %d sent, %d answered, %d lost (%.3f%%), %d duplicated, %d reordered, %d malformed, %d not sent (full buffer)\n",
-			u.Sent, u.Received, u.Lost, loss, u.Duplicates, u.Reordered, u.Malformed, u.SendFailed)
+			u.Sent, u.Received, u.Lost, 100*u.LossRatio(), u.Duplicates, u.Reordered, u.Malformed, u.SendFailed)
 		if u.Lost > 0 || u.LoadgenSocketDrops > 0 {
 			target := "not seen (not on this host)"
 			if u.TargetSocketSeen {
