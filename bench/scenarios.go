@@ -544,7 +544,7 @@ var scenarios = []Scenario{
 	},
 	{
 		Name:    "binding",
-		About:   "what the articles claim about binding, measured: who may join a reuseport group, SO_REUSEADDR, wildcard against specific address, unicast against multicast",
+		About:   "what the articles claim about binding, measured: who may join a reuseport group, SO_REUSEADDR, wildcard against specific address, unicast against multicast and broadcast",
 		Measure: measureBinding,
 		Sections: []results.Section{{
 			Name: "Binding", Title: "Binding: what the articles claim, what this kernel does",
