@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbbench/lbbench/internal/shm"
+	"github.com/lbbench/lbbench/internal/sockets"
 )
 
 // blockingSource calls accept4 on a blocking socket from one locked OS
@@ -32,14 +33,14 @@ func (s *blockingSource) run(serve func(fd int)) {
 	for !s.stopping.Load() {
 		// A real system call (not Raw): it sleeps, and the scheduler
 		// must hand this worker's P to its other goroutines meanwhile.
-		r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(s.lfd), 0, 0, acceptFlags, 0, 0)
+		r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(s.lfd), 0, 0, sockets.AcceptFlags, 0, 0)
 		if e != 0 {
 			if !s.retry(e) {
 				return
 			}
 			continue
 		}
-		s.accepted()
+		s.Accepted()
 		serve(int(r))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbbench/lbbench/internal/shm"
+	"github.com/lbbench/lbbench/internal/sockets"
 )
 
 // exclusiveSource waits on an epoll instance of its own with the
@@ -42,7 +43,7 @@ func (s *exclusiveSource) run(serve func(fd int)) {
 		if n <= 0 || err != nil {
 			continue
 		}
-		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(s.lfd), 0, 0, acceptFlags, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(s.lfd), 0, 0, sockets.AcceptFlags, 0, 0)
 		if e == unix.EAGAIN {
 			continue // another worker was woken for the same connection
 		}
@@ -52,7 +53,7 @@ func (s *exclusiveSource) run(serve func(fd int)) {
 			}
 			continue
 		}
-		s.accepted()
+		s.Accepted()
 		serve(int(r))
 	}
 }

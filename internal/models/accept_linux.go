@@ -28,9 +28,6 @@ var AcceptStrategies = []string{AcceptNetpoll, AcceptBlocking, AcceptExclusive}
 // looks up to see whether it should stop.
 const pollTimeout = 250 * time.Millisecond
 
-// acceptFlags: every accepted socket is non-blocking and close-on-exec.
-const acceptFlags = unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC
-
 // newAcceptSource returns the source that accepts on the listening
 // socket lfd (which it then owns) for worker w with the named strategy;
 // netpoll accepts in the worker's event loop, or with -http nethttp in
@@ -45,9 +42,9 @@ func newAcceptSource(strategy string, lfd int, w *worker, shared bool) (source, 
 	}
 	switch {
 	case strategy == AcceptNetpoll && w.std != nil:
-		return w.std.listenerSource(lfd, ino)
+		return newListenerSource(w.std, lfd, ino)
 	case strategy == AcceptNetpoll:
-		return newNetpollSource(lfd, ino, w.slot, w.lean.loop, shared)
+		return newNetpollSource(lfd, ino, w.slot, w.lean, shared)
 	case strategy == AcceptBlocking:
 		return newBlockingSource(lfd, ino, w.slot)
 	case strategy == AcceptExclusive:
@@ -71,21 +68,24 @@ type acceptor struct {
 
 func (a *acceptor) inode() uint64 { return a.ino }
 
+// FD is the listening socket (serve.Acceptor).
+func (a *acceptor) FD() int { return a.lfd }
+
 // retry handles a failed accept: it counts the failure and, for a
 // shortage, pauses before the caller tries again. It returns false for
 // errors that end the accept loop.
 func (a *acceptor) retry(err error) bool {
-	again, wait := a.failed(err)
+	again, wait := a.Failed(err)
 	time.Sleep(wait)
 	return again
 }
 
-// failed counts a failed accept and says whether to try again, and after
+// Failed counts a failed accept and says whether to try again, and after
 // how long. A shortage (descriptors, memory) leaves the connection in the
 // kernel's queue: the worker pauses (5 ms, doubling to 1 s, as net/http
 // does) and tries again, logging at most once a second. A client that
 // gave up before accept costs nothing. Any other error ends the loop.
-func (a *acceptor) failed(err error) (again bool, wait time.Duration) {
+func (a *acceptor) Failed(err error) (again bool, wait time.Duration) {
 	word := -1
 	switch err {
 	case unix.EINTR, unix.EAGAIN:
@@ -122,8 +122,8 @@ func (a *acceptor) note(what string) {
 	a.lastLog, a.suppressed = now, 0
 }
 
-// accepted resets the backoff after a successful accept.
-func (a *acceptor) accepted() { a.backoff = 0 }
+// Accepted resets the backoff after a successful accept.
+func (a *acceptor) Accepted() { a.backoff = 0 }
 
 // checkListener checks a listening socket a worker is to accept on: its
 // protocol (plain TCP unless mptcp) and its O_NONBLOCK flag, which the

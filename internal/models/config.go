@@ -15,6 +15,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lbbench/lbbench/internal/serve"
 	"github.com/lbbench/lbbench/internal/sockets"
 	"github.com/lbbench/lbbench/internal/steer"
 )
@@ -28,6 +29,15 @@ const (
 
 // Models lists the accept models.
 var Models = []string{Single, Shared, ReusePort}
+
+// Serving paths (-http): internal/serve.
+const (
+	HTTPLean    = "lean"    // serve.Lean: raw system calls, an event loop per worker
+	HTTPNetHTTP = "nethttp" // serve.NetHTTP: Go's net/http server, as most Go services run
+)
+
+// HTTPPaths lists the serving paths.
+var HTTPPaths = []string{HTTPLean, HTTPNetHTTP}
 
 // MaxWorkers bounds -workers: beyond this the suite measures the
 // scheduler, not accept.
@@ -92,8 +102,8 @@ func DefaultConfig() Config {
 		Steer:         steer.Hash,
 		HTTP:          HTTPLean,
 		Proto:         ProtoTCP,
-		HeaderTimeout: DefaultHeaderTimeout,
-		IdleTimeout:   DefaultIdleTimeout,
+		HeaderTimeout: serve.DefaultHeaderTimeout,
+		IdleTimeout:   serve.DefaultIdleTimeout,
 	}
 }
 

@@ -5,11 +5,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/lbbench/lbbench/internal/httpwire"
 	"github.com/lbbench/lbbench/internal/shm"
 )
 
@@ -101,7 +99,7 @@ func TestRetryCounts(t *testing.T) {
 	if a.backoff == 0 {
 		t.Error("no backoff after a shortage")
 	}
-	a.accepted()
+	a.Accepted()
 	if a.backoff != 0 {
 		t.Error("backoff kept after a success")
 	}
@@ -132,36 +130,5 @@ func TestDispatchOrder(t *testing.T) {
 	least := &single{cfg: &Config{Dispatch: DispatchLeast}}
 	if o := least.dispatchOrder(s); o[0] != 2 || len(o) != 3 {
 		t.Errorf("least order %v, want worker 2 first", o)
-	}
-}
-
-func TestResponses(t *testing.T) {
-	region, f, err := shm.Create(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cfg := DefaultConfig()
-	cfg.Sleep = time.Millisecond // no event loop for this test
-	s, err := newServer(region.Slot(0), 3, 4242, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := s.appendResponse(nil, &httpwire.Request{HTTP10: true}, false, "1")
-	for _, want := range []string{"HTTP/1.1 200 OK\r\n", "X-Worker-Pid: 4242\r\n", "X-Worker-Id: 3\r\n", "X-Conn-Local: 1\r\n", "Connection: keep-alive\r\n", "\r\n\r\nok\n"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("response lacks %q:\n%s", want, out)
-		}
-	}
-	if out := s.appendResponse(nil, &httpwire.Request{Head: true}, true, ""); !strings.HasSuffix(string(out), "Connection: close\r\n\r\n") {
-		t.Errorf("HEAD with close:\n%q", out)
-	}
-	for err, status := range map[error]int{httpwire.ErrTooLarge: 431, httpwire.ErrUnsupported: 501, httpwire.ErrMalformed: 400} {
-		if got := errorStatus(err); got != status {
-			t.Errorf("%v -> %d, want %d", err, got, status)
-		}
-		if !strings.HasPrefix(string(appendError(nil, status)), "HTTP/1.1 "+statusText[status]) {
-			t.Errorf("no status line for %d", status)
-		}
 	}
 }

@@ -152,15 +152,6 @@ func pageRound(n int) int {
 	return (n + ps - 1) / ps * ps
 }
 
-// currentCPU is the CPU this thread runs on now (getcpu(2)).
-func currentCPU() (int, error) {
-	var cpu uint32
-	if _, _, e := unix.RawSyscall(unix.SYS_GETCPU, uintptr(unsafe.Pointer(&cpu)), 0, 0); e != 0 {
-		return -1, e
-	}
-	return int(cpu), nil
-}
-
 // resetLoad zeroes worker id's count in the bpf-least loads map.
 func resetLoad(mem []byte, id int) {
 	atomic.StoreUint64((*uint64)(unsafe.Pointer(&mem[8*id])), 0)

@@ -7,6 +7,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbbench/lbbench/internal/sockets"
 	"github.com/lbbench/lbbench/internal/steer"
 )
 
@@ -74,7 +75,7 @@ func joinSteering(w *worker, fd int) error {
 	case steer.CPU:
 		return steer.AttachCPU(fd, w.spec.Workers)
 	case steer.IncomingCPU:
-		cpu, err := currentCPU()
+		cpu, err := sockets.CurrentCPU()
 		if err != nil {
 			return err
 		}
@@ -108,7 +109,7 @@ func joinSteering(w *worker, fd int) error {
 			if err != nil {
 				return fmt.Errorf("mmap loads map: %w", err)
 			}
-			w.serve.setLoads((*uint64)(unsafe.Pointer(&mem[8*w.spec.ID])))
+			w.serve.SetLoads((*uint64)(unsafe.Pointer(&mem[8*w.spec.ID])))
 		}
 	}
 	return nil

@@ -115,7 +115,7 @@ func (m *single) acceptLoop(s *Supervisor) {
 		var nfd int
 		var aerr unix.Errno
 		err := m.rc.Read(func(fd uintptr) bool {
-			r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, 0, 0, acceptFlags, 0, 0)
+			r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, 0, 0, sockets.AcceptFlags, 0, 0)
 			nfd, aerr = int(r), e
 			return e != unix.EAGAIN
 		})
@@ -131,7 +131,7 @@ func (m *single) acceptLoop(s *Supervisor) {
 			}
 			continue
 		}
-		a.accepted()
+		a.Accepted()
 		m.handOff(s, nfd)
 		unix.Close(nfd) // the worker holds its own reference now, or the connection is dropped
 	}

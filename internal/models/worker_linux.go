@@ -8,10 +8,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lbbench/lbbench/internal/serve"
 	"github.com/lbbench/lbbench/internal/shm"
 )
 
@@ -73,20 +73,12 @@ type worker struct {
 	files inherited
 	ctl   *os.File
 	slot  *shm.Slot
-	serve servingPath
-	lean  *server    // -http lean
-	std   *stdServer // -http nethttp
+	// serve is the serving path (internal/serve) every connection the
+	// source yields is handed to, by serve.ServeFD.
+	serve serve.Path
+	lean  *serve.Lean    // -http lean
+	std   *serve.NetHTTP // -http nethttp
 	src   source
-}
-
-// servingPath serves the connections a worker's source yields: the lean
-// path (serve_linux.go) or Go's net/http (nethttp_linux.go).
-type servingPath interface {
-	serveFD(fd int)
-	drain(grace time.Duration) bool
-	// setLoads gives bpf-least's per-worker counter, which the path
-	// decrements as connections close.
-	setLoads(*uint64)
 }
 
 func newWorker(spec workerSpec, files inherited, ctl *os.File) (*worker, error) {
@@ -102,11 +94,12 @@ func newWorker(spec workerSpec, files inherited, ctl *os.File) (*worker, error) 
 	w.slot = region.Slot(spec.Slot)
 	w.slot.Store(shm.PID, uint64(os.Getpid()))
 	w.slot.Store(shm.Capacity, fdCapacity())
+	opts := serveOptions(&w.spec.Config, w.slot, spec.ID, os.Getpid())
 	if spec.HTTP == HTTPNetHTTP {
-		w.std = newStdServer(w.slot, spec.ID, os.Getpid(), &w.spec.Config)
+		w.std = serve.NewNetHTTP(opts)
 		w.serve = w.std
 	} else {
-		if w.lean, err = newServer(w.slot, spec.ID, os.Getpid(), &w.spec.Config); err != nil {
+		if w.lean, err = serve.NewLean(opts); err != nil {
 			return nil, err
 		}
 		w.serve = w.lean
@@ -119,6 +112,12 @@ func newWorker(spec workerSpec, files inherited, ctl *os.File) (*worker, error) 
 		return nil, err
 	}
 	return w, nil
+}
+
+// serveOptions is what the serving path takes from the configuration.
+func serveOptions(c *Config, slot *shm.Slot, id, pid int) serve.Options {
+	return serve.Options{Slot: slot, ID: id, PID: pid, Work: c.Work, Sleep: c.Sleep,
+		HeaderTimeout: c.HeaderTimeout, IdleTimeout: c.IdleTimeout, Locality: c.Locality}
 }
 
 // fdCapacity is how many more descriptors this process may open: one
@@ -153,7 +152,7 @@ func (w *worker) run() int {
 	// supervisor, if alive, starts another.
 	ended := make(chan struct{})
 	go func() {
-		w.src.run(w.serve.serveFD)
+		w.src.run(w.serve.ServeFD)
 		close(ended)
 	}()
 	if _, ok := w.src.(interface{ ownsControl() }); !ok {
@@ -174,7 +173,7 @@ func (w *worker) run() int {
 	}
 	w.src.stop()
 	<-ended
-	if !w.serve.drain(w.spec.Grace) {
+	if !w.serve.Drain(w.spec.Grace) {
 		log.Printf("grace %v over with connections still open; closed them", w.spec.Grace)
 		return exitGraceOver
 	}

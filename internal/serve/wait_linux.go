@@ -1,4 +1,4 @@
-package models
+package serve
 
 import (
 	"errors"
@@ -32,7 +32,7 @@ const (
 )
 
 // wait gives c a goroutine that serves it until it closes.
-func (s *server) wait(c *conn) {
+func (s *Lean) wait(c *conn) {
 	f := os.NewFile(uintptr(c.fd), "conn")
 	rw, err := rawio.New(f)
 	if err != nil {
@@ -135,7 +135,7 @@ func (c *conn) setReadDeadline() {
 }
 
 // drainWaiters is drain for connections with goroutines of their own.
-func (s *server) drainWaiters(grace time.Duration) bool {
+func (s *Lean) drainWaiters(grace time.Duration) bool {
 	s.mu.Lock()
 	for c := range s.conns {
 		switch c.w.state.Load() {

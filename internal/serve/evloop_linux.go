@@ -1,4 +1,4 @@
-package models
+package serve
 
 import (
 	"fmt"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/rawio"
 	"github.com/lbbench/lbbench/internal/shm"
+	"github.com/lbbench/lbbench/internal/sockets"
 )
 
 // evloop serves a worker's waiting connections the way nginx does: one
@@ -34,7 +35,7 @@ import (
 // (accepting threads, handed-over connections, sleeping handlers) from
 // the P.
 type evloop struct {
-	s    *server
+	s    *Lean
 	epfd int
 	wake int // eventfd in the set
 	f    *os.File
@@ -66,7 +67,7 @@ type evloop struct {
 
 	// The listening socket in the set (netpoll accept), -1 when none.
 	lfd     int
-	acc     *acceptor
+	acc     Acceptor
 	serve   func(fd int)
 	retryAt time.Time // after a shortage, when to accept again
 	// Asking the loop to let go of the listening socket, and its answer.
@@ -75,7 +76,18 @@ type evloop struct {
 	poked      atomic.Bool
 }
 
-func newEvloop(s *server) (*evloop, error) {
+// An Acceptor is a listening socket the event loop accepts on, and what
+// to do when accept fails (the accept side's policy: backoff, counters).
+type Acceptor interface {
+	// FD is the listening socket; the loop closes it when it lets go.
+	FD() int
+	// Failed says whether to accept again after err, and after how long.
+	Failed(err error) (again bool, wait time.Duration)
+	// Accepted notes a successful accept.
+	Accepted()
+}
+
+func newEvloop(s *Lean) (*evloop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -142,18 +154,18 @@ func (l *evloop) interest(c *conn) uint32 {
 // itself, level-triggered with one accept per event, as nginx, which the
 // kernel cannot tell apart. The loop then waits by itself unless
 // handlers sleep.
-func (l *evloop) listen(a *acceptor, serve func(fd int), shared bool) error {
+func (l *evloop) listen(a Acceptor, serve func(fd int), shared bool) error {
 	raw := l.s.sleep == 0
 	l.mu.Lock()
-	l.acc, l.serve, l.lfd = a, serve, a.lfd
+	l.acc, l.serve, l.lfd = a, serve, a.FD()
 	l.level = raw && !shared
 	l.mu.Unlock()
 	events := uint32(unix.EPOLLIN)
 	if !l.level {
 		events |= unix.EPOLLET
 	}
-	ev := unix.EpollEvent{Events: events, Fd: int32(a.lfd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, a.lfd, &ev); err != nil {
+	ev := unix.EpollEvent{Events: events, Fd: int32(l.lfd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lfd, &ev); err != nil {
 		return fmt.Errorf("epoll_ctl listener: %w", err)
 	}
 	l.raw.Store(raw)
@@ -259,12 +271,12 @@ func (l *evloop) serveEvents(n int) {
 // never sleeps.
 func (l *evloop) acceptAll() {
 	for first := true; (first || !l.level) && !l.letGo.Load() && l.retryAt.IsZero(); first = false {
-		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(l.lfd), 0, 0, acceptFlags, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(l.lfd), 0, 0, sockets.AcceptFlags, 0, 0)
 		if e == unix.EAGAIN {
 			return
 		}
 		if e != 0 {
-			again, wait := l.acc.failed(e)
+			again, wait := l.acc.Failed(e)
 			if !again {
 				l.letGo.Store(true)
 				l.poke()
@@ -275,7 +287,7 @@ func (l *evloop) acceptAll() {
 			}
 			continue
 		}
-		l.acc.accepted()
+		l.acc.Accepted()
 		l.serve(int(r))
 	}
 }
@@ -429,7 +441,7 @@ func (l *evloop) sweep() {
 }
 
 // drain lets the loop finish its connections within grace (see
-// server.drain), then closes the rest. It returns false if it had to.
+// Lean.Drain), then closes the rest. It returns false if it had to.
 func (l *evloop) drain(grace time.Duration) bool {
 	l.stopping.Store(true)
 	l.poke() // the loop sweeps

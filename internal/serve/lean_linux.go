@@ -1,4 +1,4 @@
-package models
+package serve
 
 import (
 	"io"
@@ -15,7 +15,7 @@ import (
 	"github.com/lbbench/lbbench/internal/sockets"
 )
 
-// server is the lean serving path: HTTP/1.1 on the connections a worker
+// Lean is the lean serving path: HTTP/1.1 on the connections a worker
 // gets, as accepted socket descriptors. It is the hot path, so a
 // connection costs what the kernel makes it cost, as in nginx: a
 // connection whose request is already there when it is accepted is
@@ -25,7 +25,7 @@ import (
 // (-sleep) cannot run in a loop: then each waiting connection gets a
 // goroutine of its own (wait_linux.go). Counters live in shared memory;
 // responses are prebuilt.
-type server struct {
+type Lean struct {
 	slot  *shm.Slot
 	work  time.Duration
 	sleep time.Duration
@@ -67,25 +67,18 @@ type server struct {
 	drainStart atomic.Int64
 }
 
-const body = "ok\n"
-
 // newConnWindow is how long, once a stop began, a connection that has
 // not sent its first request yet may still send it. Under load that
 // request is microseconds away, and closing the connection before it
 // arrives would reset a client that did nothing wrong.
 const newConnWindow = 250 * time.Millisecond
 
-// Default timeouts, as nginx's client_header_timeout and keepalive_timeout.
-const (
-	DefaultHeaderTimeout = 60 * time.Second
-	DefaultIdleTimeout   = 75 * time.Second
-)
-
-func newServer(slot *shm.Slot, id, pid int, c *Config) (*server, error) {
+// NewLean starts a lean serving path (its event loop runs until Drain).
+func NewLean(o Options) (*Lean, error) {
 	h := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(body)) +
-		"\r\nX-Worker-Pid: " + strconv.Itoa(pid) + "\r\nX-Worker-Id: " + strconv.Itoa(id) + "\r\n"
-	s := &server{slot: slot, work: c.Work, sleep: c.Sleep, headerTimeout: c.HeaderTimeout, idleTimeout: c.IdleTimeout,
-		locality: c.Locality, head: []byte(h), conns: map[*conn]struct{}{}}
+		"\r\nX-Worker-Pid: " + strconv.Itoa(o.PID) + "\r\nX-Worker-Id: " + strconv.Itoa(o.ID) + "\r\n"
+	s := &Lean{slot: o.Slot, work: o.Work, sleep: o.Sleep, headerTimeout: o.HeaderTimeout, idleTimeout: o.IdleTimeout,
+		locality: o.Locality, head: []byte(h), conns: map[*conn]struct{}{}}
 	var err error
 	if s.loop, err = newEvloop(s); err != nil {
 		return nil, err
@@ -96,7 +89,7 @@ func newServer(slot *shm.Slot, id, pid int, c *Config) (*server, error) {
 // conn is one connection. Whoever waits on it (the event loop, or its
 // own goroutine) is the only one that reads, writes or closes it.
 type conn struct {
-	s   *server
+	s   *Lean
 	fd  int
 	bp  *[]byte
 	buf []byte
@@ -133,8 +126,8 @@ var (
 	connPool = sync.Pool{New: func() any { return &conn{out: make([]byte, 0, 256)} }}
 )
 
-// serveFD serves one accepted connection; it owns fd from here on.
-func (s *server) serveFD(fd int) {
+// ServeFD serves one accepted connection; it owns fd from here on.
+func (s *Lean) ServeFD(fd int) {
 	s.slot.Add(shm.Accepted, 1)
 	s.slot.Add(shm.Open, 1)
 	c := connPool.Get().(*conn)
@@ -167,12 +160,12 @@ func (s *server) serveFD(fd int) {
 
 // eagerRead says whether to read at accept. It keeps trying one read in
 // 16 when it does not pay, to notice when it would again.
-func (s *server) eagerRead() bool {
+func (s *Lean) eagerRead() bool {
 	return s.hits*2 >= s.tries || s.tries%16 == 0
 }
 
 // tally keeps a moving count of eager reads and their hits.
-func (s *server) tally(hit bool) {
+func (s *Lean) tally(hit bool) {
 	if s.tries >= 64 {
 		s.tries, s.hits = s.tries/2, s.hits/2
 	}
@@ -360,7 +353,7 @@ func (c *conn) timeout(now time.Time, headStart time.Time) time.Time {
 }
 
 // handle does the configured per-request work.
-func (s *server) handle() {
+func (s *Lean) handle() {
 	if s.work > 0 {
 		// A busy loop, as a CPU-heavy handler would be.
 		end := time.Now().Add(s.work)
@@ -372,7 +365,7 @@ func (s *server) handle() {
 	}
 }
 
-func (s *server) appendResponse(out []byte, req *httpwire.Request, closing bool, local string) []byte {
+func (s *Lean) appendResponse(out []byte, req *httpwire.Request, closing bool, local string) []byte {
 	out = append(out, s.head...)
 	if local != "" {
 		out = append(out, "X-Conn-Local: "...)
@@ -414,11 +407,11 @@ func appendError(out []byte, status int) []byte {
 	return append(out, "HTTP/1.1 "+statusText[status]+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"...)
 }
 
-// drain stops keep-alive: idle connections close now, new ones get
+// Drain stops keep-alive: idle connections close now, new ones get
 // newConnWindow to send their request, those with a request under way
 // finish it. It returns false when grace ran out with connections still
 // open; those are then closed.
-func (s *server) drain(grace time.Duration) bool {
+func (s *Lean) Drain(grace time.Duration) bool {
 	s.drainStart.Store(time.Now().UnixNano())
 	s.draining.Store(true)
 	ok := s.loop.drain(grace)
@@ -428,13 +421,28 @@ func (s *server) drain(grace time.Duration) bool {
 	return ok
 }
 
-func (s *server) setLoads(p *uint64) { s.loads = p }
+// SetLoads gives bpf-least's counter for this worker.
+func (s *Lean) SetLoads(p *uint64) { s.loads = p }
+
+// Listen puts the listening socket a.FD() into the event loop, which
+// then accepts on it and hands each connection to serve (see
+// evloop.listen); shared says every worker accepts on this socket.
+func (s *Lean) Listen(a Acceptor, serve func(fd int), shared bool) error {
+	return s.loop.listen(a, serve, shared)
+}
+
+// Unlisten asks the event loop to take the listening socket out of its
+// set and close it; the channel Unlistened returns closes when it has.
+func (s *Lean) Unlisten() { s.loop.unlisten() }
+
+// Unlistened closes once the loop has let go of the listening socket.
+func (s *Lean) Unlistened() <-chan struct{} { return s.loop.unlistened }
 
 // localityOf compares the CPU a connection's packets arrive on with the
 // CPU the worker runs on as it accepts, and counts the answer.
 func localityOf(fd int, slot *shm.Slot) string {
 	in, err := sockets.IncomingCPU(fd)
-	mine, err2 := currentCPU()
+	mine, err2 := sockets.CurrentCPU()
 	if err != nil || err2 != nil || in < 0 {
 		return ""
 	}

@@ -1,4 +1,4 @@
-package models
+package serve
 
 import (
 	"context"
@@ -16,22 +16,13 @@ import (
 	"github.com/lbbench/lbbench/internal/shm"
 )
 
-// Serving paths (-http).
-const (
-	HTTPLean    = "lean"    // serve_linux.go: raw system calls, an event loop per worker
-	HTTPNetHTTP = "nethttp" // Go's net/http server, as most Go services run
-)
-
-// HTTPPaths lists the serving paths.
-var HTTPPaths = []string{HTTPLean, HTTPNetHTTP}
-
-// stdServer serves a worker's connections with Go's net/http: a
+// NetHTTP serves a worker's connections with Go's net/http: a
 // goroutine per connection on Go's netpoller. Where the worker accepts
 // through Go's netpoller (shared and reuseport with -accept netpoll) it
 // is exactly http.Server.Serve on a net.Listener; connections another
 // strategy accepted (single's handed-over descriptors, blocking and
 // exclusive accept) reach it through a listener fed by the source.
-type stdServer struct {
+type NetHTTP struct {
 	slot   *shm.Slot
 	work   time.Duration
 	sleep  time.Duration
@@ -43,13 +34,15 @@ type stdServer struct {
 	loads  *uint64       // bpf-least: this worker's count in the map
 }
 
-func newStdServer(slot *shm.Slot, id, pid int, c *Config) *stdServer {
-	s := &stdServer{slot: slot, work: c.Work, sleep: c.Sleep, pid: strconv.Itoa(pid), id: strconv.Itoa(id),
+// NewNetHTTP starts a net/http serving path (Locality does not apply:
+// net/http does not expose the connection's descriptor).
+func NewNetHTTP(o Options) *NetHTTP {
+	s := &NetHTTP{slot: o.Slot, work: o.Work, sleep: o.Sleep, pid: strconv.Itoa(o.PID), id: strconv.Itoa(o.ID),
 		handed: newHandedListener(), served: make(chan struct{})}
 	s.hs = &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: c.HeaderTimeout,
-		IdleTimeout:       c.IdleTimeout,
+		ReadHeaderTimeout: o.HeaderTimeout,
+		IdleTimeout:       o.IdleTimeout,
 		ConnState:         s.connState,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
@@ -58,7 +51,7 @@ func newStdServer(slot *shm.Slot, id, pid int, c *Config) *stdServer {
 }
 
 // ServeHTTP answers every request as the lean path does: 200 "ok".
-func (s *stdServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *NetHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if r.Body != nil {
 		io.Copy(io.Discard, r.Body)
@@ -84,7 +77,7 @@ func (s *stdServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // connState counts connections as they come and go. net/http does not
 // say why a connection closed; closes are counted as the client's.
-func (s *stdServer) connState(_ net.Conn, st http.ConnState) {
+func (s *NetHTTP) connState(_ net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew:
 		s.slot.Add(shm.Accepted, 1)
@@ -98,9 +91,9 @@ func (s *stdServer) connState(_ net.Conn, st http.ConnState) {
 	}
 }
 
-// serveFD hands an accepted descriptor to net/http, which owns it from
+// ServeFD hands an accepted descriptor to net/http, which owns it from
 // here on.
-func (s *stdServer) serveFD(fd int) {
+func (s *NetHTTP) ServeFD(fd int) {
 	f := os.NewFile(uintptr(fd), "conn")
 	c, err := net.FileConn(f) // a duplicate, in Go's netpoller
 	f.Close()
@@ -113,10 +106,10 @@ func (s *stdServer) serveFD(fd int) {
 	}
 }
 
-// drain is http.Server.Shutdown: no more accepts, idle connections
+// Drain is http.Server.Shutdown: no more accepts, idle connections
 // close, requests under way finish within grace; then whatever is left is
 // closed and drain returns false.
-func (s *stdServer) drain(grace time.Duration) bool {
+func (s *NetHTTP) Drain(grace time.Duration) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	err := s.hs.Shutdown(ctx)
@@ -127,31 +120,33 @@ func (s *stdServer) drain(grace time.Duration) bool {
 	return err == nil
 }
 
-func (s *stdServer) setLoads(p *uint64) { s.loads = p }
+// SetLoads gives bpf-least's counter for this worker.
+func (s *NetHTTP) SetLoads(p *uint64) { s.loads = p }
 
-// listenerSource is Go's own accept path: http.Server.Serve on the
-// listening socket as a net.Listener.
-type listenerSource struct {
-	srv  *stdServer
+// Listener is Go's own accept path: http.Server.Serve on a listening
+// socket of the worker's, as a net.Listener.
+type Listener struct {
+	srv  *NetHTTP
 	ln   net.Listener
-	ino  uint64
 	done chan struct{}
 }
 
-func (s *stdServer) listenerSource(lfd int, ino uint64) (*listenerSource, error) {
-	f := os.NewFile(uintptr(lfd), fileListener)
+// Listener makes the listening socket lfd (which it then owns) a
+// net.Listener for Serve.
+func (s *NetHTTP) Listener(lfd int) (*Listener, error) {
+	f := os.NewFile(uintptr(lfd), "listener")
 	ln, err := net.FileListener(f)
 	f.Close()
 	if err != nil {
 		return nil, err
 	}
-	return &listenerSource{srv: s, ln: ln, ino: ino, done: make(chan struct{})}, nil
+	return &Listener{srv: s, ln: ln, done: make(chan struct{})}, nil
 }
 
-// run serves until stop closes the listener; connections already
-// accepted go on being served (drain stops them). Serve itself backs off
+// Serve serves until Close closes the listener; connections already
+// accepted go on being served (Drain stops them). Serve itself backs off
 // and retries when out of descriptors, as net/http does.
-func (l *listenerSource) run(func(fd int)) {
+func (l *Listener) Serve() {
 	defer close(l.done)
 	err := l.srv.hs.Serve(l.ln)
 	if !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
@@ -159,8 +154,8 @@ func (l *listenerSource) run(func(fd int)) {
 	}
 }
 
-func (l *listenerSource) stop()         { l.ln.Close(); <-l.done }
-func (l *listenerSource) inode() uint64 { return l.ino }
+// Close closes the listener and waits for Serve to return.
+func (l *Listener) Close() { l.ln.Close(); <-l.done }
 
 // handedListener is a net.Listener whose connections were accepted
 // elsewhere.
