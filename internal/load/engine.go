@@ -137,9 +137,7 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 	// One loop per P, as wrk has a thread per core; connections (or
 	// flows) are dealt out in turn.
 	if err := e.makeLoops(); err != nil {
-		for _, l := range e.loops {
-			l.closeSet()
-		}
+		e.stop(nil)
 		return nil, err
 	}
 	nsfd := -1
@@ -148,9 +146,7 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 		// The loops open their sockets on threads in the namespace; the
 		// rest of the process (metrics, signals) stays where it is.
 		if nsfd, err = unix.Open(NetNSPath(o.NetNS), unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
-			for _, l := range e.loops {
-				l.closeSet()
-			}
+			e.stop(nil)
 			return nil, fmt.Errorf("-netns %s: %w", o.NetNS, err)
 		}
 		defer unix.Close(nsfd)
@@ -180,14 +176,7 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 	if enterErr != nil {
 		// Some loops run, some never will: stop the ones that run, then
 		// release every set.
-		e.stopped.Store(true)
-		for _, l := range e.loops {
-			l.poke()
-		}
-		workers.Wait()
-		for _, l := range e.loops {
-			l.closeSet()
-		}
+		e.stop(workers.Wait)
 		return nil, enterErr
 	}
 	allDone := make(chan struct{})
@@ -238,13 +227,8 @@ loop:
 	}
 	ticker.Stop()
 	// The loops cut what is still in flight, counting it, and end.
-	e.stopped.Store(true)
+	e.stop(func() { <-allDone })
 	for _, l := range e.loops {
-		l.poke()
-	}
-	<-allDone
-	for _, l := range e.loops {
-		l.closeSet()
 		n, oldest := l.cutCount()
 		res.InFlightAtEnd += n
 		if oldest.IsZero() {
@@ -267,6 +251,22 @@ loop:
 	res.Duration = max(stopAt.Sub(e.measureStart), 0)
 	e.collect(res, shards)
 	return res, nil
+}
+
+// stop is the one teardown of a run's loops, whatever stage it ends at:
+// the loops are told to stop and woken, waited for (wait; nil when none
+// was started), and then every loop's set is released.
+func (e *engine) stop(wait func()) {
+	e.stopped.Store(true)
+	if wait != nil {
+		for _, l := range e.loops {
+			l.poke()
+		}
+		wait()
+	}
+	for _, l := range e.loops {
+		l.closeSet()
+	}
 }
 
 func (e *engine) shards() []*shard {
