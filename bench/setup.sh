@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need when it is missing: Debian's
 # nginx (with its Lua module, for the CPU-heavy handler), HAProxy, wrk,
+# Node.js (its cluster module), gunicorn and uvicorn (PyPI is not needed:
+# Debian packages both, for its own python3),
 # prometheus (with promtool) and curl, and the Go modules and
 # tools (benchstat) through the module proxy. As root it installs; as
 # anyone else it says what to install and fails.
@@ -15,6 +17,9 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v curl >/dev/null || need+=(curl)
+command -v node >/dev/null || need+=(nodejs)
+command -v gunicorn >/dev/null || need+=(gunicorn)
+/usr/bin/python3 -c 'import uvicorn' 2>/dev/null || need+=(python3-uvicorn)
 
 if ((${#need[@]})); then
 	mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
