@@ -75,7 +75,13 @@ func TestRestartStrategiesUnderLoad(t *testing.T) {
 				defer setSysctl(t, "net/ipv4/tcp_migrate_req", "0")()
 			}
 			d, restarts := churn(t, "-model", c.model, "-restart", c.strategy)
-			if restarts < 150 {
+			// The count depends on how fast this machine starts a
+			// process (20 ms apart at best, ~200 in 4 s); under CPU
+			// contention a restart that finds the old process's
+			// counter slot still in use is skipped. The test is
+			// about what a restart loses, so it asks only for
+			// enough restarts to mean something.
+			if restarts < 50 {
 				t.Fatalf("only %d restarts", restarts)
 			}
 			t.Logf("%s: %d restarts, %d requests, %d failed %v, migrated %d", c.strategy, restarts, d.Requests, d.Errors,
