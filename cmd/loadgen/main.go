@@ -90,7 +90,11 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&o.NetNS, "netns", "", "open the load's sockets in this network namespace (a name under /var/run/netns, or a path); metrics stay in loadgen's own")
 	fs.StringVar(&o.Attribute, "attribute", load.AttrHeader, "who served a request: header (the -pid-header), kernel (the process and thread that accepted the connection, for any server on this host; root), or both (cross-checked)")
 	fs.StringVar(&o.FairBy, "fair-by", load.FairProcess, "what the fairness figures count as a worker: process, thread (the accepting thread, with -attribute kernel: threaded servers such as HAProxy) or worker (the -id-header the server sends: in-process workers that share a pid)")
-	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "connect and response timeout")
+	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "connect and response timeout (with https, the handshake too)")
+	fs.BoolVar(&o.TLS.Resume, "tls-resume", false, "https: resume TLS sessions when reconnecting (tickets, as wrk does); default a full handshake per connection, as ab does")
+	fs.BoolVar(&o.TLS.Insecure, "insecure", false, "https: do not verify the server's certificate")
+	fs.StringVar(&o.TLS.CACert, "cacert", "", "https: verify the server against the roots in this PEM file")
+	fs.StringVar(&o.TLS.Version, "tls-version", "", "https: 1.2 or 1.3 only (default: either)")
 	fs.Int64Var(&o.Seed, "seed", 0, "seed for Poisson arrivals (0: from the clock)")
 	fs.IntVar(&f.workers, "workers", 0, "worker processes the target has; those that serve nothing count as zeros in the fairness figures")
 	fs.StringVar(&f.jsonPath, "json", "", "write the full result as JSON to this file (-: to stdout, instead of the summary)")
@@ -145,7 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	udpOnly, tcpOnly := []string{"flows", "window", "rebind-every"}, []string{"c", "conn", "reqs-per-conn", "attribute", "pid-header", "id-header"}
+	udpOnly, tcpOnly := []string{"flows", "window", "rebind-every"}, []string{"c", "conn", "reqs-per-conn", "attribute", "pid-header", "id-header", "tls-resume", "insecure", "cacert", "tls-version"}
 	for _, name := range tcpOnly {
 		if set[name] && o.Proto == load.ProtoUDP {
 			return nil, fmt.Errorf("-%s is TCP's; -proto udp has flows (-flows, -window)", name)
@@ -212,6 +216,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		live = metrics.NewLoadgen(f.opts.URL, f.opts.Mode, f.opts.Rate, load.ErrorKinds)
 		f.opts.Observe = live.Observe
+		if f.opts.TLS.Enabled {
+			f.opts.TLS.ObserveHandshake = live.TLS(append([]string{load.HandshakeFull, load.HandshakeResumed}, load.TLSFailureReasons...))
+		}
 		srv := &http.Server{Handler: live.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
@@ -237,6 +244,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer tr.Close()
 		f.opts.Kernel = tr
+	}
+	if err := load.ProbeTLS(&f.opts); err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 2
 	}
 	if !f.startAt.IsZero() {
 		fmt.Fprintf(stderr, "loadgen: starting at %s (in %v)\n", f.startAt.Format(time.RFC3339Nano), time.Until(f.startAt).Round(time.Millisecond))

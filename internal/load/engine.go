@@ -45,7 +45,9 @@ type Result struct {
 	Attribution *Attribution
 	// UDP is what a -proto udp run saw beyond the rest: sends, losses,
 	// duplicates, reordering, and whether flows kept their worker.
-	UDP          *UDPStats
+	UDP *UDPStats
+	// TLS counts an https:// run's handshakes (tls_stats.go).
+	TLS          *TLSStats
 	Unattributed PIDCount
 	// BadPIDValues counts responses whose pid header was not a pid;
 	// BadPIDExample is one such value.
@@ -284,6 +286,10 @@ func (e *engine) makeLoops() error {
 		return e.makeUDPLoops()
 	}
 	n := min(e.o.Conns, runtime.GOMAXPROCS(0))
+	if e.o.TLS.Enabled {
+		e.makeTLSLoops(n)
+		return nil
+	}
 	for i := range n {
 		l, err := newLoop(e)
 		if err != nil {
@@ -336,6 +342,7 @@ func (e *engine) collect(res *Result, shards []*shard) {
 	}
 	res.LocalConnections, res.LocalityKnown = c.localConns, c.localKnown
 	res.UDP = e.mergeUDP()
+	res.TLS = e.mergeTLS()
 	res.Errors = map[string]int64{}
 	for i, k := range ErrorKinds {
 		res.Errors[k] = c.errs[i]

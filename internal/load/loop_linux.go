@@ -317,31 +317,41 @@ func (s *slot) begin() {
 	s.state = connecting
 }
 
-// dial opens a non-blocking socket, connects it and adds it to the set;
-// the connection completes when the socket turns writable. The calls are
-// raw: none of them blocks on a non-blocking socket, and the scheduler's
-// entersyscall would cost more than they do. IP_BIND_ADDRESS_NO_PORT
-// lets the kernel choose the local port at connect time, per destination.
-func (s *slot) dial(local netip.Addr) error {
-	e0 := s.l.e
-	family, sa, salen := e0.family, e0.remoteSA, e0.remoteLen
-	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
-	if e != 0 {
-		return e
+// rawConnect opens a non-blocking socket and starts its connect. The
+// calls are raw: none of them blocks on a non-blocking socket, and the
+// scheduler's entersyscall would cost more than they do.
+// IP_BIND_ADDRESS_NO_PORT lets the kernel choose the local port at
+// connect time, per destination (-src).
+func rawConnect(e *engine, local netip.Addr) (int, error) {
+	r, _, errno := unix.RawSyscall(unix.SYS_SOCKET, uintptr(e.family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if errno != 0 {
+		return -1, errno
 	}
 	fd := int(r)
-	fail := func(err error) error {
-		unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
-		return err
-	}
 	if local.IsValid() {
 		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(local, 0))); err != nil {
-			return fail(err)
+			unix.Close(fd)
+			return -1, err
 		}
 	}
-	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(sa), salen); e != 0 && e != unix.EINPROGRESS {
-		return fail(e)
+	if _, _, errno := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(e.remoteSA), e.remoteLen); errno != 0 && errno != unix.EINPROGRESS {
+		unix.Close(fd)
+		return -1, errno
+	}
+	return fd, nil
+}
+
+// dial opens a non-blocking socket, connects it and adds it to the set;
+// the connection completes when the socket turns writable.
+func (s *slot) dial(local netip.Addr) error {
+	fd, err := rawConnect(s.l.e, local)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+		return err
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	if _, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(s.l.epfd), unix.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0); e != 0 {
@@ -575,13 +585,21 @@ func (s *slot) failRead(err error) {
 
 // finish records a whole response and moves on.
 func (s *slot) finish() {
-	l, e := s.l, s.l.e
-	done := l.now
+	done := s.l.now
 	s.reqs++
 	status := s.resp.Status
 	if s.resp.Close || s.closeAfter {
 		s.closeConn()
 	}
+	s.complete(status, done)
+	s.next()
+}
+
+// complete fills in and records the sample of a whole response (one
+// that is not 2xx is an error of kind status); both drivers, epoll and
+// TLS, end a request here.
+func (s *slot) complete(status int, done time.Time) {
+	e := s.l.e
 	x := &s.x
 	if status < 200 || status > 299 {
 		x.err = ErrStatus
@@ -602,7 +620,6 @@ func (s *slot) finish() {
 		}
 	}
 	s.record(done)
-	s.next()
 }
 
 // fail records a failed request and moves on; a connection that failed
@@ -646,4 +663,5 @@ func (s *slot) closeConn() {
 	s.l.byFD[s.fd] = nil
 	unix.RawSyscall(unix.SYS_CLOSE, uintptr(s.fd), 0, 0)
 	s.fd = -1
+	s.reqs = 0 // the next request opens a connection: its first
 }

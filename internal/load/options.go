@@ -78,6 +78,8 @@ type Options struct {
 	// measured successful request (live metrics); it must be safe for
 	// concurrent use.
 	Observe func(seconds float64) `json:"-"`
+	// TLS configures https:// runs (tls_options.go).
+	TLS TLSOptions
 
 	host, port, path string
 }
@@ -114,8 +116,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("-proto %q: want tcp or udp", o.Proto)
 	case o.Proto == ProtoUDP && (err != nil || u.Scheme != "udp" || u.Host == ""):
 		return fmt.Errorf("bad URL %q: -proto udp wants udp://HOST:PORT", o.URL)
-	case o.Proto == ProtoTCP && (err != nil || u.Scheme != "http" || u.Host == ""):
-		return fmt.Errorf("bad URL %q: want http://HOST:PORT/PATH", o.URL)
+	case o.Proto == ProtoTCP && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == ""):
+		return fmt.Errorf("bad URL %q: want http://HOST:PORT/PATH or https://HOST:PORT/PATH", o.URL)
 	case o.Proto == ProtoUDP && u.Port() == "":
 		return fmt.Errorf("bad URL %q: -proto udp wants udp://HOST:PORT (datagrams have no default port)", o.URL)
 	}
@@ -123,6 +125,9 @@ func (o *Options) Validate() error {
 		if err := o.validateUDP(); err != nil {
 			return err
 		}
+	}
+	if err := o.validateTLS(u.Scheme); err != nil {
+		return err
 	}
 	host := u.Hostname()
 	if host == "localhost" {
@@ -135,6 +140,9 @@ func (o *Options) Validate() error {
 	port := u.Port()
 	if port == "" {
 		port = "80"
+		if o.TLS.Enabled {
+			port = "443"
+		}
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 		return fmt.Errorf("bad URL %q: bad port", o.URL)

@@ -15,13 +15,14 @@ const (
 	ErrAddrNotAvail = "addrnotavail" // EADDRNOTAVAIL: out of local ports for a source address
 	ErrStatus       = "status"       // a response that is not 2xx
 	ErrMalformed    = "malformed"    // a response that is not HTTP/1.x
+	ErrTLS          = "tls"          // a failed TLS handshake (reasons: TLSStats)
 	ErrOther        = "other"
 )
 
 // ErrorKinds lists the error kinds in report order (UDP's: udp_linux.go).
-var ErrorKinds = []string{ErrRefused, ErrReset, ErrTimeout, ErrAddrNotAvail, ErrStatus, ErrMalformed, ErrLost, ErrSendFailed, ErrOther}
+var ErrorKinds = []string{ErrRefused, ErrReset, ErrTimeout, ErrAddrNotAvail, ErrStatus, ErrMalformed, ErrTLS, ErrLost, ErrSendFailed, ErrOther}
 
-const numKinds = 9
+const numKinds = 10
 
 func kindIndex(k string) int {
 	for i, x := range ErrorKinds {

@@ -49,6 +49,21 @@ func NewLoadgen(url, conn string, rate float64, errorKinds []string) *Loadgen {
 	return l
 }
 
+// TLS adds the handshake counter of an https:// run,
+// lbbench_loadgen_tls_handshakes_total{result} (full, resumed, or the
+// failure's reason; each of results present from the start), and
+// returns what counts one handshake.
+func (l *Loadgen) TLS(results []string) func(result string) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lbbench_loadgen_tls_handshakes_total", Help: "Measured TLS handshakes: full, resumed, or failed by reason.",
+	}, []string{"result"})
+	for _, r := range results {
+		c.WithLabelValues(r)
+	}
+	l.reg.MustRegister(c)
+	return func(r string) { c.WithLabelValues(r).Inc() }
+}
+
 // Observe records one latency in seconds.
 func (l *Loadgen) Observe(sec float64) { l.latency.Observe(sec) }
 

@@ -101,6 +101,19 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 			r.UDP.Add(d.UDP)
 			r.Options.Flows += d.UDP.Flows
 		}
+		if d.TLS != nil {
+			h, err := decode(d.Histograms[tlsHistogram])
+			if err != nil {
+				return nil, fmt.Errorf("merge: %s: histogram %s: %v", files[i], tlsHistogram, err)
+			}
+			if r.TLS == nil {
+				r.TLS = load.NewTLSStats()
+				r.Options.TLS.Enabled, r.Options.TLS.Resume, r.Options.TLS.Version = true, d.TLS.Resume, d.TLS.Version
+			}
+			t := d.TLS.TLSStats
+			t.Handshake = h
+			r.TLS.Add(&t)
+		}
 		r.Requests += d.Requests
 		r.Connections += d.Connections
 		for k, n := range d.ErrorsByKind {
@@ -212,6 +225,10 @@ func compatible(a, b *Doc) error {
 		return fmt.Errorf("another reqs_per_conn (%d, not %d)", b.ReqsPerConn, a.ReqsPerConn)
 	case (b.UDP != nil) != (a.UDP != nil):
 		return errors.New("another protocol (one run has a udp section, the other not)")
+	case (b.TLS != nil) != (a.TLS != nil):
+		return errors.New("another protocol (one run is https, the other not)")
+	case b.TLS != nil && (b.TLS.Resume != a.TLS.Resume || b.TLS.Version != a.TLS.Version):
+		return fmt.Errorf("other TLS settings (%s, not %s)", tlsOf(b), tlsOf(a))
 	case b.Attribution.Mode != a.Attribution.Mode || b.Attribution.FairBy != a.Attribution.FairBy:
 		return fmt.Errorf("attributed otherwise (%s by %s, not %s by %s)", b.Attribution.Mode, b.Attribution.FairBy, a.Attribution.Mode, a.Attribution.FairBy)
 	case len(b.Histograms) == 0:
@@ -434,4 +451,16 @@ func IntervalLog(w io.Writer, d *Doc) error {
 		}
 	}
 	return nil
+}
+
+// tlsOf names an https:// run's TLS settings.
+func tlsOf(d *Doc) string {
+	s := "full handshakes"
+	if d.TLS.Resume {
+		s = "resumed sessions"
+	}
+	if d.TLS.Version != "" {
+		s += ", TLS " + d.TLS.Version
+	}
+	return s
 }

@@ -302,6 +302,18 @@ type Doc struct {
 	// whether each flow kept its worker. Requests are then replies, and a
 	// pid's connections the flows it answered first.
 	UDP *load.UDPStats `json:"udp,omitempty"`
+	// TLS, for https:// runs: handshakes full and resumed, failures by
+	// reason; TLSHandshake is the successful handshakes' durations (the
+	// whole histogram is Histograms["tls_handshake"]).
+	TLS          *TLSDoc    `json:"tls,omitempty"`
+	TLSHandshake *Quantiles `json:"tls_handshake_seconds,omitempty"`
+}
+
+// TLSDoc is an https:// run's handshakes.
+type TLSDoc struct {
+	Resume  bool   `json:"resume"`            // -tls-resume: reconnects resumed their sessions
+	Version string `json:"version,omitempty"` // -tls-version, if pinned
+	load.TLSStats
 }
 
 // Generator says where and when a run was made, so runs from several
@@ -316,6 +328,9 @@ type Generator struct {
 
 // histogramNames name Doc.Histograms, in a fixed order.
 var histogramNames = []string{"latency", "uncorrected", "connect", "ttfb", "send_lag"}
+
+// tlsHistogram names the handshake histogram, in https:// runs only.
+const tlsHistogram = "tls_handshake"
 
 func encode(h *hdrhistogram.Histogram) string {
 	b, err := h.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
@@ -344,6 +359,12 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 		StartTime: r.Start.UTC(), UDP: r.UDP,
 		Histograms: map[string]string{"latency": encode(r.Latency), "uncorrected": encode(r.Uncorrected),
 			"connect": encode(r.Connect), "ttfb": encode(r.TTFB), "send_lag": encode(r.Lag)},
+	}
+	if r.TLS != nil {
+		d.TLS = &TLSDoc{Resume: r.Options.TLS.Resume, Version: r.Options.TLS.Version, TLSStats: *r.TLS}
+		q := quantiles(r.TLS.Handshake)
+		d.TLSHandshake = &q
+		d.Histograms[tlsHistogram] = encode(r.TLS.Handshake)
 	}
 	if r.LocalityKnown > 0 {
 		d.Locality = &Locality{Connections: r.LocalityKnown, Local: r.LocalConnections,

@@ -73,7 +73,7 @@ func Summary(w io.Writer, d *Doc) {
 	for _, row := range []struct {
 		name string
 		q    Quantiles
-	}{{latency, d.Latency}, {"Uncorrected", d.Uncorrected}, {"Connect", d.Connect}, {"TTFB", d.TTFB}} {
+	}{{latency, d.Latency}, {"Uncorrected", d.Uncorrected}, {"Connect", d.Connect}, {"Handshake", tlsQuantiles(d)}, {"TTFB", d.TTFB}} {
 		if d.UDP != nil && row.name != latency {
 			continue // one figure: a datagram's round trip
 		}
@@ -86,6 +86,9 @@ func Summary(w io.Writer, d *Doc) {
 	}
 	if d.Rate > 0 {
 		fmt.Fprintf(w, "  * measured from each request's intended send time (no coordinated omission)\n")
+	}
+	if t := d.TLS; t != nil {
+		fmt.Fprintf(w, "  TLS          %d full, %d resumed handshakes, %d failed%s\n", t.Full, t.Resumed, t.TotalFailures(), tlsFailures(t))
 	}
 	if d.Requests == 0 {
 		fmt.Fprintf(w, "  no successful response: is the target up at %s?\n", d.URL)
@@ -202,9 +205,15 @@ func pct(n, total int64) float64 {
 }
 
 func errorKinds(d *Doc) string {
+	return countsOf([]string{"refused", "reset", "timeout", "addrnotavail", "status", "malformed", "tls", "other"}, d.ErrorsByKind)
+}
+
+// countsOf lists the non-zero counts of keys, in their order, in
+// parentheses ("" if none).
+func countsOf(keys []string, m map[string]int64) string {
 	var parts []string
-	for _, k := range []string{"refused", "reset", "timeout", "addrnotavail", "status", "malformed", "other"} {
-		if n := d.ErrorsByKind[k]; n > 0 {
+	for _, k := range keys {
+		if n := m[k]; n > 0 {
 			parts = append(parts, k+" "+strconv.FormatInt(n, 10))
 		}
 	}
@@ -247,3 +256,14 @@ func SeriesCSV(w io.Writer, d *Doc) error {
 }
 
 func ff(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
+
+// tlsQuantiles is the handshake row of the latency table (none: not https).
+func tlsQuantiles(d *Doc) Quantiles {
+	if d.TLSHandshake == nil {
+		return Quantiles{}
+	}
+	return *d.TLSHandshake
+}
+
+// tlsFailures lists the handshake failures by reason.
+func tlsFailures(t *TLSDoc) string { return countsOf(load.TLSFailureReasons, t.Failures) }
