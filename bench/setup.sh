@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks need when it is missing: Debian's
-# nginx (with its Lua module, for the CPU-heavy handler), HAProxy, wrk,
+# nginx (with its Lua module, for the CPU-heavy handler), HAProxy, wrk, ab (apache2-utils: full TLS handshakes),
 # Node.js (its cluster module), gunicorn and uvicorn (PyPI is not needed:
 # Debian packages both, for its own python3),
 # prometheus (with promtool) and curl, and the Go modules and
@@ -14,6 +14,7 @@ command -v nginx >/dev/null || need+=(nginx-light)
 [[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || need+=(libnginx-mod-http-lua)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
+command -v ab >/dev/null || need+=(apache2-utils)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v curl >/dev/null || need+=(curl)
