@@ -147,9 +147,14 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer ng.Stop()
 	servers := []peerServer{{"target", tAddr, tg.Cmd.Process.Pid}, {"nginx", nAddr, ng.Pid()}}
+	tlsPeer, err := startTLSPeer(budget, f.workers)
+	if err != nil {
+		return err
+	}
+	defer tlsPeer.stop()
 
 	p := peerRun{f: f, budget: budget, m: m, res: res, config: fileConfig(), stderr: stderr}
-	p.progress = &progress{w: stderr, n: f.rounds * 12, start: time.Now()}
+	p.progress = &progress{w: stderr, n: f.rounds * (12 + len(tlsClientCells)), start: time.Now()}
 	for round := range f.rounds {
 		for _, conn := range []string{"keepalive", "close"} {
 			order := func(xs []peerServer) []peerServer {
@@ -186,6 +191,9 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				}
 			}
 		}
+		if err := p.tlsClients(ctx, tlsPeer, round); err != nil {
+			return err
+		}
 	}
 	if err := summarizePeers(f.dir); err != nil {
 		return err
@@ -195,7 +203,7 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // summarizePeers writes a peers folder's benchstat.txt and REPORT.md.
 func summarizePeers(dir string) error {
-	if err := benchstat(dir, "benchstat.txt", "-col", "/impl", "-row", ".name /side /load /conn", filepath.Join(dir, "raw.txt")); err != nil {
+	if err := benchstat(dir, "benchstat.txt", "-col", "/impl", "-row", ".name /side /load /conn /handshake", filepath.Join(dir, "raw.txt")); err != nil {
 		return err
 	}
 	return results.Write(dir, peerSections)
@@ -256,32 +264,58 @@ func (p *peerRun) serverMax(ctx context.Context, s peerServer, conn string, roun
 
 // client: loadgen or wrk against nginx; the client's usage per request.
 func (p *peerRun) client(ctx context.Context, tool, addr, conn string, round int) error {
-	url := "http://" + addr + "/"
-	var rate, cpu float64
-	var n int64
+	c, err := p.runClient(ctx, tool, "http://"+addr+"/", conn, p.budget.Clients)
+	if err != nil {
+		return err
+	}
+	p.progress.step("round %d conn=%s: %s against nginx: %.0f req/s, %.1fµs client CPU and %.2f system calls per request",
+		round+1, conn, tool, c.rate, c.cpuReq*1e6, c.calls)
+	return p.add(fmt.Sprintf("Peer/side=client/load=max/impl=%s/conn=%s", tool, conn), c.n, c.values()...)
+}
+
+// clientRun is what one client's closed loop at its maximum did.
+type clientRun struct {
+	rate, cpuReq, calls, rss float64
+	n                        int64
+}
+
+func (c clientRun) values() []benchfmt.Value {
+	return []benchfmt.Value{{Value: c.rate, Unit: "req/s"}, {Value: c.cpuReq, Unit: "cpu-sec/req"},
+		{Value: max(c.calls, 1e-9), Unit: "syscalls/req"}, {Value: c.rss, Unit: "maxrss-B"}}
+}
+
+// runClient runs one client (loadgen, wrk or ab) at its maximum on cpus,
+// as many threads as CPUs, with loadgen's extra flags.
+func (p *peerRun) runClient(ctx context.Context, tool, url, conn string, cpus []int, extra ...string) (clientRun, error) {
+	var c clientRun
+	var cpu float64
 	var pid int
-	var rss float64
 	switch tool {
 	case "wrk":
-		w, err := peers.RunWrk(ctx, url, peers.WrkOptions{Threads: p.budget.Threads(), Conns: p.f.conns,
-			Duration: p.f.duration, Close: conn == "close", CPUs: p.budget.Clients})
+		w, err := peers.RunWrk(ctx, url, peers.WrkOptions{Threads: len(cpus), Conns: p.f.conns,
+			Duration: p.f.duration, Close: conn == "close", CPUs: cpus})
 		if err != nil {
-			return err
+			return c, err
 		}
-		rate, cpu, n, pid, rss = w.RequestsPerSec, w.CPUSeconds, w.Requests, w.PID, float64(w.MaxRSSBytes)
+		c.rate, cpu, c.n, pid, c.rss = w.RequestsPerSec, w.CPUSeconds, w.Requests, w.PID, float64(w.MaxRSSBytes)
+	case "ab":
+		a, err := peers.RunAB(ctx, url, peers.ABOptions{Conns: p.f.conns, Duration: p.f.duration, CPUs: cpus})
+		if err != nil {
+			return c, err
+		}
+		if a.Requests == 0 || a.Errors > a.Requests/100 {
+			return c, fmt.Errorf("ab against %s: %d requests, %d errors", url, a.Requests, a.Errors)
+		}
+		c.rate, cpu, c.n, pid, c.rss = a.RequestsPerSec, a.CPUSeconds, a.Requests, a.PID, float64(a.MaxRSSBytes)
 	default:
-		run, err := p.loadgen(ctx, url, conn, 0)
+		run, err := p.loadgenOn(ctx, cpus, url, conn, 0, extra...)
 		if err != nil {
-			return err
+			return c, err
 		}
-		rate, cpu, n, pid, rss = run.doc.RequestsPerSec, run.cpu, run.doc.Requests, run.pid, run.rss
+		c.rate, cpu, c.n, pid, c.rss = run.doc.RequestsPerSec, run.cpu, run.doc.Requests, run.pid, run.rss
 	}
-	cpuReq, calls := perReq(peers.Usage{CPU: cpu, Calls: p.m.Process(pid)}, n)
-	p.progress.step("round %d conn=%s: %s against nginx: %.0f req/s, %.1fµs client CPU and %.2f system calls per request",
-		round+1, conn, tool, rate, cpuReq*1e6, calls)
-	return p.add(fmt.Sprintf("Peer/side=client/load=max/impl=%s/conn=%s", tool, conn), n,
-		benchfmt.Value{Value: rate, Unit: "req/s"}, benchfmt.Value{Value: cpuReq, Unit: "cpu-sec/req"},
-		benchfmt.Value{Value: max(calls, 1e-9), Unit: "syscalls/req"}, benchfmt.Value{Value: rss, Unit: "maxrss-B"})
+	c.cpuReq, c.calls = perReq(peers.Usage{CPU: cpu, Calls: p.m.Process(pid)}, c.n)
+	return c, nil
 }
 
 // serverEqual: loadgen's open loop at rate against one server.
@@ -322,6 +356,12 @@ type loadgenRun struct {
 // loadgen runs bin/loadgen pinned to the client CPUs with GOMAXPROCS =
 // client CPUs; rate > 0 is an open loop.
 func (p *peerRun) loadgen(ctx context.Context, url, conn string, rate float64) (*loadgenRun, error) {
+	return p.loadgenOn(ctx, p.budget.Clients, url, conn, rate)
+}
+
+// loadgenOn runs bin/loadgen pinned to cpus with GOMAXPROCS = len(cpus)
+// and the extra flags; rate > 0 is an open loop.
+func (p *peerRun) loadgenOn(ctx context.Context, cpus []int, url, conn string, rate float64, extra ...string) (*loadgenRun, error) {
 	tmp, err := os.CreateTemp("", "loadgen-*.json")
 	if err != nil {
 		return nil, err
@@ -332,9 +372,10 @@ func (p *peerRun) loadgen(ctx context.Context, url, conn string, rate float64) (
 	if rate > 0 {
 		args = append(args, "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
 	}
-	bin, args := peers.Pin(p.budget.Clients, filepath.Join(p.f.bin, "loadgen"), append(args, url)...)
+	args = append(append(args, extra...), url)
+	bin, args := peers.Pin(cpus, filepath.Join(p.f.bin, "loadgen"), args...)
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(p.budget.Threads()))
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(len(cpus)))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -390,6 +431,21 @@ var peerSections = []results.Section{
 			{Unit: "syscalls/req", Label: "client system calls per request"}, {Unit: "maxrss-B", Label: "peak resident memory (bytes, VmHWM)"},
 		},
 	},
+	peerTLSSection,
+}
+
+// peerTLSSection reports the TLS rows (bench peers adds them to
+// the plain ones).
+var peerTLSSection = results.Section{
+	Name: "PeerTLS", Filter: "/side:client", Title: "Load generators over TLS on the same nginx", Cols: "/impl", Rows: "/handshake",
+	About: "A new connection per request to nginx terminating TLS (a certificate made for the run). Resumed: loadgen -tls-resume " +
+		"against wrk -H \"Connection: close\" (wrk resumes its sessions), on the client CPUs with as many threads; full: loadgen " +
+		"against ab (a full handshake on every connection, one thread), both on one client CPU. nginx's $ssl_session_reused log " +
+		"checks every cell made the handshakes its row names.",
+	Metrics: []results.Metric{
+		{Unit: "req/s", Label: "throughput (req/s)", Summary: true}, {Unit: "cpu-sec/req", Label: "client CPU per request", Summary: true},
+		{Unit: "syscalls/req", Label: "client system calls per request"}, {Unit: "maxrss-B", Label: "peak resident memory (bytes, VmHWM)"},
+	},
 }
 
 // printPeerSummary prints the ratios a sceptical user checks first.
@@ -418,6 +474,12 @@ func printPeerSummary(w io.Writer, dir string) error {
 			med("Peer/side=server/load=max/impl=target/conn="+conn, "syscalls/req"), med("Peer/side=server/load=max/impl=nginx/conn="+conn, "syscalls/req"),
 			med("Peer/side=client/load=max/impl=loadgen/conn="+conn, "syscalls/req"), med("Peer/side=client/load=max/impl=wrk/conn="+conn, "syscalls/req"))
 		fmt.Fprintf(w, "%-9s %-22s %-26s %-24s %s\n", conn, ratio(lg, wr), ratio(nc, tc), ratio(tp, np), calls)
+	}
+	for _, c := range []struct{ handshake, peer string }{{"resumed", "wrk"}, {"full", "ab"}} {
+		name := "PeerTLS/side=client/load=max/impl=%s/conn=close/handshake=" + c.handshake
+		lg, pr := fmt.Sprintf(name, "loadgen"), fmt.Sprintf(name, c.peer)
+		fmt.Fprintf(w, "TLS, %s handshakes: loadgen/%s req/s %s, client CPU per request %s\n", c.handshake, c.peer,
+			ratio(med(lg, "req/s"), med(pr, "req/s")), ratio(med(lg, "cpu-sec/req"), med(pr, "cpu-sec/req")))
 	}
 	fmt.Fprintf(w, "medians of the rounds; significance and intervals: %s/REPORT.md, %s/benchstat.txt\n", dir, dir)
 	return nil
