@@ -17,6 +17,7 @@
 package kattr
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -36,13 +37,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Acceptor is the thread that accepted a connection.
-type Acceptor struct {
+// Thread is a thread as the kernel saw it accept a connection or send
+// on one.
+type Thread struct {
 	PID  int    // thread group: the process
 	TID  int    // the thread
 	Comm string // the thread's command name
-	CPU  int    // the CPU it accepted on
+	CPU  int    // the CPU it ran on
 }
+
+// Acceptor is the thread that accepted a connection.
+type Acceptor = Thread
 
 // Tuple is a connection as its client sees it: the client's address and
 // port, the server's address and port.
@@ -61,6 +66,20 @@ var (
 // ports. It reads the ring when asked (Accepted on a miss, Drain), never
 // blocking: the caller's loop must not wait on it.
 type Tracer struct {
+	*probe
+	mu    sync.Mutex
+	table map[Tuple]entry
+}
+
+// entry is one accept: who, and when (kernel monotonic ns).
+type entry struct {
+	Acceptor
+	at int64
+}
+
+// probe is one program on one raw tracepoint, its maps and its ring,
+// and the clock that ties its events' timestamps to Go's.
+type probe struct {
 	objs struct {
 		ports, events, missed *ebpf.Map
 		prog                  *ebpf.Program
@@ -68,9 +87,7 @@ type Tracer struct {
 	link   link.Link
 	reader *ringbuf.Reader
 	rec    ringbuf.Record
-
-	mu    sync.Mutex
-	table map[Tuple]entry
+	comms  map[[16]byte]string // command names, interned
 	// recorded counts events read; missed is read from the program's
 	// counter (events the ring buffer had no room for).
 	recorded atomic.Int64
@@ -80,17 +97,11 @@ type Tracer struct {
 	baseMono int64
 }
 
-// entry is one accept: who, and when (kernel monotonic ns).
-type entry struct {
-	Acceptor
-	at int64
-}
-
-// ringSize is the ring buffer's size: at 72 bytes an event, room for
-// about 230 000 accepts between two reads.
+// ringSize is the ring buffer's size: at 80 bytes an event, room for
+// about 200 000 accepts (or sends) between two reads.
 const ringSize = 16 << 20
 
-// event is what the program writes per connection.
+// event is what the programs write per accept or send.
 type event struct {
 	At       uint64 // bpf_ktime_get_ns
 	PID, TID uint32
@@ -102,13 +113,25 @@ type event struct {
 	LAddr    [16]byte // server address
 	RAddr    [16]byte // client address
 	Comm     [16]byte
+	Len      uint32 // bytes sent (serving events; 0 for accepts)
+	_        uint32
 }
 
 const eventSize = int(unsafe.Sizeof(event{}))
 
-// Start loads the program, attaches it and starts reading; ports are
-// the server ports watched (at least one).
+// Start loads the accept program, attaches it and starts reading; ports
+// are the server ports watched (at least one).
 func Start(ports ...uint16) (*Tracer, error) {
+	p, err := startProbe("accept", "sys_exit", program, ports)
+	if err != nil {
+		return nil, err
+	}
+	return &Tracer{probe: p, table: map[Tuple]entry{}}, nil
+}
+
+// startProbe loads the program prog makes as name and attaches it to the
+// raw tracepoint tp.
+func startProbe(name, tp string, prog func(l layout, ports, events, missed int) asm.Instructions, ports []uint16) (*probe, error) {
 	if len(ports) == 0 {
 		return nil, errors.New("kernel attribution: no port to watch")
 	}
@@ -116,15 +139,15 @@ func Start(ports ...uint16) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tracer{table: map[Tuple]entry{}}
+	t := &probe{comms: map[[16]byte]string{}}
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	t.baseTime, t.baseMono = time.Now(), ts.Nano()
-	fail := func(err error) (*Tracer, error) {
+	fail := func(err error) (*probe, error) {
 		t.Close()
 		return nil, err
 	}
-	if t.objs.ports, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_kattr_ports", Type: ebpf.Array, KeySize: 4, ValueSize: 1, MaxEntries: 1 << 16}); err != nil {
+	if t.objs.ports, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_" + name + "_ports", Type: ebpf.Array, KeySize: 4, ValueSize: 1, MaxEntries: 1 << 16}); err != nil {
 		return fail(privilege(err))
 	}
 	for _, p := range ports {
@@ -132,26 +155,40 @@ func Start(ports ...uint16) (*Tracer, error) {
 			return fail(err)
 		}
 	}
-	if t.objs.events, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_kattr_events", Type: ebpf.RingBuf, MaxEntries: ringSize}); err != nil {
+	if t.objs.events, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_" + name + "_ev", Type: ebpf.RingBuf, MaxEntries: ringSize}); err != nil {
 		return fail(privilege(err))
 	}
-	if t.objs.missed, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_kattr_missed", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
+	if t.objs.missed, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_" + name + "_miss", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
 		return fail(privilege(err))
 	}
 	t.objs.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "lbb_accept", Type: ebpf.RawTracepoint, License: "GPL",
-		Instructions: program(offs, t.objs.ports.FD(), t.objs.events.FD(), t.objs.missed.FD()),
+		Name: "lbb_" + name, Type: ebpf.RawTracepoint, License: "GPL",
+		Instructions: prog(offs, t.objs.ports.FD(), t.objs.events.FD(), t.objs.missed.FD()),
 	})
 	if err != nil {
 		return fail(fmt.Errorf("%w: %v", ErrNoTracing, privilege(err)))
 	}
-	if t.link, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sys_exit", Program: t.objs.prog}); err != nil {
-		return fail(fmt.Errorf("%w: attach to sys_exit: %v", ErrNoTracing, err))
+	if t.link, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: t.objs.prog}); err != nil {
+		return fail(fmt.Errorf("%w: attach to %s: %v", ErrNoTracing, tp, err))
 	}
 	if t.reader, err = ringbuf.NewReader(t.objs.events); err != nil {
 		return fail(err)
 	}
 	return t, nil
+}
+
+// next reads the next event on the ring, if there is one now.
+func (t *probe) next() (*event, bool) {
+	for t.reader.AvailableBytes() > 0 {
+		if err := t.reader.ReadInto(&t.rec); err != nil {
+			return nil, false
+		}
+		if len(t.rec.RawSample) >= eventSize {
+			t.recorded.Add(1)
+			return (*event)(unsafe.Pointer(&t.rec.RawSample[0])), true
+		}
+	}
+	return nil, false
 }
 
 func privilege(err error) error {
@@ -265,6 +302,7 @@ var (
 	offLAddr  = int16(unsafe.Offsetof(event{}.LAddr))
 	offRAddr  = int16(unsafe.Offsetof(event{}.RAddr))
 	offComm   = int16(unsafe.Offsetof(event{}.Comm))
+	offLen    = int16(unsafe.Offsetof(event{}.Len))
 )
 
 // program runs on every system call's exit. r6: context, r7: the new
@@ -283,16 +321,6 @@ func program(l layout, ports, events, missed int) asm.Instructions {
 			asm.JNE.Imm(asm.R0, 0, "out"),
 			asm.LoadMem(asm.R7, asm.RFP, -8, asm.DWord),
 			asm.JEq.Imm(asm.R7, 0, "out"),
-		}
-	}
-	read := func(dstOff int16, size int32, srcOff uint32) asm.Instructions {
-		return asm.Instructions{
-			asm.Mov.Reg(asm.R1, asm.R8),
-			asm.Add.Imm(asm.R1, int32(dstOff)),
-			asm.Mov.Imm(asm.R2, size),
-			asm.Mov.Reg(asm.R3, asm.R7),
-			asm.Add.Imm(asm.R3, int32(srcOff)),
-			asm.FnProbeReadKernel.Call(),
 		}
 	}
 	insns := asm.Instructions{
@@ -327,7 +355,24 @@ func program(l layout, ports, events, missed int) asm.Instructions {
 	insns = append(insns, deref(0)...)
 	insns = append(insns, deref(l.private)...)
 	insns = append(insns, deref(l.sk)...)
-	insns = append(insns, asm.Instructions{
+	return append(insns, report(l, ports, events, missed, false)...)
+}
+
+// report ends both programs: for the sock in r7 on a watched server
+// port, it sends an event (with r9 as the byte count when sent is set)
+// through the ring, or counts one the ring had no room for.
+func report(l layout, ports, events, missed int, sent bool) asm.Instructions {
+	read := func(dstOff int16, size int32, srcOff uint32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.R8),
+			asm.Add.Imm(asm.R1, int32(dstOff)),
+			asm.Mov.Imm(asm.R2, size),
+			asm.Mov.Reg(asm.R3, asm.R7),
+			asm.Add.Imm(asm.R3, int32(srcOff)),
+			asm.FnProbeReadKernel.Call(),
+		}
+	}
+	insns := asm.Instructions{
 		// The server port (skc_num): is it watched?
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
@@ -374,7 +419,12 @@ func program(l layout, ports, events, missed int) asm.Instructions {
 		asm.StoreMem(asm.R8, offCPU, asm.R0, asm.Word),
 		asm.LoadMem(asm.R1, asm.RFP, -16, asm.Half),
 		asm.StoreMem(asm.R8, offLPort, asm.R1, asm.Half),
-	}...)
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.R8, offLen, asm.R1, asm.DWord), // Len and the padding
+	}
+	if sent {
+		insns = append(insns, asm.StoreMem(asm.R8, offLen, asm.R9, asm.Word))
+	}
 	insns = append(insns, read(offFamily, 2, l.family)...)
 	insns = append(insns, read(offRPort, 2, l.dport)...)
 	if l.hasV6 {
@@ -404,21 +454,13 @@ func program(l layout, ports, events, missed int) asm.Instructions {
 
 // drain reads every event on the ring now. t.mu is held.
 func (t *Tracer) drain() {
-	for t.reader.AvailableBytes() > 0 {
-		if err := t.reader.ReadInto(&t.rec); err != nil {
-			return
-		}
-		if len(t.rec.RawSample) < eventSize {
-			continue
-		}
-		ev := (*event)(unsafe.Pointer(&t.rec.RawSample[0]))
-		tu, a := ev.decode()
+	for ev, ok := t.next(); ok; ev, ok = t.next() {
+		tu, a := t.decode(ev)
 		t.table[tu] = entry{a, int64(ev.At)}
-		t.recorded.Add(1)
 	}
 }
 
-func (ev *event) decode() (Tuple, Acceptor) {
+func (t *probe) decode(ev *event) (Tuple, Thread) {
 	var la, ra netip.Addr
 	if ev.Family == unix.AF_INET6 {
 		la, ra = netip.AddrFrom16(ev.LAddr).Unmap(), netip.AddrFrom16(ev.RAddr).Unmap()
@@ -426,20 +468,22 @@ func (ev *event) decode() (Tuple, Acceptor) {
 		la, ra = netip.AddrFrom4([4]byte(ev.LAddr[:4])), netip.AddrFrom4([4]byte(ev.RAddr[:4]))
 	}
 	rport := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&ev.RPort))[:])
-	comm := ev.Comm[:]
-	for i, c := range comm {
-		if c == 0 {
-			comm = comm[:i]
-			break
+	comm, ok := t.comms[ev.Comm]
+	if !ok {
+		b := ev.Comm[:]
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			b = b[:i]
 		}
+		comm = string(b)
+		t.comms[ev.Comm] = comm
 	}
 	return Tuple{Client: netip.AddrPortFrom(ra, rport), Server: netip.AddrPortFrom(la, ev.LPort)},
-		Acceptor{PID: int(ev.PID), TID: int(ev.TID), Comm: string(comm), CPU: int(ev.CPU)}
+		Thread{PID: int(ev.PID), TID: int(ev.TID), Comm: comm, CPU: int(ev.CPU)}
 }
 
 // Mono is a time in the kernel's monotonic nanoseconds, the clock of the
 // accepts' timestamps.
-func (t *Tracer) Mono(at time.Time) int64 { return t.baseMono + at.Sub(t.baseTime).Nanoseconds() }
+func (t *probe) Mono(at time.Time) int64 { return t.baseMono + at.Sub(t.baseTime).Nanoseconds() }
 
 // staleMargin allows for the gap between the two clock reads that tie
 // Go's clock to the kernel's. A 4-tuple comes back only after its
@@ -495,17 +539,9 @@ func (t *Tracer) Read() []Event {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Event
-	for t.reader.AvailableBytes() > 0 {
-		if err := t.reader.ReadInto(&t.rec); err != nil {
-			break
-		}
-		if len(t.rec.RawSample) < eventSize {
-			continue
-		}
-		ev := (*event)(unsafe.Pointer(&t.rec.RawSample[0]))
-		tu, a := ev.decode()
+	for ev, ok := t.next(); ok; ev, ok = t.next() {
+		tu, a := t.decode(ev)
 		out = append(out, Event{tu, a, int64(ev.At)})
-		t.recorded.Add(1)
 	}
 	return out
 }
@@ -517,12 +553,11 @@ func (t *Tracer) pending() int {
 	return len(t.table)
 }
 
-// Recorded is how many accepts were read; Missed how many the ring
-// buffer had no room for.
-func (t *Tracer) Recorded() int64 { return t.recorded.Load() }
+// Recorded is how many events were read.
+func (t *probe) Recorded() int64 { return t.recorded.Load() }
 
-// Missed is how many accepts the ring buffer had no room for.
-func (t *Tracer) Missed() int64 {
+// Missed is how many events the ring buffer had no room for.
+func (t *probe) Missed() int64 {
 	var n uint64
 	if t.objs.missed != nil {
 		t.objs.missed.Lookup(uint32(0), &n)
@@ -531,7 +566,7 @@ func (t *Tracer) Missed() int64 {
 }
 
 // Close detaches the program and frees everything.
-func (t *Tracer) Close() error {
+func (t *probe) Close() error {
 	if t.link != nil {
 		t.link.Close()
 	}

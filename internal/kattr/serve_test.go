@@ -1,0 +1,133 @@
+package kattr
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func startServing(t *testing.T, ports ...uint16) *Sends {
+	t.Helper()
+	tr, err := StartServing(ports...)
+	if errors.Is(err, ErrNoPrivilege) && os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// writer is a thread of its own that writes what it is given.
+type writer struct {
+	tid  int
+	jobs chan func()
+}
+
+func newWriter() *writer {
+	w := &writer{jobs: make(chan func())}
+	tids := make(chan int)
+	go func() {
+		runtime.LockOSThread()
+		tids <- unix.Gettid()
+		for f := range w.jobs {
+			f()
+		}
+	}()
+	w.tid = <-tids
+	return w
+}
+
+func (w *writer) write(c net.Conn, p []byte) {
+	done := make(chan struct{})
+	w.jobs <- func() { c.Write(p); close(done) }
+	<-done
+}
+
+// TestServedByTheSendingThread: on one connection, responses written by
+// two threads in turn, some in two writes, are each attributed to the
+// thread that sent their last byte.
+func TestServedByTheSendingThread(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tr := startServing(t, uint16(ln.Addr().(*net.TCPAddr).Port))
+	a, b := newWriter(), newWriter()
+	defer close(a.jobs)
+	defer close(b.jobs)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	begin := time.Now()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc := <-accepted
+	defer sc.Close()
+	tu := Tuple{Client: c.LocalAddr().(*net.TCPAddr).AddrPort(), Server: netip.MustParseAddrPort(ln.Addr().String())}
+
+	var through int64
+	buf := make([]byte, 4096)
+	for i := range 40 {
+		w, other := a, b
+		if i%3 == 1 {
+			w, other = b, a
+		}
+		size := 100 + i*37
+		if i%4 == 0 { // head by one thread, body by the other: the body's sender served it
+			other.write(sc, make([]byte, 17))
+			size -= 17
+		}
+		w.write(sc, make([]byte, size))
+		want := int64(100 + i*37)
+		if _, err := io.ReadFull(c, buf[:want]); err != nil {
+			t.Fatal(err)
+		}
+		through += want
+		who, ok := tr.Served(tu, tr.Mono(begin), through, i == 39)
+		if !ok || who.TID != w.tid || who.PID != os.Getpid() {
+			t.Fatalf("response %d: served by %+v (%v), want tid %d", i, who, ok, w.tid)
+		}
+	}
+	if n := tr.pending(); n != 0 {
+		t.Errorf("%d connections left in the table after the last answer", n)
+	}
+	// Nothing more was sent: asking past the end finds nothing, after the wait.
+	t0 := time.Now()
+	if _, ok := tr.Served(tu, tr.Mono(begin), through+1, true); ok {
+		t.Error("a byte never sent was attributed")
+	}
+	if d := time.Since(t0); d > 100*time.Millisecond {
+		t.Errorf("a miss waited %v", d)
+	}
+	if tr.Missed() != 0 {
+		t.Errorf("%d sends missed", tr.Missed())
+	}
+}
+
+// TestServingHookMissing: a kernel without the tracepoint is named.
+func TestServingHookMissing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	t.Setenv("LBBENCH_KATTR_SERVE_HOOK", "lbbench_no_such_tracepoint")
+	if _, err := StartServing(1); !errors.Is(err, ErrNoServeHook) {
+		t.Fatalf("err = %v, want ErrNoServeHook", err)
+	}
+}
