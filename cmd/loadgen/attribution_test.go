@@ -26,9 +26,11 @@ func needRoot(t *testing.T) {
 	}
 }
 
-// TestKernelMatchesHeader: attributed by the kernel, every connection
-// goes to the process the target's own header names, in every model but
-// single, whose supervisor accepts everything and says so.
+// TestKernelMatchesHeader: attributed by the kernel, every response
+// goes to the process the target's own header names, in every model;
+// the acceptors are the workers themselves, but in single, whose
+// supervisor accepts everything and hands it over, and the summary says
+// so in one line.
 func TestKernelMatchesHeader(t *testing.T) {
 	needRoot(t)
 	for _, model := range []string{"reuseport", "shared", "single"} {
@@ -38,32 +40,50 @@ func TestKernelMatchesHeader(t *testing.T) {
 				{"-c", "8", "-n", "3000", "-conn", "close"},
 				{"-c", "6", "-n", "3000", "-conn", "keepalive", "-reqs-per-conn", "10"},
 			} {
-				d, _ := runLoadgen(t, append(args, "-attribute", "both", "-workers", "3", "http://"+tg.Addr+"/")...)
+				d, out := runLoadgen(t, append(args, "-attribute", "both", "-workers", "3", "http://"+tg.Addr+"/")...)
 				a := d.Attribution
-				if d.Errors != 0 || a.Missed != 0 || a.Unresolved != 0 || a.Recorded < d.Connections {
+				if d.Errors != 0 || a.Missed != 0 || a.Unresolved != 0 || a.Recorded < d.Connections ||
+					a.Counts != "served" || a.ServingMissed != 0 || a.UnresolvedResponses != 0 || a.Acceptors == nil {
 					t.Fatalf("%v: errors %d, attribution %+v", args, d.Errors, a)
+				}
+				handed := int64(0)
+				for _, h := range a.Handoffs {
+					if h.AcceptorPID != h.ServerPID {
+						handed += h.Connections
+					}
 				}
 				if model == "single" {
 					sup := strconv.Itoa(tg.Cmd.Process.Pid)
-					if len(d.PerPID) != 1 || d.PerPID[sup] == nil || d.PerPID[sup].Connections != d.Connections {
-						t.Errorf("%v: kernel per_pid %v, want every connection on the supervisor %s", args, keysOf(d.PerPID), sup)
+					if len(a.Acceptors.PerPID) != 1 || a.Acceptors.PerPID[sup] == nil || a.Acceptors.PerPID[sup].Connections != d.Connections {
+						t.Errorf("%v: acceptors %v, want every connection on the supervisor %s", args, keysOf(a.Acceptors.PerPID), sup)
 					}
-					if a.Disagreements != d.Connections || !strings.Contains(a.Note, "hands connections over") || len(a.HeaderPerPID) != 3 {
-						t.Errorf("%v: single model not reported plainly: %+v", args, a)
+					if d.PerPID[sup] != nil || handed != d.Connections || !strings.Contains(out, "Accepted by 1 process (") || !strings.Contains(out, "served by 3 processes") {
+						t.Errorf("%v: the supervisor's handoffs not reported plainly: per_pid %v, handoffs %+v\n%s", args, keysOf(d.PerPID), a.Handoffs, out)
 					}
-					continue
+				} else {
+					for pid, pc := range d.PerPID {
+						if ac := a.Acceptors.PerPID[pid]; ac == nil || ac.Connections != pc.Connections {
+							t.Errorf("%v pid %s: served %+v, accepted %+v", args, pid, pc, ac)
+						}
+					}
+					if handed != 0 || !strings.Contains(out, "Every connection was served by the process that accepted it") {
+						t.Errorf("%v: %d connections handed over: %+v", args, handed, a.Handoffs)
+					}
+					if len(d.PerTID) != 3 {
+						t.Errorf("%v: %d serving threads, want one per worker (the lean path's event loops)", args, len(d.PerTID))
+					}
 				}
 				if a.Disagreements != 0 {
 					t.Errorf("%v: %d connections where kernel and header disagree: %+v", args, a.Disagreements, a.Examples)
+				}
+				if len(d.PerPID) != 3 {
+					t.Errorf("%v: served by %v, want the 3 workers", args, keysOf(d.PerPID))
 				}
 				for pid, pc := range d.PerPID {
 					h := a.HeaderPerPID[pid]
 					if h == nil || h.Requests != pc.Requests || h.Connections != pc.Connections {
 						t.Errorf("%v pid %s: kernel %+v, header %+v", args, pid, pc, h)
 					}
-				}
-				if len(d.PerTID) != 3 {
-					t.Errorf("%v: %d accepting threads, want one per worker", args, len(d.PerTID))
 				}
 			}
 		})
@@ -145,13 +165,11 @@ func compareToLog(t *testing.T, d *report.Doc, reqs, conns map[string]int) {
 }
 
 // TestKernelMatchesHAProxy: for HAProxy's threads, the kernel's count
-// of connections each thread accepted equals HAProxy's own (show
-// activity), and its count of requests equals HAProxy's log of
-// %[thread] wherever the accepting thread serves the connection: with a
-// socket per thread (shards by-thread), and with one shared socket when
-// multi-queue accept is off. With it on, HAProxy's default, a thread
-// hands some of what it accepts to others; the kernel sees the
-// accepting thread, the log the serving one.
+// of requests each thread served equals HAProxy's log of %[thread], and
+// its count of connections each accepted equals HAProxy's own (show
+// activity): with a socket per thread (shards by-thread), with one
+// shared socket and multi-queue accept off, and with it on (HAProxy's
+// default), where a thread hands some of what it accepts to others.
 func TestKernelMatchesHAProxy(t *testing.T) {
 	needRoot(t)
 	for _, c := range []struct {
@@ -197,33 +215,45 @@ func TestKernelMatchesHAProxy(t *testing.T) {
 				if d.Errors != 0 || d.Attribution.Missed != 0 || d.Attribution.Unresolved != 0 {
 					t.Fatalf("errors %d, attribution %+v", d.Errors, d.Attribution)
 				}
+				a := d.Attribution
+				if a.Counts != "served" || a.ServingMissed != 0 || a.UnresolvedResponses != 0 || a.Acceptors == nil {
+					t.Fatalf("serving attribution %+v", a)
+				}
 				// HAProxy numbers its threads in the order it starts them,
 				// the first being the process's own: the kernel's thread
 				// ids in ascending order.
-				tids := slices.SortedFunc(maps.Keys(d.PerTID), func(a, b string) int { return cmp.Compare(atoi(a), atoi(b)) })
+				tidSet := maps.Clone(d.PerTID)
+				maps.Copy(tidSet, a.Acceptors.PerTID)
+				tids := slices.SortedFunc(maps.Keys(tidSet), func(a, b string) int { return cmp.Compare(atoi(a), atoi(b)) })
+				if len(tids) != 3 {
+					t.Fatalf("threads %v, want HAProxy's 3", tids)
+				}
 				var kConns, kReqs, hConns, hReqs []int64
-				for _, tid := range tids {
-					tc := d.PerTID[tid]
-					if tc.PID != uint64(hp.Pid()) {
+				for i, tid := range tids {
+					if tc := tidSet[tid]; tc.PID != uint64(hp.Pid()) {
 						t.Errorf("thread %s belongs to pid %d, not HAProxy's %d", tid, tc.PID, hp.Pid())
 					}
-					kConns, kReqs = append(kConns, tc.Connections), append(kReqs, tc.Requests)
-				}
-				for th := range after["accepted"] {
-					if n := after["accepted"][th] - before["accepted"][th]; n > 0 {
-						hConns = append(hConns, n)
-						hReqs = append(hReqs, int64(reqs[th]))
+					var served, accepted int64
+					if tc := d.PerTID[tid]; tc != nil {
+						served = tc.Requests
 					}
+					if tc := a.Acceptors.PerTID[tid]; tc != nil {
+						accepted = tc.Connections
+					}
+					kConns, kReqs = append(kConns, accepted), append(kReqs, served)
+					hConns = append(hConns, after["accepted"][i]-before["accepted"][i])
+					hReqs = append(hReqs, int64(reqs[i]))
 				}
 				if !slices.Equal(kConns, hConns) {
 					t.Errorf("connections accepted per thread: kernel %v, HAProxy %v (tids %v)", kConns, hConns, tids)
 				}
-				if c.serves && !slices.Equal(kReqs, hReqs) {
-					t.Errorf("requests per thread: kernel %v, HAProxy's log %v (tids %v)", kReqs, hReqs, tids)
+				if !slices.Equal(kReqs, hReqs) {
+					t.Errorf("requests served per thread: kernel %v, HAProxy's log %v (tids %v)", kReqs, hReqs, tids)
 				}
-				if !c.serves {
-					t.Logf("requests per thread: by the accepting thread (kernel) %v, by the serving one (HAProxy's log) %v", kReqs, hReqs)
+				if handed := a.HandedToThread; c.serves && handed != 0 || !c.serves && args[5] == "close" && handed == 0 {
+					t.Errorf("%d connections served by another thread than their acceptor (HAProxy hands over: %v)", handed, !c.serves)
 				}
+				t.Logf("per thread: accepted %v, served %v requests; %d connections handed to another thread", kConns, kReqs, a.HandedToThread)
 			})
 		}
 	}

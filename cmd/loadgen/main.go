@@ -88,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.IntVar(&o.Window, "window", 0, "udp closed loop: datagrams in flight per flow (default 1 without -rate)")
 	fs.DurationVar(&o.RebindEvery, "rebind-every", 0, "udp: give every flow a new source port this often, as a NAT rebinding would")
 	fs.StringVar(&o.NetNS, "netns", "", "open the load's sockets in this network namespace (a name under /var/run/netns, or a path); metrics stay in loadgen's own")
-	fs.StringVar(&o.Attribute, "attribute", load.AttrHeader, "who served a request: header (the -pid-header), kernel (the process and thread that accepted the connection, for any server on this host; root), or both (cross-checked)")
+	fs.StringVar(&o.Attribute, "attribute", load.AttrHeader, "who served a request: header (the -pid-header), kernel (the process and thread that sent each response, for any server on this host; root; Linux 6.3+, else the thread that accepted the connection), or both (cross-checked)")
 	fs.StringVar(&o.FairBy, "fair-by", load.FairProcess, "what the fairness figures count as a worker: process, thread (the accepting thread, with -attribute kernel: threaded servers such as HAProxy) or worker (the -id-header the server sends: in-process workers that share a pid)")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "connect and response timeout (with https, the handshake too)")
 	fs.BoolVar(&o.TLS.Resume, "tls-resume", false, "https: resume TLS sessions when reconnecting (tickets, as wrk does); default a full handshake per connection, as ab does")
@@ -244,6 +244,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer tr.Close()
 		f.opts.Kernel = tr
+		sv, err := kattr.StartServing(tr.Port())
+		switch {
+		case errors.Is(err, kattr.ErrNoServeHook):
+			fmt.Fprintf(stderr, "loadgen: %v: counting who accepted each connection instead (JSON attribution.counts \"accepts\")\n", err)
+		case err != nil:
+			fmt.Fprintf(stderr, "loadgen: -attribute: %v\n", err)
+			return 1
+		default:
+			defer sv.Close()
+			f.opts.Serving = sv
+		}
 	}
 	if err := load.ProbeTLS(&f.opts); err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)

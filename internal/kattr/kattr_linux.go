@@ -95,6 +95,7 @@ type probe struct {
 	// CLOCK_MONOTONIC): mono = baseMono + t.Sub(baseTime).
 	baseTime time.Time
 	baseMono int64
+	port     uint16 // the first port watched
 }
 
 // ringSize is the ring buffer's size: at 80 bytes an event, room for
@@ -139,7 +140,7 @@ func startProbe(name, tp string, prog func(l layout, ports, events, missed int) 
 	if err != nil {
 		return nil, err
 	}
-	t := &probe{comms: map[[16]byte]string{}}
+	t := &probe{comms: map[[16]byte]string{}, port: ports[0]}
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	t.baseTime, t.baseMono = time.Now(), ts.Nano()
@@ -590,3 +591,6 @@ func isNil(c interface{ Close() error }) bool {
 	}
 	return false
 }
+
+// Port is the first port watched.
+func (t *probe) Port() uint16 { return t.port }

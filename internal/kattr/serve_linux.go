@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/asm"
@@ -48,6 +49,8 @@ type Sends struct {
 	*probe
 	mu    sync.Mutex
 	table map[Tuple]*sendLog
+	// misses counts the questions that found no send in time.
+	misses atomic.Int64
 }
 
 // sendLog is one connection's sends not yet asked about.
@@ -100,12 +103,17 @@ func serveProgram(l layout, ports, events, missed int) asm.Instructions {
 // has passed the tracepoint.
 const serveWait = 5 * time.Millisecond
 
+// blindMisses is how many questions wait serveWait in vain, with no send
+// seen at all, before Served stops waiting.
+const blindMisses = 16
+
 // Served returns who sent byte through (counted from 1 since the
 // connection began) of the connection tu that began at notBefore (Mono),
 // and forgets what it has answered. last says the client is done with
 // the connection. It waits up to serveWait for sends not on the ring
 // yet, and answers false if they do not come (or no send was ever seen:
-// the server sends by a path the tracepoint does not cover).
+// the server sends by a path the tracepoint does not cover: after a few
+// misses with no send ever seen, it answers at once).
 func (t *Sends) Served(tu Tuple, notBefore, through int64, last bool) (Thread, bool) {
 	var deadline time.Time
 	for {
@@ -115,8 +123,8 @@ func (t *Sends) Served(tu Tuple, notBefore, through int64, last bool) (Thread, b
 			t.drain()
 			who, ok = t.take(tu, notBefore, through)
 		}
-		if ok || t.recorded.Load() == 0 {
-			if last || !ok {
+		if ok || t.recorded.Load() == 0 && t.misses.Load() >= blindMisses {
+			if last {
 				delete(t.table, tu)
 			}
 			t.mu.Unlock()
@@ -127,9 +135,14 @@ func (t *Sends) Served(tu Tuple, notBefore, through int64, last bool) (Thread, b
 		if deadline.IsZero() {
 			deadline = now.Add(serveWait)
 		} else if now.After(deadline) {
-			t.mu.Lock()
-			delete(t.table, tu)
-			t.mu.Unlock()
+			// Keep what was counted: a later answer on the connection
+			// adds up from there.
+			t.misses.Add(1)
+			if last {
+				t.mu.Lock()
+				delete(t.table, tu)
+				t.mu.Unlock()
+			}
 			return Thread{}, false
 		}
 		time.Sleep(20 * time.Microsecond)

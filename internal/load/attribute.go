@@ -1,6 +1,7 @@
 package load
 
 import (
+	"net"
 	"time"
 
 	"github.com/lbbench/lbbench/internal/kattr"
@@ -9,14 +10,20 @@ import (
 // Attribution modes: who served a request.
 const (
 	AttrHeader = "header" // the worker-pid header the server sends
-	AttrKernel = "kernel" // the process and thread the kernel saw accept the connection
+	AttrKernel = "kernel" // the process and thread the kernel saw send the response (or accept the connection)
 	AttrBoth   = "both"   // the kernel's, cross-checked against the header
+)
+
+// What kernel attribution counts (Attribution.Counts).
+const (
+	CountsServed  = "served"  // the thread that sent each response's last byte
+	CountsAccepts = "accepts" // the thread that accepted each connection (no serving hook)
 )
 
 // What the fairness figures count as a worker (Options.FairBy).
 const (
 	FairProcess = "process" // the pid (header or kernel)
-	FairThread  = "thread"  // the accepting thread (kernel)
+	FairThread  = "thread"  // the serving (or accepting) thread (kernel)
 	FairWorker  = "worker"  // the worker id the server sends (in-process workers share a pid)
 )
 
@@ -33,7 +40,19 @@ type Acceptors interface {
 	Missed() int64
 }
 
-// TIDCount counts what one accepting thread took.
+// Servers names the thread that sent the bytes of a response
+// (kattr.Sends).
+type Servers interface {
+	// Served returns who sent byte through (from 1) of the connection t
+	// that began at notBefore (Mono); last says it is the connection's
+	// last question.
+	Served(t kattr.Tuple, notBefore, through int64, last bool) (kattr.Thread, bool)
+	Drain(maxAge time.Duration)
+	Recorded() int64
+	Missed() int64
+}
+
+// TIDCount counts what one thread served (or accepted).
 type TIDCount struct {
 	PID         uint64 `json:"pid"`
 	Comm        string `json:"comm"`
@@ -44,6 +63,9 @@ type TIDCount struct {
 // Attribution is how the kernel attribution went.
 type Attribution struct {
 	Mode string
+	// Counts says whom PerPID and PerTID count: CountsServed or
+	// CountsAccepts.
+	Counts string
 	// Recorded accepts read from the kernel (on the watched port, by any
 	// client); Missed ones the kernel could not hand over (full ring);
 	// Unresolved this run's answered connections with no accept found.
@@ -54,7 +76,24 @@ type Attribution struct {
 	Disagreements int64
 	HeaderPerPID  map[uint64]*PIDCount
 	Examples      []Disagreement
+	// Serving attribution: sends read and missed (full ring); responses
+	// whose sender was not found; connections that got no response;
+	// connections whose responses came from more than one thread.
+	ServingRecorded, ServingMissed int64
+	UnresolvedResponses            int64
+	Unserved                       int64
+	Migrated                       int64
+	HandedToThread                 int64 // connections whose first response came from another thread than their acceptor
+	// Who accepted the connections (counted by who served them), and
+	// how many each acceptor pid handed to each serving pid.
+	AcceptorPIDs map[uint64]*PIDCount
+	AcceptorTIDs map[uint64]*TIDCount
+	Handoffs     map[Handoff]int64
 }
+
+// Handoff is a pair of processes: the one that accepted connections and
+// the one that served them.
+type Handoff struct{ Acceptor, Server uint64 }
 
 // Disagreement is one connection the kernel and the header attribute
 // differently.
@@ -72,6 +111,76 @@ const maxExamples = 10
 type acceptor struct {
 	kattr.Acceptor
 	known, asked bool
+}
+
+// server is what a slot learned of who served its connection.
+type server struct {
+	first    kattr.Thread // the sender of the first response
+	known    bool         // first is set
+	migrated bool         // a later response came from another thread
+}
+
+// served is a response's sender, as a sample carries it.
+type served struct {
+	kattr.Thread
+	known bool
+	// migrated: the first response of the connection from a thread
+	// other than its first response's.
+	migrated bool
+}
+
+// began resets what a slot knows of its connection, which began at at.
+func (s *slot) began(at time.Time) {
+	s.reqs, s.counted, s.acc, s.rx, s.srv = 0, false, acceptor{}, 0, server{}
+	if s.l.e.kernel {
+		s.connMono = s.l.e.o.Kernel.Mono(at)
+	}
+}
+
+// attribute names, for the response just whole, who accepted its
+// connection and who sent it; last says the connection ends with it.
+func (s *slot) attribute(last bool) {
+	x := &s.x
+	s.learn()
+	x.acc = &s.acc
+	who := s.acc.Acceptor
+	known := s.acc.known
+	if sv := s.l.e.o.Serving; sv != nil {
+		x.srv, x.serving = served{}, true
+		if s.tuple.Client.IsValid() {
+			x.srv.Thread, x.srv.known = sv.Served(s.tuple, s.connMono, s.rx, last)
+		}
+		switch {
+		case !x.srv.known:
+		case !s.srv.known:
+			s.srv = server{first: x.srv.Thread, known: true}
+		case !s.srv.migrated && x.srv.TID != s.srv.first.TID:
+			s.srv.migrated, x.srv.migrated = true, true
+		}
+		who, known = x.srv.Thread, x.srv.known
+	}
+	if !known || x.pid != uint64(who.PID) {
+		x.client = s.tuple.Client.String()
+	}
+}
+
+// unserved says the connection under way was established and got no
+// response (serving attribution counts it).
+func (s *slot) unserved() bool {
+	return s.l.e.o.Serving != nil && s.reqs == 0 && s.x.connect > 0
+}
+
+// countingConn counts the bytes read through it (TLS: the records, as
+// the server sent them).
+type countingConn struct {
+	net.Conn
+	n *int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	*c.n += int64(n)
+	return n, err
 }
 
 // learn asks, once per connection at its first answer, who accepted it.

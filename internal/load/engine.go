@@ -209,6 +209,9 @@ loop:
 		case now := <-ticker.C:
 			if e.kernel {
 				o.Kernel.Drain(10 * time.Second) // other clients' accepts, and those never answered
+				if o.Serving != nil {
+					o.Serving.Drain(10 * time.Second)
+				}
 			}
 			sec := tick(shards, now.Sub(e.measureStart).Seconds(), merged, o.FairBy)
 			sec.At = now
@@ -337,8 +340,14 @@ func (e *engine) collect(res *Result, shards []*shard) {
 	}
 	if e.kernel {
 		res.PerTID = c.tids
-		res.Attribution = &Attribution{Mode: e.o.Attribute, Recorded: e.o.Kernel.Recorded(), Missed: e.o.Kernel.Missed(),
+		a := &Attribution{Mode: e.o.Attribute, Counts: CountsAccepts, Recorded: e.o.Kernel.Recorded(), Missed: e.o.Kernel.Missed(),
 			Unresolved: c.unresolved, Disagreements: c.disagree, HeaderPerPID: c.header, Examples: c.examples}
+		if sv := e.o.Serving; sv != nil {
+			a.Counts, a.ServingRecorded, a.ServingMissed = CountsServed, sv.Recorded(), sv.Missed()
+			a.UnresolvedResponses, a.Unserved, a.Migrated, a.HandedToThread = c.unresolvedServed, c.unserved, c.migrated, c.handedTID
+			a.AcceptorPIDs, a.AcceptorTIDs, a.Handoffs = c.accPIDs, c.accTIDs, c.handoffs
+		}
+		res.Attribution = a
 	}
 	res.LocalConnections, res.LocalityKnown = c.localConns, c.localKnown
 	res.UDP = e.mergeUDP()

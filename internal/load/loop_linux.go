@@ -93,6 +93,10 @@ type slot struct {
 	tuple    kattr.Tuple
 	connMono int64
 	acc      acceptor
+	// Serving attribution: bytes read on the connection so far, and
+	// the thread that sent its first response.
+	rx  int64
+	srv server
 }
 
 func newLoop(e *engine) (*loop, error) {
@@ -362,11 +366,7 @@ func (s *slot) dial(local netip.Addr) error {
 		s.l.byFD = append(s.l.byFD, make([]*slot, len(s.l.byFD)+64)...)
 	}
 	s.l.byFD[fd] = s
-	s.reqs, s.counted = 0, false
-	s.acc = acceptor{}
-	if s.l.e.kernel {
-		s.connMono = s.l.e.o.Kernel.Mono(s.l.now)
-	}
+	s.began(s.l.now)
 	return nil
 }
 
@@ -469,6 +469,7 @@ func (s *slot) receive(hangup bool) {
 			s.failRead(err)
 			return
 		}
+		s.rx += int64(n)
 		if s.first.IsZero() {
 			s.first = s.l.now
 		}
@@ -605,11 +606,7 @@ func (s *slot) complete(status int, done time.Time) {
 		x.err = ErrStatus
 	} else {
 		if e.kernel {
-			s.learn()
-			x.acc = &s.acc
-			if !s.acc.known || x.pid != uint64(s.acc.PID) {
-				x.client = s.tuple.Client.String()
-			}
+			s.attribute(s.resp.Close || s.closeAfter)
 		}
 		x.newConn = !s.counted
 		x.latency = done.Sub(s.intended)
@@ -627,8 +624,9 @@ func (s *slot) complete(status int, done time.Time) {
 // a dead target is not hammered in a spin.
 func (s *slot) fail(kind string) {
 	l := s.l
+	unserved := s.unserved()
 	s.closeConn()
-	s.x = sample{err: kind}
+	s.x = sample{err: kind, unserved: unserved}
 	s.record(l.now)
 	if l.e.sched == nil && (kind == ErrRefused || kind == ErrAddrNotAvail) && !l.e.stopped.Load() {
 		s.state = idle

@@ -54,14 +54,17 @@ type Options struct {
 	// Seed seeds Poisson arrivals (0: from the clock).
 	Seed int64
 	// Attribute is AttrHeader (default), AttrKernel or AttrBoth; the
-	// kernel modes need Kernel, which names each connection's acceptor.
+	// kernel modes need Kernel, which names each connection's acceptor,
+	// and count who served each response when Serving is set (else who
+	// accepted its connection).
 	Attribute string
 	Kernel    Acceptors `json:"-"`
+	Serving   Servers   `json:"-"`
 	// NetNS, if set, is the network namespace (a name under
 	// /var/run/netns, or a path) the load's sockets are opened in.
 	NetNS string
 	// FairBy is what the fairness figures count as a worker: FairProcess
-	// (default), FairThread (the accepting thread; kernel attribution) or
+	// (default), FairThread (the serving thread, or the accepting one without Serving; kernel attribution) or
 	// FairWorker (the X-Worker-Id the server sends; in-process workers).
 	FairBy string
 	// Proto is ProtoTCP (HTTP, the default) or ProtoUDP (request/reply

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/lbbench/lbbench/internal/kattr"
 )
 
 // Error kinds, as the summary and JSON name them.
@@ -76,10 +77,44 @@ type counts struct {
 	header     map[uint64]*PIDCount
 	disagree   int64
 	examples   []Disagreement
+	// Serving attribution: the acceptors of the connections served,
+	// acceptor -> server pid pairs, responses with no sender found,
+	// connections that got no response, and ones that moved thread.
+	accPIDs            map[uint64]*PIDCount
+	accTIDs            map[uint64]*TIDCount
+	handoffs           map[Handoff]int64
+	unresolvedServed   int64
+	unserved, migrated int64
+	handedTID          int64 // connections served by another thread than their acceptor
 }
 
 func newCounts() counts {
-	return counts{pids: map[uint64]*PIDCount{}, tids: map[uint64]*TIDCount{}, header: map[uint64]*PIDCount{}, workers: map[uint64]*PIDCount{}}
+	return counts{pids: map[uint64]*PIDCount{}, tids: map[uint64]*TIDCount{}, header: map[uint64]*PIDCount{}, workers: map[uint64]*PIDCount{},
+		accPIDs: map[uint64]*PIDCount{}, accTIDs: map[uint64]*TIDCount{}, handoffs: map[Handoff]int64{}}
+}
+
+// tid adds a response (and a connection, if conns is 1) to m[t].
+func addTID(m map[uint64]*TIDCount, t kattr.Thread, conns int64) {
+	tc := m[uint64(t.TID)]
+	if tc == nil {
+		tc = &TIDCount{PID: uint64(t.PID), Comm: t.Comm}
+		m[uint64(t.TID)] = tc
+	}
+	tc.Requests++
+	tc.Connections += conns
+}
+
+// sumTIDs adds o's counts into m.
+func sumTIDs(m, o map[uint64]*TIDCount) {
+	for t, tc := range o {
+		x := m[t]
+		if x == nil {
+			x = &TIDCount{PID: tc.PID, Comm: tc.Comm}
+			m[t] = x
+		}
+		x.Requests += tc.Requests
+		x.Connections += tc.Connections
+	}
 }
 
 // addTo adds a response (and a connection, if conns is 1) to m[k].
@@ -130,15 +165,16 @@ func (c *counts) add(o *counts) {
 	c.unattributed.Requests += o.unattributed.Requests
 	c.unattributed.Connections += o.unattributed.Connections
 	c.badPID += o.badPID
-	for t, tc := range o.tids {
-		x := c.tids[t]
-		if x == nil {
-			x = &TIDCount{PID: tc.PID, Comm: tc.Comm}
-			c.tids[t] = x
-		}
-		x.Requests += tc.Requests
-		x.Connections += tc.Connections
+	sumTIDs(c.tids, o.tids)
+	sumTIDs(c.accTIDs, o.accTIDs)
+	sum(c.accPIDs, o.accPIDs)
+	for h, n := range o.handoffs {
+		c.handoffs[h] += n
 	}
+	c.unresolvedServed += o.unresolvedServed
+	c.unserved += o.unserved
+	c.migrated += o.migrated
+	c.handedTID += o.handedTID
 	c.unresolved.Requests += o.unresolved.Requests
 	c.unresolved.Connections += o.unresolved.Connections
 	sum(c.header, o.header)
@@ -181,6 +217,9 @@ type sample struct {
 	// acc is the connection's acceptor (kernel attribution), client its
 	// address for examples.
 	acc         *acceptor
+	srv         served // who sent the response, when serving is set
+	serving     bool
+	unserved    bool // a failure that ends a connection that got no response
 	client      string
 	bad         []byte // ... that value
 	worker      []byte
@@ -201,6 +240,10 @@ func (s *shard) record(x *sample) {
 		k := kindIndex(x.err)
 		s.total.errs[k]++
 		s.sec.errs[k]++
+		if x.unserved {
+			s.total.unserved++
+			s.sec.unserved++
+		}
 		return
 	}
 	s.latency.RecordValue(int64(x.latency))
@@ -257,15 +300,19 @@ func (s *shard) record(x *sample) {
 // recordErr counts a failed connection attempt.
 func (s *shard) recordErr(kind string) { s.record(&sample{err: kind}) }
 
-// recordKernel counts a response by the acceptor the kernel reported,
-// and in attribution both checks it against the header's pid. s.mu is
-// held.
+// recordKernel counts a response by the thread the kernel saw send it
+// (or, without serving attribution, accept its connection), and in
+// attribution both checks it against the header's pid. s.mu is held.
 func (s *shard) recordKernel(x *sample) {
 	conns := int64(0)
 	if x.newConn {
 		conns = 1
 		s.total.conns++
 		s.sec.conns++
+	}
+	who, known := x.acc.Acceptor, x.acc.known
+	if x.serving {
+		who, known = x.srv.Thread, x.srv.known
 	}
 	for _, c := range []*counts{&s.total, &s.sec} {
 		if x.workerID > 0 { // fair-by worker: the header's worker id
@@ -274,29 +321,48 @@ func (s *shard) recordKernel(x *sample) {
 		if !x.acc.known {
 			c.unresolved.Requests++
 			c.unresolved.Connections += conns
+		}
+		if x.serving {
+			c.recordServing(x, conns)
+		}
+		if !known {
 			c.unattributed.Requests++
 			c.unattributed.Connections += conns
 			continue
 		}
-		pc := c.pid(uint64(x.acc.PID))
-		pc.Requests++
-		pc.Connections += conns
-		tid := uint64(x.acc.TID)
-		tc := c.tids[tid]
-		if tc == nil {
-			tc = &TIDCount{PID: uint64(x.acc.PID), Comm: x.acc.Comm}
-			c.tids[tid] = tc
-		}
-		tc.Requests++
-		tc.Connections += conns
+		addTo(c.pids, uint64(who.PID), conns)
+		addTID(c.tids, who, conns)
 		if x.pid != 0 { // attribution both: the header's view
 			addTo(c.header, x.pid, conns)
-			if conns > 0 && x.pid != uint64(x.acc.PID) {
+			if conns > 0 && x.pid != uint64(who.PID) {
 				c.disagree++
 				if len(c.examples) < maxExamples {
-					c.examples = append(c.examples, Disagreement{Client: x.client, KernelPID: uint64(x.acc.PID), KernelTID: tid, HeaderPID: x.pid})
+					c.examples = append(c.examples, Disagreement{Client: x.client, KernelPID: uint64(who.PID), KernelTID: uint64(who.TID), HeaderPID: x.pid})
 				}
 			}
+		}
+	}
+}
+
+// recordServing counts who accepted the response's connection, the
+// handoff from acceptor to server, and what serving attribution could
+// not name.
+func (c *counts) recordServing(x *sample, conns int64) {
+	if !x.srv.known {
+		c.unresolvedServed++
+	}
+	if x.srv.migrated {
+		c.migrated++
+	}
+	if !x.acc.known {
+		return
+	}
+	addTo(c.accPIDs, uint64(x.acc.PID), conns)
+	addTID(c.accTIDs, x.acc.Acceptor, conns)
+	if conns > 0 && x.srv.known {
+		c.handoffs[Handoff{uint64(x.acc.PID), uint64(x.srv.PID)}]++
+		if x.srv.TID != x.acc.TID {
+			c.handedTID++
 		}
 	}
 }

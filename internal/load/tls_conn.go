@@ -266,17 +266,14 @@ func (ts *tlsSlot) dial(deadline time.Time) string {
 	if err != nil {
 		return classify(err)
 	}
-	s.reqs, s.counted, s.acc = 0, false, acceptor{}
-	if e.kernel {
-		s.connMono = e.o.Kernel.Mono(s.start)
-	}
+	s.began(s.start)
 	nc.SetDeadline(deadline)
 	if err := ts.connected(nc); err != nil {
 		nc.Close()
 		return classify(err)
 	}
 	s.x.connect = time.Since(s.start)
-	tc := tls.Client(nc, ts.cfg)
+	tc := tls.Client(countingConn{nc, &s.rx}, ts.cfg)
 	ts.mu.Lock()
 	ts.conn = tc
 	ts.mu.Unlock()
@@ -370,6 +367,7 @@ func (ts *tlsSlot) finish() {
 // of the run cut is counted as in flight instead.
 func (ts *tlsSlot) fail(kind string) {
 	s, t, e := ts.s, ts.t, ts.t.e
+	unserved := s.unserved()
 	ts.closeConn()
 	if e.stopped.Load() {
 		if !s.intended.Before(e.measureStart) {
@@ -382,7 +380,7 @@ func (ts *tlsSlot) fail(kind string) {
 		}
 		return
 	}
-	s.x = sample{err: kind}
+	s.x = sample{err: kind, unserved: unserved}
 	s.record(time.Now())
 }
 

@@ -126,18 +126,8 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 			if r.PerTID == nil {
 				r.PerTID = map[uint64]*load.TIDCount{}
 			}
-			for k, tc := range d.PerTID {
-				id, err := strconv.ParseUint(k, 10, 64)
-				if err != nil {
-					return nil, fmt.Errorf("merge: %s: tid %q", files[i], k)
-				}
-				x := r.PerTID[id]
-				if x == nil {
-					x = &load.TIDCount{PID: tc.PID, Comm: tc.Comm}
-					r.PerTID[id] = x
-				}
-				x.Requests += tc.Requests
-				x.Connections += tc.Connections
+			if err := sumTIDCounts(r.PerTID, d.PerTID); err != nil {
+				return nil, fmt.Errorf("merge: %s: %v", files[i], err)
 			}
 		}
 		if len(d.PerWorker) > 0 {
@@ -163,6 +153,9 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 			attr.Unresolved.Connections += a.Unresolved
 			attr.Disagreements += a.Disagreements
 			attr.Examples = append(attr.Examples, a.Examples...)
+			if err := addServing(&attr, a); err != nil {
+				return nil, fmt.Errorf("merge: %s: %v", files[i], err)
+			}
 		}
 		r.InFlightAtEnd += d.InFlightAtEnd.Requests
 		r.OldestInFlight = max(r.OldestInFlight, time.Duration(d.InFlightAtEnd.OldestSeconds*1e9))
@@ -231,6 +224,8 @@ func compatible(a, b *Doc) error {
 		return fmt.Errorf("other TLS settings (%s, not %s)", tlsOf(b), tlsOf(a))
 	case b.Attribution.Mode != a.Attribution.Mode || b.Attribution.FairBy != a.Attribution.FairBy:
 		return fmt.Errorf("attributed otherwise (%s by %s, not %s by %s)", b.Attribution.Mode, b.Attribution.FairBy, a.Attribution.Mode, a.Attribution.FairBy)
+	case b.Attribution.Counts != a.Attribution.Counts:
+		return fmt.Errorf("attributed otherwise (counting %q, not %q)", b.Attribution.Counts, a.Attribution.Counts)
 	case len(b.Histograms) == 0:
 		return errors.New("no histograms in it (written by a loadgen older than merge)")
 	case b.StartTime.IsZero():
@@ -463,4 +458,52 @@ func tlsOf(d *Doc) string {
 		s += ", TLS " + d.TLS.Version
 	}
 	return s
+}
+
+// addServing adds a run's serving attribution (who accepted, handoffs,
+// what was missed) into attr.
+func addServing(attr *load.Attribution, a AttributionDoc) error {
+	attr.Counts = a.Counts
+	if a.Counts != load.CountsServed {
+		return nil
+	}
+	attr.ServingRecorded += a.ServingRecorded
+	attr.ServingMissed += a.ServingMissed
+	attr.UnresolvedResponses += a.UnresolvedResponses
+	attr.Unserved += a.Unserved
+	attr.Migrated += a.Migrated
+	attr.HandedToThread += a.HandedToThread
+	if attr.AcceptorPIDs == nil {
+		attr.AcceptorPIDs, attr.AcceptorTIDs, attr.Handoffs = map[uint64]*load.PIDCount{}, map[uint64]*load.TIDCount{}, map[load.Handoff]int64{}
+	}
+	if a.Acceptors != nil {
+		if err := sumCounts(attr.AcceptorPIDs, a.Acceptors.PerPID); err != nil {
+			return err
+		}
+		if err := sumTIDCounts(attr.AcceptorTIDs, a.Acceptors.PerTID); err != nil {
+			return err
+		}
+	}
+	for _, h := range a.Handoffs {
+		attr.Handoffs[load.Handoff{Acceptor: h.AcceptorPID, Server: h.ServerPID}] += h.Connections
+	}
+	return nil
+}
+
+// sumTIDCounts adds a document's per-thread counts into m.
+func sumTIDCounts(m map[uint64]*load.TIDCount, o map[string]*load.TIDCount) error {
+	for k, tc := range o {
+		id, err := strconv.ParseUint(k, 10, 64)
+		if err != nil {
+			return fmt.Errorf("tid %q", k)
+		}
+		x := m[id]
+		if x == nil {
+			x = &load.TIDCount{PID: tc.PID, Comm: tc.Comm}
+			m[id] = x
+		}
+		x.Requests += tc.Requests
+		x.Connections += tc.Connections
+	}
+	return nil
 }

@@ -4,6 +4,7 @@
 package report
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -228,6 +229,47 @@ type AttributionDoc struct {
 	// Note says what a disagreement means when every connection was
 	// handed over by one acceptor (the single model's supervisor).
 	Note string `json:"note,omitempty"`
+	// Counts says whom per_pid, per_tid and the fairness figures count:
+	// "served" (the thread that sent each response's last byte) or
+	// "accepts" (the thread that accepted each connection: a kernel
+	// without the serving hook).
+	Counts string `json:"counts,omitempty"`
+	// Serving attribution: sends read on the watched port and sends the
+	// kernel could not hand over; responses whose sender was not found
+	// (counted as unattributed); connections that got no response;
+	// connections whose responses came from more than one thread.
+	ServingRecorded     int64 `json:"serving_recorded,omitempty"`
+	ServingMissed       int64 `json:"serving_missed"`
+	UnresolvedResponses int64 `json:"unresolved_responses,omitempty"`
+	Unserved            int64 `json:"unserved_connections,omitempty"`
+	Migrated            int64 `json:"migrated_connections,omitempty"`
+	// HandedToThread counts connections whose first response another
+	// thread sent than the one that accepted them (the same process or
+	// not: HAProxy's thread handoff, a Go runtime's thread change).
+	HandedToThread int64 `json:"handed_to_other_thread,omitempty"`
+	// Acceptors count the connections served by who accepted them, and
+	// Handoffs how many each accepting process handed to each serving
+	// process (the same process included), most first.
+	Acceptors *Acceptors `json:"acceptors,omitempty"`
+	Handoffs  []Handoff  `json:"handoffs,omitempty"`
+	// Incomplete says the kernel dropped events (a full ring buffer):
+	// the counts miss what those events would have named.
+	Incomplete bool `json:"incomplete,omitempty"`
+}
+
+// Acceptors count responses and connections by the process and thread
+// that accepted the connection.
+type Acceptors struct {
+	PerPID map[string]*load.PIDCount `json:"per_pid"`
+	PerTID map[string]*load.TIDCount `json:"per_tid"`
+}
+
+// Handoff is how many connections one process accepted and another (or
+// the same) served.
+type Handoff struct {
+	AcceptorPID uint64 `json:"acceptor_pid"`
+	ServerPID   uint64 `json:"server_pid"`
+	Connections int64  `json:"connections"`
 }
 
 // InFlight describes the requests cut by the end of the run.
@@ -496,6 +538,26 @@ func attribution(r *load.Result, fairBy string) AttributionDoc {
 		for pid, pc := range ra.HeaderPerPID {
 			a.HeaderPerPID[strconv.FormatUint(pid, 10)] = pc
 		}
+	}
+	a.Counts = ra.Counts
+	a.Incomplete = ra.Missed > 0 || ra.ServingMissed > 0
+	if ra.Counts == load.CountsServed {
+		a.ServingRecorded, a.ServingMissed = ra.ServingRecorded, ra.ServingMissed
+		a.UnresolvedResponses, a.Unserved, a.Migrated, a.HandedToThread = ra.UnresolvedResponses, ra.Unserved, ra.Migrated, ra.HandedToThread
+		a.Acceptors = &Acceptors{PerPID: map[string]*load.PIDCount{}, PerTID: map[string]*load.TIDCount{}}
+		for pid, pc := range ra.AcceptorPIDs {
+			a.Acceptors.PerPID[strconv.FormatUint(pid, 10)] = pc
+		}
+		for tid, tc := range ra.AcceptorTIDs {
+			a.Acceptors.PerTID[strconv.FormatUint(tid, 10)] = tc
+		}
+		for h, n := range ra.Handoffs {
+			a.Handoffs = append(a.Handoffs, Handoff{AcceptorPID: h.Acceptor, ServerPID: h.Server, Connections: n})
+		}
+		slices.SortFunc(a.Handoffs, func(x, y Handoff) int {
+			return cmp.Or(cmp.Compare(y.Connections, x.Connections), cmp.Compare(x.AcceptorPID, y.AcceptorPID), cmp.Compare(x.ServerPID, y.ServerPID))
+		})
+		return a
 	}
 	if a.Disagreements > 0 && a.Disagreements == r.Connections && len(r.PerPID) == 1 {
 		a.Note = "every connection was accepted by one process and served by others: the acceptor hands connections over " +

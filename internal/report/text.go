@@ -147,15 +147,7 @@ func Summary(w io.Writer, d *Doc) {
 		}
 	}
 	if a := d.Attribution; a.Mode != "header" {
-		fmt.Fprintf(w, "  Attribution (%s): %d accepts recorded, %d missed, %d connections unresolved",
-			a.Mode, a.Recorded, a.Missed, a.Unresolved)
-		if a.Mode == "both" {
-			fmt.Fprintf(w, ", %d connections where the kernel and the header disagree", a.Disagreements)
-		}
-		fmt.Fprintln(w)
-		if a.Note != "" {
-			fmt.Fprintf(w, "  Note: %s\n", a.Note)
-		}
+		attributionText(w, d)
 	}
 	if u := d.Unattributed; u != nil {
 		fmt.Fprintf(w, "\n  Unattributed %d requests (%.1f%%) on %d connections carry no usable worker pid; left out of the fairness figures\n",
@@ -267,3 +259,67 @@ func tlsQuantiles(d *Doc) Quantiles {
 
 // tlsFailures lists the handshake failures by reason.
 func tlsFailures(t *TLSDoc) string { return countsOf(load.TLSFailureReasons, t.Failures) }
+
+// attributionText says what kernel attribution counted and how it went,
+// and who handed connections to whom.
+func attributionText(w io.Writer, d *Doc) {
+	a := d.Attribution
+	what := "who accepted each connection"
+	if a.Counts == load.CountsServed {
+		what = "who sent each response"
+	}
+	fmt.Fprintf(w, "  Attribution (%s, counting %s): %d accepts recorded, %d missed, %d connections unresolved",
+		a.Mode, what, a.Recorded, a.Missed, a.Unresolved)
+	if a.Counts == load.CountsServed {
+		fmt.Fprintf(w, "; %d sends recorded, %d missed, %d responses unresolved, %d connections unserved, %d migrated",
+			a.ServingRecorded, a.ServingMissed, a.UnresolvedResponses, a.Unserved, a.Migrated)
+	}
+	if a.Mode == load.AttrBoth {
+		fmt.Fprintf(w, ", %d connections where the kernel and the header disagree", a.Disagreements)
+	}
+	fmt.Fprintln(w)
+	if a.Incomplete {
+		fmt.Fprintln(w, "  WARNING: the kernel dropped events (full ring buffer): the per-worker counts miss what they named")
+	}
+	if a.Note != "" {
+		fmt.Fprintf(w, "  Note: %s\n", a.Note)
+	}
+	if a.Acceptors == nil || len(a.Handoffs) == 0 {
+		return
+	}
+	accPIDs, srvPIDs := map[uint64]bool{}, map[uint64]bool{}
+	var handed, total int64
+	for _, h := range a.Handoffs {
+		accPIDs[h.AcceptorPID], srvPIDs[h.ServerPID] = true, true
+		total += h.Connections
+		if h.AcceptorPID != h.ServerPID {
+			handed += h.Connections
+		}
+	}
+	if handed == 0 {
+		fmt.Fprintf(w, "  Every connection was served by the process that accepted it (%d accepting, %d serving threads; %d connections served by another thread than their acceptor)\n",
+			len(a.Acceptors.PerTID), len(d.PerTID), a.HandedToThread)
+		return
+	}
+	fmt.Fprintf(w, "  Accepted by %s (%s), served by %s (%s): %d of %d connections handed to another process\n",
+		plural(len(accPIDs), "process", "processes"), plural(len(a.Acceptors.PerTID), "thread", "threads"),
+		plural(len(srvPIDs), "process", "processes"), plural(len(d.PerTID), "thread", "threads"), handed, total)
+	fmt.Fprintf(w, "  %-12s %-12s %12s %7s\n", "accepted by", "served by", "connections", "share")
+	for i, h := range a.Handoffs {
+		if i == maxHandoffRows {
+			fmt.Fprintf(w, "  ... %d more pairs (JSON: attribution.handoffs)\n", len(a.Handoffs)-i)
+			break
+		}
+		fmt.Fprintf(w, "  %-12d %-12d %12d %6.1f%%\n", h.AcceptorPID, h.ServerPID, h.Connections, pct(h.Connections, total))
+	}
+}
+
+// maxHandoffRows bounds the handoff table of the summary.
+const maxHandoffRows = 16
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
