@@ -84,6 +84,7 @@ type Attribution struct {
 	Unserved                       int64
 	Migrated                       int64
 	HandedToThread                 int64 // connections whose first response came from another thread than their acceptor
+	DisagreeingResponses           int64 // both: responses whose header names another pid than their sender
 	// Who accepted the connections (counted by who served them), and
 	// how many each acceptor pid handed to each serving pid.
 	AcceptorPIDs map[uint64]*PIDCount

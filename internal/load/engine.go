@@ -346,6 +346,7 @@ func (e *engine) collect(res *Result, shards []*shard) {
 			a.Counts, a.ServingRecorded, a.ServingMissed = CountsServed, sv.Recorded(), sv.Missed()
 			a.UnresolvedResponses, a.Unserved, a.Migrated, a.HandedToThread = c.unresolvedServed, c.unserved, c.migrated, c.handedTID
 			a.AcceptorPIDs, a.AcceptorTIDs, a.Handoffs = c.accPIDs, c.accTIDs, c.handoffs
+			a.DisagreeingResponses = c.disagreeResp
 		}
 		res.Attribution = a
 	}

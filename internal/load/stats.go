@@ -86,6 +86,7 @@ type counts struct {
 	unresolvedServed   int64
 	unserved, migrated int64
 	handedTID          int64 // connections served by another thread than their acceptor
+	disagreeResp       int64 // responses whose header pid is not their sender's
 }
 
 func newCounts() counts {
@@ -175,6 +176,7 @@ func (c *counts) add(o *counts) {
 	c.unserved += o.unserved
 	c.migrated += o.migrated
 	c.handedTID += o.handedTID
+	c.disagreeResp += o.disagreeResp
 	c.unresolved.Requests += o.unresolved.Requests
 	c.unresolved.Connections += o.unresolved.Connections
 	sum(c.header, o.header)
@@ -334,6 +336,9 @@ func (s *shard) recordKernel(x *sample) {
 		addTID(c.tids, who, conns)
 		if x.pid != 0 { // attribution both: the header's view
 			addTo(c.header, x.pid, conns)
+			if x.serving && x.pid != uint64(who.PID) {
+				c.disagreeResp++
+			}
 			if conns > 0 && x.pid != uint64(who.PID) {
 				c.disagree++
 				if len(c.examples) < maxExamples {

@@ -473,6 +473,7 @@ func addServing(attr *load.Attribution, a AttributionDoc) error {
 	attr.Unserved += a.Unserved
 	attr.Migrated += a.Migrated
 	attr.HandedToThread += a.HandedToThread
+	attr.DisagreeingResponses += a.DisagreeingResponses
 	if attr.AcceptorPIDs == nil {
 		attr.AcceptorPIDs, attr.AcceptorTIDs, attr.Handoffs = map[uint64]*load.PIDCount{}, map[uint64]*load.TIDCount{}, map[load.Handoff]int64{}
 	}

@@ -247,6 +247,9 @@ type AttributionDoc struct {
 	// thread sent than the one that accepted them (the same process or
 	// not: HAProxy's thread handoff, a Go runtime's thread change).
 	HandedToThread int64 `json:"handed_to_other_thread,omitempty"`
+	// DisagreeingResponses (attribution both, serving) counts responses
+	// whose header names another pid than the one that sent them.
+	DisagreeingResponses int64 `json:"disagreeing_responses,omitempty"`
 	// Acceptors count the connections served by who accepted them, and
 	// Handoffs how many each accepting process handed to each serving
 	// process (the same process included), most first.
@@ -544,6 +547,7 @@ func attribution(r *load.Result, fairBy string) AttributionDoc {
 	if ra.Counts == load.CountsServed {
 		a.ServingRecorded, a.ServingMissed = ra.ServingRecorded, ra.ServingMissed
 		a.UnresolvedResponses, a.Unserved, a.Migrated, a.HandedToThread = ra.UnresolvedResponses, ra.Unserved, ra.Migrated, ra.HandedToThread
+		a.DisagreeingResponses = ra.DisagreeingResponses
 		a.Acceptors = &Acceptors{PerPID: map[string]*load.PIDCount{}, PerTID: map[string]*load.TIDCount{}}
 		for pid, pc := range ra.AcceptorPIDs {
 			a.Acceptors.PerPID[strconv.FormatUint(pid, 10)] = pc

@@ -276,6 +276,9 @@ func attributionText(w io.Writer, d *Doc) {
 	}
 	if a.Mode == load.AttrBoth {
 		fmt.Fprintf(w, ", %d connections where the kernel and the header disagree", a.Disagreements)
+		if a.Counts == load.CountsServed {
+			fmt.Fprintf(w, " (%d responses)", a.DisagreeingResponses)
+		}
 	}
 	fmt.Fprintln(w)
 	if a.Incomplete {

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"maps"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/lbbench/lbbench/internal/peers"
+	"github.com/lbbench/lbbench/internal/proctest"
+)
+
+// TestServingMatchesForkedServers: for servers whose primary forks the
+// workers (Node.js cluster in both scheduling policies, gunicorn on one
+// socket and with --reuse-port, uvicorn), the kernel's serving
+// attribution names, response for response, the pid each worker sends,
+// and its per-pid counts equal the server's own log (gunicorn's access
+// log with %(p)s; the app's pid log for the others). Under Node's rr the
+// primary accepts every connection and serves none; elsewhere each
+// worker serves what it accepted.
+func TestServingMatchesForkedServers(t *testing.T) {
+	needRoot(t)
+	for _, kind := range peers.ForkedKinds {
+		t.Run(kind, func(t *testing.T) {
+			addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
+			f, err := peers.StartForked(peers.ForkedOptions{Kind: kind, Addr: addr, Workers: 3, Log: true})
+			if err != nil {
+				if strings.Contains(err.Error(), "make setup") && os.Getenv("CI") == "" {
+					t.Skip(err)
+				}
+				t.Fatal(err)
+			}
+			defer f.Stop()
+			var want int64
+			kernel := map[string]int{}
+			for _, args := range [][]string{
+				{"-c", "8", "-n", "1500", "-conn", "close"},
+				{"-c", "6", "-n", "1500", "-conn", "keepalive", "-reqs-per-conn", "10"},
+			} {
+				d, out := runLoadgen(t, append(args, "-attribute", "both", "-workers", "3", "http://"+addr+"/")...)
+				want += d.Requests
+				a := d.Attribution
+				if d.Errors != 0 || a.Counts != "served" || a.ServingMissed != 0 || a.UnresolvedResponses != 0 || a.Acceptors == nil {
+					t.Fatalf("%v: errors %d, attribution %+v\n%s", args, d.Errors, a, out)
+				}
+				if a.Disagreements != 0 || a.DisagreeingResponses != 0 {
+					t.Errorf("%v: kernel and header disagree on %d connections, %d responses: %+v", args, a.Disagreements, a.DisagreeingResponses, a.Examples)
+				}
+				for pid := range d.PerPID {
+					if !contains(f.Workers(), pid) {
+						t.Errorf("%v: served by %s, not a worker %v", args, pid, f.Workers())
+					}
+				}
+				primary := strconv.Itoa(f.Pid())
+				accepted := keysOf(a.Acceptors.PerPID)
+				if kind == peers.NodeRR {
+					if len(accepted) != 1 || accepted[0] != primary || d.PerPID[primary] != nil {
+						t.Errorf("%v: accepted by %v, served by %v: want the primary %s to accept all and serve none", args, accepted, keysOf(d.PerPID), primary)
+					}
+					if !strings.Contains(out, "Accepted by 1 process") {
+						t.Errorf("%v: the summary does not say who accepted:\n%s", args, out)
+					}
+				} else {
+					for _, h := range a.Handoffs {
+						if h.AcceptorPID != h.ServerPID {
+							t.Errorf("%v: %d connections accepted by %d, served by %d", args, h.Connections, h.AcceptorPID, h.ServerPID)
+						}
+					}
+				}
+				for pid, pc := range d.PerPID {
+					kernel[pid] += int(pc.Requests)
+				}
+				t.Logf("%v: handoffs %+v", args, a.Handoffs)
+			}
+			// The log: every request of both runs, by the pid that served it.
+			var logged map[string]int
+			awaitLog(t, want, func() int64 { logged, _ = f.LogCounts(); return sum(logged) })
+			if !maps.Equal(logged, kernel) {
+				t.Errorf("requests per pid: %s's log %v, the kernel's serving attribution %v", kind, logged, kernel)
+			}
+		})
+	}
+}
+
+func contains(pids []int, pid string) bool {
+	for _, p := range pids {
+		if strconv.Itoa(p) == pid {
+			return true
+		}
+	}
+	return false
+}
