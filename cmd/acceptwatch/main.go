@@ -1,8 +1,9 @@
 // Command acceptwatch watches a TCP port on this host and shows, once a
 // second and at the end, which processes and threads accept its new
-// connections (as the kernel saw each accept), how evenly, the accept
-// queue of every listening socket on the port, and the host's listen
-// overflows. It generates no load: point it at a live server (nginx,
+// connections (as the kernel saw each accept) and which serve them (send
+// on them first: Linux 6.3+), how evenly, who handed connections to
+// whom, the accept queue of every listening socket on the port, and the
+// host's listen overflows. It generates no load: point it at a live server (nginx,
 // HAProxy, a Go service) while its clients run. It needs root (BPF).
 //
 //	acceptwatch -port 8080 -d 30s -by thread -metrics-addr 127.0.0.1:9102
@@ -57,7 +58,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("acceptwatch", flag.ContinueOnError)
 	fs.IntVar(&o.port, "port", 0, "the TCP port to watch (required)")
 	fs.DurationVar(&o.duration, "d", 0, "how long to watch (0: until Ctrl-C)")
-	fs.StringVar(&o.by, "by", "process", "what the fairness figures count as a worker: process or thread")
+	fs.StringVar(&o.by, "by", "process", "what the fairness figures count: process or thread (by who accepted each connection), serving-process or serving-thread (by who sent on it first)")
 	fs.IntVar(&o.workers, "workers", 0, "workers the server has; those that accept nothing count as zeros in the fairness figures")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics on HOST:PORT while watching")
 	fs.StringVar(&o.jsonPath, "json", "", "write the final counts to this file")
@@ -82,8 +83,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-port: give the port to watch, 1 to 65535")
 	case o.duration < 0:
 		return nil, errors.New("-d must not be negative")
-	case o.by != "process" && o.by != "thread":
-		return nil, fmt.Errorf("-by %q: want process or thread", o.by)
+	case !slices.Contains([]string{byProcess, byThread, byServingProcess, byServingThread}, o.by):
+		return nil, fmt.Errorf("-by %q: want process, thread, serving-process or serving-thread", o.by)
 	case o.workers < 0:
 		return nil, errors.New("-workers must not be negative")
 	}
@@ -116,8 +117,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// What -by counts.
+const (
+	byProcess        = "process"
+	byThread         = "thread"
+	byServingProcess = "serving-process"
+	byServingThread  = "serving-thread"
+)
+
+// servingBy says whether -by counts the serving side.
+func servingBy(by string) bool { return by == byServingProcess || by == byServingThread }
+
 // Summary is what -json writes: every accept seen, by process and by
-// thread, and the fairness figures over what -by counts.
+// thread, the serving side, and the fairness figures over what -by
+// counts.
 type Summary struct {
 	Port            int                  `json:"port"`
 	DurationSeconds float64              `json:"duration_seconds"`
@@ -134,6 +147,9 @@ type Summary struct {
 	// start); ForeignAccepts the accepts by any other process.
 	Expected       []int `json:"expected_pids"`
 	ForeignAccepts int64 `json:"foreign_accepts"`
+	// Serving is who served the connections (nil: a kernel without the
+	// hook).
+	Serving *ServingSummary `json:"serving,omitempty"`
 }
 
 // Count is one process's or thread's accepts.
@@ -187,7 +203,7 @@ func (t *tally) add(ev kattr.Event) {
 // workers that accepted nothing.
 func (t *tally) units(by string, workers int) []float64 {
 	m := t.pids
-	if by == "thread" {
+	if by == byThread {
 		m = t.tids
 	}
 	var xs []float64
@@ -213,6 +229,20 @@ func watch(o *options, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tr.Close()
+	sv, err := kattr.StartServing(uint16(o.port))
+	switch {
+	case errors.Is(err, kattr.ErrNoServeHook):
+		instead := ""
+		if servingBy(o.by) {
+			o.by = map[string]string{byServingProcess: byProcess, byServingThread: byThread}[o.by]
+			instead = "; the fairness figures count accepts by " + o.by
+		}
+		fmt.Fprintf(stderr, "acceptwatch: %v: watching accepts only%s\n", err, instead)
+	case err != nil:
+		return err
+	default:
+		defer sv.Close()
+	}
 
 	var m *watchMetrics
 	if o.metricsAddr != "" {
@@ -220,7 +250,7 @@ func watch(o *options, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("listen metrics %s: %v", o.metricsAddr, errors.Unwrap(err))
 		}
-		m = newWatchMetrics(o.port)
+		m = newWatchMetrics(o.port, sv != nil)
 		srv := &http.Server{Handler: promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
@@ -254,6 +284,7 @@ func watch(o *options, stdout, stderr io.Writer) error {
 	socks := map[uint64]*Socket{}
 	var goneForeign []Socket
 	total := newTally()
+	srv := newServing()
 	sum := &Summary{Port: o.port, By: o.by}
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
@@ -264,11 +295,16 @@ func watch(o *options, stdout, stderr io.Writer) error {
 			done = true
 		case <-tick.C:
 		}
-		sec := newTally()
-		for _, ev := range tr.Read() {
+		sec, secServed := newTally(), newServeTally()
+		accepts := tr.Read()
+		for _, ev := range accepts {
 			sec.add(ev)
 			total.add(ev)
 			m.observe(ev)
+		}
+		if sv != nil {
+			srv.step(accepts, sv.ReadSends(), secServed, m, tr.Mono(time.Now()))
+			m.servingMissed(sv.Missed())
 		}
 		ls, lerr := sockets.Listeners(uint16(o.port))
 		if lerr == nil {
@@ -307,16 +343,20 @@ func watch(o *options, stdout, stderr io.Writer) error {
 		}
 		now, _ := kernel.TcpExt()
 		m.kernel(before, now, tr.Missed())
-		if done && sec.total == 0 {
+		if done && sec.total == 0 && secServed.conns == 0 {
 			break
 		}
+		counts, n, units := sec.counts(o.by), sec.total, sec.units(o.by, o.workers)
+		if servingBy(o.by) {
+			counts, n, units = secServed.counts(o.by), secServed.conns, secServed.units(o.by, o.workers)
+		}
 		shares := map[string]float64{}
-		for id, c := range pick(sec, o.by) {
-			shares[strconv.Itoa(id)] = float64(c.Accepts) / float64(max(sec.total, 1))
+		for id, c := range counts {
+			shares[strconv.Itoa(id)] = float64(c) / float64(max(n, 1))
 		}
 		sum.Seconds = append(sum.Seconds, shares)
 		if !o.quiet {
-			fmt.Fprintln(stderr, secondLine(time.Since(start), sec, o, ls, before, now))
+			fmt.Fprintln(stderr, secondLine(time.Since(start), sec.total, counts, n, units, o, ls, before, now))
 		}
 	}
 
@@ -325,6 +365,12 @@ func watch(o *options, stdout, stderr io.Writer) error {
 	sum.Accepts, sum.Missed = total.total, tr.Missed()
 	sum.PerPID, sum.PerTID = byID(total.pids), byID(total.tids)
 	sum.Fairness = fairness.Compute(total.units(o.by, o.workers))
+	if sv != nil {
+		sum.Serving = srv.summary(sv.Missed())
+		if servingBy(o.by) {
+			sum.Fairness = fairness.Compute(srv.total.units(o.by, o.workers))
+		}
+	}
 	sum.Expected = slices.Sorted(slices.Values(expect))
 	for pid, c := range total.pids {
 		if !slices.Contains(expect, pid) {
@@ -349,14 +395,38 @@ func watch(o *options, stdout, stderr io.Writer) error {
 	if sum.Missed > 0 {
 		return fmt.Errorf("%d accepts could not be recorded (the ring buffer was full): the counts are short by that many", sum.Missed)
 	}
+	if s := sum.Serving; s != nil && s.Missed > 0 {
+		return fmt.Errorf("%d sends could not be recorded (the ring buffer was full): the serving counts may miss connections", s.Missed)
+	}
 	return nil
 }
 
-func pick(t *tally, by string) map[int]*Count {
-	if by == "thread" {
-		return t.tids
+// counts are the second's accepts by what by counts.
+func (t *tally) counts(by string) map[int]int64 {
+	m := t.pids
+	if by == byThread {
+		m = t.tids
 	}
-	return t.pids
+	out := map[int]int64{}
+	for id, c := range m {
+		out[id] = c.Accepts
+	}
+	return out
+}
+
+// counts are the second's served connections by what by counts.
+func (t *serveTally) counts(by string) map[int]int64 {
+	m := t.pids
+	if by == byServingThread {
+		m = t.tids
+	}
+	out := map[int]int64{}
+	for id, c := range m {
+		if c.Connections > 0 {
+			out[id] = c.Connections
+		}
+	}
+	return out
 }
 
 func byID(m map[int]*Count) map[string]*Count {
@@ -367,22 +437,26 @@ func byID(m map[int]*Count) map[string]*Count {
 	return out
 }
 
-// secondLine is one second: accepts, the busiest workers' shares, Jain,
-// the accept queues and the host's listen overflows so far.
-func secondLine(since time.Duration, sec *tally, o *options, ls []sockets.Listener, before, now map[string]uint64) string {
+// secondLine is one second: accepts, the busiest workers' shares (of
+// what -by counts: n in all), Jain, the accept queues and the host's
+// listen overflows so far.
+func secondLine(since time.Duration, accepts int64, m map[int]int64, n int64, units []float64, o *options, ls []sockets.Listener, before, now map[string]uint64) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "[%5.1fs] %7d accepts", since.Seconds(), sec.total)
-	m := pick(sec, o.by)
-	ids := slices.SortedFunc(maps.Keys(m), func(a, c int) int { return cmp.Compare(m[c].Accepts, m[a].Accepts) })
+	fmt.Fprintf(&b, "[%5.1fs] %7d accepts", since.Seconds(), accepts)
+	if servingBy(o.by) {
+		fmt.Fprintf(&b, " %7d served", n)
+	}
+	ids := slices.SortedFunc(maps.Keys(m), func(a, c int) int { return cmp.Compare(m[c], m[a]) })
+	tag := map[string]string{byProcess: "p", byThread: "t", byServingProcess: "sp", byServingThread: "st"}[o.by]
 	for i, id := range ids {
 		if i == 4 {
 			fmt.Fprintf(&b, " +%d more", len(ids)-4)
 			break
 		}
-		fmt.Fprintf(&b, "  %s %d %4.1f%%", o.by[:1], id, 100*float64(m[id].Accepts)/float64(sec.total))
+		fmt.Fprintf(&b, "  %s %d %4.1f%%", tag, id, 100*float64(m[id])/float64(n))
 	}
-	if sec.total > 0 {
-		fmt.Fprintf(&b, "  Jain %.3f", fairness.Compute(sec.units(o.by, o.workers)).Jain)
+	if n > 0 {
+		fmt.Fprintf(&b, "  Jain %.3f", fairness.Compute(units).Jain)
 	}
 	var q []string
 	for _, l := range ls {
@@ -414,6 +488,9 @@ func printSummary(w io.Writer, s *Summary) {
 	}
 	if s.ForeignAccepts > 0 {
 		fmt.Fprintf(w, "\n  %d accepts by processes outside the expected pids %v\n", s.ForeignAccepts, s.Expected)
+	}
+	if s.Serving != nil {
+		printServing(w, s.Serving)
 	}
 	fmt.Fprintf(w, "\n  %-24s %-10s %-16s %7s %9s %8s\n", "listening socket", "inode", "held by", "queue", "max seen", "backlog")
 	for _, k := range s.Sockets {
@@ -471,9 +548,10 @@ type watchMetrics struct {
 	queues, backlogs *prometheus.GaugeVec
 	overflows, drops prometheus.Gauge
 	missed           prometheus.Gauge
+	serve            *servingMetrics // nil: no serving side
 }
 
-func newWatchMetrics(port int) *watchMetrics {
+func newWatchMetrics(port int, serving bool) *watchMetrics {
 	l := prometheus.Labels{"port": strconv.Itoa(port)}
 	m := &watchMetrics{
 		reg: prometheus.NewRegistry(),
@@ -493,7 +571,18 @@ func newWatchMetrics(port int) *watchMetrics {
 			Help: "Accepts the kernel could not hand over (full ring buffer); the counts are short by this many."}),
 	}
 	m.reg.MustRegister(m.byPID, m.byTID, m.queues, m.backlogs, m.overflows, m.drops, m.missed)
+	if serving {
+		m.serve = newServingMetrics(l)
+		m.reg.MustRegister(m.serve.byPID, m.serve.byTID, m.serve.bytes, m.serve.handoffs, m.serve.missed)
+	}
 	return m
+}
+
+func (m *watchMetrics) servingMissed(n int64) {
+	if m == nil || m.serve == nil {
+		return
+	}
+	m.serve.missed.Set(float64(n))
 }
 
 func (m *watchMetrics) observe(ev kattr.Event) {

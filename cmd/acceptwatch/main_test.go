@@ -177,7 +177,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{[]string{}, 2, "-port: give the port to watch"},
 		{[]string{"-port", "70000"}, 2, "-port: give the port to watch"},
-		{[]string{"-port", "80", "-by", "cpu"}, 2, `-by "cpu": want process or thread`},
+		{[]string{"-port", "80", "-by", "cpu"}, 2, `-by "cpu": want process, thread, serving-process or serving-thread`},
 		{[]string{"-port", "80", "-d", "-1s"}, 2, "-d must not be negative"},
 		{[]string{"8080"}, 2, `unexpected argument "8080"`},
 		{[]string{"-port", "80", "-metrics-addr", "nowhere"}, 2, "-metrics-addr"},

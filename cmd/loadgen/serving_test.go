@@ -3,6 +3,7 @@ package main
 import (
 	"maps"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,4 +91,26 @@ func contains(pids []int, pid string) bool {
 		}
 	}
 	return false
+}
+
+// TestServingHookMissing: on a kernel without the serving tracepoint
+// (made so by naming another), loadgen says so in one line and counts
+// who accepted, and the JSON says which it counted.
+func TestServingHookMissing(t *testing.T) {
+	needRoot(t)
+	tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "2")
+	out := t.TempDir() + "/run.json"
+	cmd := exec.Command(proctest.Bin(t, "loadgen"), "-q", "-json", out, "-attribute", "kernel", "-c", "2", "-n", "200", "http://"+tg.Addr+"/")
+	cmd.Env = append(os.Environ(), "LBBENCH_KATTR_SERVE_HOOK=lbbench_no_such_tracepoint")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("loadgen: %v\n%s", err, b)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], "sock_send_length") || !strings.Contains(lines[0], "counting who accepted each connection instead") {
+		t.Errorf("stderr %q: want one line naming the missing hook and what is counted instead", b)
+	}
+	if d := readDoc(t, out); d.Attribution.Counts != "accepts" || d.Attribution.Acceptors != nil || d.Requests != 200 {
+		t.Errorf("counts %q, acceptors %v, %d requests", d.Attribution.Counts, d.Attribution.Acceptors, d.Requests)
+	}
 }
