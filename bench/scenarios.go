@@ -71,7 +71,7 @@ var localityModels = []string{"reuseport-hash-pin", "reuseport-cpu", "reuseport-
 // serverScenarioModels are what the servers scenario compares: the real
 // servers and the Go variants, against the target's reuseport (the base).
 var serverScenarioModels = []string{"reuseport", "nginx-shared", "nginx-mutex", "nginx-reuseport", "haproxy", "haproxy-shards",
-	"gohttp", "reuseport-nethttp", "inproc-reuseport", "inproc-shared"}
+	"gohttp", "reuseport-nethttp", "inproc-reuseport", "inproc-shared", "node-rr", "node-none", "gunicorn", "gunicorn-reuseport", "uvicorn"}
 
 // modelNames lists every model a scenario can name: the target's
 // variants and the real servers.
@@ -357,7 +357,8 @@ var scenarios = []Scenario{
 	{
 		Name: "servers",
 		About: "nginx (accept_mutex on and off, reuseport), HAProxy (one socket, a socket per thread), N Go net/http processes, " +
-			"the target served by net/http and by in-process workers, against the target's reuseport; N workers; also CPU-heavy and with a worker paused",
+			"the target served by net/http and by in-process workers, Node.js cluster (rr, none), gunicorn (one socket, --reuse-port), uvicorn, " +
+			"against the target's reuseport; N workers; also CPU-heavy and with a worker paused",
 		Cells: func(p Params) []Cell {
 			var out []Cell
 			for _, conn := range p.Conns {
@@ -380,8 +381,10 @@ var scenarios = []Scenario{
 				About: "nginx 1.22 (nginx-shared: one socket, EPOLLEXCLUSIVE, its default; nginx-mutex: accept_mutex on; nginx-reuseport), " +
 					"HAProxy 2.6 with a thread per worker (haproxy: one socket; haproxy-shards: a socket per thread), N independent Go net/http " +
 					"processes on one SO_REUSEPORT port (gohttp), the target served by net/http, and its workers as goroutines of one process (inproc-*), " +
-					"N workers, all attributed by the kernel. A worker is a process, HAProxy's a thread (the one that accepted: with one socket HAProxy " +
-					"hands some connections to other threads), an in-process one its accept loop.",
+					"Node.js 20 cluster (node-rr: the primary accepts and hands connections round-robin, Node's default on Linux; node-none: the workers " +
+					"accept on the shared socket), gunicorn 20.1 sync workers on the master's socket (gunicorn-reuseport: the same socket with SO_REUSEPORT " +
+					"set before the fork, still one queue), uvicorn --workers N; N workers, all attributed by the kernel to the thread that sent each " +
+					"response (who served, not who accepted). A worker is a process, HAProxy's a thread, an in-process one its accept loop.",
 				Rows:    "/conn,/workers@num",
 				Metrics: []results.Metric{throughput, p99, withFilter(connImbalance, "/conn:close"), withFilter(reqImbalance, "/conn:keepalive")},
 				Charts:  shareCharts,

@@ -45,7 +45,30 @@ var serverModels = map[string]serverModel{
 	"haproxy":         {start: haproxy(false), fairBy: load.FairThread},
 	"haproxy-shards":  {start: haproxy(true), fairBy: load.FairThread},
 	"gohttp":          {start: startGoHTTP, fairBy: load.FairProcess},
+	// The primary forks the workers: Node's rr accepts in the primary
+	// and hands each connection over; the others share one socket.
+	peers.NodeRR:            {start: forked(peers.NodeRR), fairBy: load.FairProcess},
+	peers.NodeNone:          {start: forked(peers.NodeNone), fairBy: load.FairProcess},
+	peers.Gunicorn:          {start: forked(peers.Gunicorn), fairBy: load.FairProcess},
+	peers.GunicornReusePort: {start: forked(peers.GunicornReusePort), fairBy: load.FairProcess},
+	peers.Uvicorn:           {start: forked(peers.Uvicorn), fairBy: load.FairProcess},
 }
+
+// forked is a server whose primary forks its workers (Node.js cluster,
+// gunicorn, uvicorn).
+func forked(kind string) func(serverOptions) (server, error) {
+	return func(o serverOptions) (server, error) {
+		f, err := peers.StartForked(peers.ForkedOptions{Kind: kind, Addr: o.addr, Workers: o.workers, Work: o.work, CPUs: o.cpus, NetNS: o.netns})
+		if err != nil {
+			return nil, err
+		}
+		return forkedServer{f}, nil
+	}
+}
+
+type forkedServer struct{ *peers.Forked }
+
+func (f forkedServer) stallPID() int { return f.Workers()[0] }
 
 // nginx 1.22: workers share one socket, woken one at a time by
 // EPOLLEXCLUSIVE (accept_mutex off, the default) or taking turns with
