@@ -154,7 +154,7 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer tlsPeer.stop()
 
 	p := peerRun{f: f, budget: budget, m: m, res: res, config: fileConfig(), stderr: stderr}
-	p.progress = &progress{w: stderr, n: f.rounds * (12 + len(tlsClientCells)), start: time.Now()}
+	p.progress = &progress{w: stderr, n: f.rounds * (12 + len(tlsClientCells) + 2*len(attributionCells)), start: time.Now()}
 	for round := range f.rounds {
 		for _, conn := range []string{"keepalive", "close"} {
 			order := func(xs []peerServer) []peerServer {
@@ -192,6 +192,9 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 		if err := p.tlsClients(ctx, tlsPeer, round); err != nil {
+			return err
+		}
+		if err := p.attributionCosts(ctx, servers[0], round); err != nil {
 			return err
 		}
 	}
@@ -308,7 +311,7 @@ func (p *peerRun) runClient(ctx context.Context, tool, url, conn string, cpus []
 		}
 		c.rate, cpu, c.n, pid, c.rss = a.RequestsPerSec, a.CPUSeconds, a.Requests, a.PID, float64(a.MaxRSSBytes)
 	default:
-		run, err := p.loadgenOn(ctx, cpus, url, conn, 0, extra...)
+		run, err := p.loadgenOn(ctx, cpus, nil, url, conn, 0, extra...)
 		if err != nil {
 			return c, err
 		}
@@ -356,12 +359,13 @@ type loadgenRun struct {
 // loadgen runs bin/loadgen pinned to the client CPUs with GOMAXPROCS =
 // client CPUs; rate > 0 is an open loop.
 func (p *peerRun) loadgen(ctx context.Context, url, conn string, rate float64) (*loadgenRun, error) {
-	return p.loadgenOn(ctx, p.budget.Clients, url, conn, rate)
+	return p.loadgenOn(ctx, p.budget.Clients, nil, url, conn, rate)
 }
 
-// loadgenOn runs bin/loadgen pinned to cpus with GOMAXPROCS = len(cpus)
-// and the extra flags; rate > 0 is an open loop.
-func (p *peerRun) loadgenOn(ctx context.Context, cpus []int, url, conn string, rate float64, extra ...string) (*loadgenRun, error) {
+// loadgenOn runs bin/loadgen pinned to cpus with GOMAXPROCS = len(cpus),
+// env added to its environment and the extra flags; rate > 0 is an open
+// loop.
+func (p *peerRun) loadgenOn(ctx context.Context, cpus []int, env []string, url, conn string, rate float64, extra ...string) (*loadgenRun, error) {
 	tmp, err := os.CreateTemp("", "loadgen-*.json")
 	if err != nil {
 		return nil, err
@@ -375,7 +379,7 @@ func (p *peerRun) loadgenOn(ctx context.Context, cpus []int, url, conn string, r
 	args = append(append(args, extra...), url)
 	bin, args := peers.Pin(cpus, filepath.Join(p.f.bin, "loadgen"), args...)
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(len(cpus)))
+	cmd.Env = append(append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(len(cpus))), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -432,6 +436,7 @@ var peerSections = []results.Section{
 		},
 	},
 	peerTLSSection,
+	peerAttributionSection,
 }
 
 // peerTLSSection reports the TLS rows (bench peers adds them to
