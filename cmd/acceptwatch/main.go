@@ -200,15 +200,11 @@ func (t *tally) add(ev kattr.Event) {
 }
 
 // units are the counts the fairness figures are over, zeros added for
-// workers that accepted nothing.
-func (t *tally) units(by string, workers int) []float64 {
-	m := t.pids
-	if by == byThread {
-		m = t.tids
-	}
+// workers that took nothing.
+func units(counts map[int]int64, workers int) []float64 {
 	var xs []float64
-	for _, c := range m {
-		xs = append(xs, float64(c.Accepts))
+	for _, n := range counts {
+		xs = append(xs, float64(n))
 	}
 	for len(xs) < workers {
 		xs = append(xs, 0)
@@ -346,9 +342,9 @@ func watch(o *options, stdout, stderr io.Writer) error {
 		if done && sec.total == 0 && secServed.conns == 0 {
 			break
 		}
-		counts, n, units := sec.counts(o.by), sec.total, sec.units(o.by, o.workers)
+		counts, n := sec.counts(o.by), sec.total
 		if servingBy(o.by) {
-			counts, n, units = secServed.counts(o.by), secServed.conns, secServed.units(o.by, o.workers)
+			counts, n = secServed.counts(o.by), secServed.conns
 		}
 		shares := map[string]float64{}
 		for id, c := range counts {
@@ -356,7 +352,7 @@ func watch(o *options, stdout, stderr io.Writer) error {
 		}
 		sum.Seconds = append(sum.Seconds, shares)
 		if !o.quiet {
-			fmt.Fprintln(stderr, secondLine(time.Since(start), sec.total, counts, n, units, o, ls, before, now))
+			fmt.Fprintln(stderr, secondLine(time.Since(start), sec.total, counts, n, units(counts, o.workers), o, ls, before, now))
 		}
 	}
 
@@ -364,11 +360,11 @@ func watch(o *options, stdout, stderr io.Writer) error {
 	sum.DurationSeconds = time.Since(start).Seconds()
 	sum.Accepts, sum.Missed = total.total, tr.Missed()
 	sum.PerPID, sum.PerTID = byID(total.pids), byID(total.tids)
-	sum.Fairness = fairness.Compute(total.units(o.by, o.workers))
+	sum.Fairness = fairness.Compute(units(total.counts(o.by), o.workers))
 	if sv != nil {
 		sum.Serving = srv.summary(sv.Missed())
 		if servingBy(o.by) {
-			sum.Fairness = fairness.Compute(srv.total.units(o.by, o.workers))
+			sum.Fairness = fairness.Compute(units(srv.total.counts(o.by), o.workers))
 		}
 	}
 	sum.Expected = slices.Sorted(slices.Values(expect))
@@ -440,7 +436,7 @@ func byID(m map[int]*Count) map[string]*Count {
 // secondLine is one second: accepts, the busiest workers' shares (of
 // what -by counts: n in all), Jain, the accept queues and the host's
 // listen overflows so far.
-func secondLine(since time.Duration, accepts int64, m map[int]int64, n int64, units []float64, o *options, ls []sockets.Listener, before, now map[string]uint64) string {
+func secondLine(since time.Duration, accepts int64, m map[int]int64, n int64, xs []float64, o *options, ls []sockets.Listener, before, now map[string]uint64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[%5.1fs] %7d accepts", since.Seconds(), accepts)
 	if servingBy(o.by) {
@@ -456,7 +452,7 @@ func secondLine(since time.Duration, accepts int64, m map[int]int64, n int64, un
 		fmt.Fprintf(&b, "  %s %d %4.1f%%", tag, id, 100*float64(m[id])/float64(n))
 	}
 	if n > 0 {
-		fmt.Fprintf(&b, "  Jain %.3f", fairness.Compute(units).Jain)
+		fmt.Fprintf(&b, "  Jain %.3f", fairness.Compute(xs).Jain)
 	}
 	var q []string
 	for _, l := range ls {

@@ -202,22 +202,6 @@ func serveByID(m map[int]*ServeCount) map[string]*ServeCount {
 	return out
 }
 
-// units are what the fairness figures count by -by's serving side.
-func (t *serveTally) units(by string, workers int) []float64 {
-	m := t.pids
-	if by == byServingThread {
-		m = t.tids
-	}
-	var xs []float64
-	for _, c := range m {
-		xs = append(xs, float64(c.Connections))
-	}
-	for len(xs) < workers {
-		xs = append(xs, 0)
-	}
-	return xs
-}
-
 // printServing writes the serving side of the summary.
 func printServing(w io.Writer, s *ServingSummary) {
 	fmt.Fprintf(w, "\n  Served: %d connections with a send, %d sends, %d missed; %d migrated to another thread; %d whose accept was not seen\n",

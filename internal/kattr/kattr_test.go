@@ -13,9 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func start(t *testing.T, ports ...uint16) *Tracer {
+func start(t *testing.T, ports ...uint16) *Tracer { return started(t, Start, ports) }
+
+// started starts a program (Start, StartServing) on ports, skipped
+// without root, closed when the test ends.
+func started[T interface{ Close() error }](t *testing.T, start func(...uint16) (T, error), ports []uint16) T {
 	t.Helper()
-	tr, err := Start(ports...)
+	tr, err := start(ports...)
 	if errors.Is(err, ErrNoPrivilege) && os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}

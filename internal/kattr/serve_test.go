@@ -13,18 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func startServing(t *testing.T, ports ...uint16) *Sends {
-	t.Helper()
-	tr, err := StartServing(ports...)
-	if errors.Is(err, ErrNoPrivilege) && os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tr.Close() })
-	return tr
-}
+func startServing(t *testing.T, ports ...uint16) *Sends { return started(t, StartServing, ports) }
 
 // writer is a thread of its own that writes what it is given.
 type writer struct {
