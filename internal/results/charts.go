@@ -422,14 +422,18 @@ func (t *Table) barChart(row benchproc.Key, c Chart) *plot.Plot {
 	return p
 }
 
-// moreColors follow plotutil's seven, so that up to twelve columns (the
-// servers scenario has ten) never share a color.
+// moreColors follow plotutil's seven, so that up to sixteen columns (the
+// servers scenario has fifteen) never share a color.
 var moreColors = []color.Color{
 	color.RGBA{0x17, 0xbe, 0xcf, 0xff}, // teal
 	color.RGBA{0xbc, 0xbd, 0x22, 0xff}, // olive
 	color.RGBA{0x7f, 0x7f, 0x7f, 0xff}, // gray
 	color.RGBA{0x8c, 0x56, 0x4b, 0xff}, // brown
 	color.RGBA{0x00, 0x00, 0x80, 0xff}, // navy
+	color.RGBA{0x00, 0x00, 0x00, 0xff}, // black
+	color.RGBA{0x00, 0x64, 0x00, 0xff}, // dark green
+	color.RGBA{0xff, 0xc8, 0x00, 0xff}, // gold
+	color.RGBA{0x80, 0x00, 0x00, 0xff}, // maroon
 }
 
 // seriesColor is column i's color.
