@@ -67,8 +67,8 @@ type Supervisor struct {
 	retiredHist nativehist.Counts
 	// retiredTLSHist: their TLS handshake durations.
 	retiredTLSHist nativehist.Counts
-	restarts    []uint64
-	stopping    bool
+	restarts       []uint64
+	stopping       bool
 	// graceOver names the worker processes whose grace ran out.
 	graceOver []string
 }
