@@ -241,6 +241,7 @@ func TestTLSFailures(t *testing.T) {
 					t.Fatalf("TLS request after the failures: pid %q, %v; want worker %d", pid, err, tg.Ready.Workers[0].PID)
 				}
 			}
+			lintMetrics(t, tg)
 			want := map[string]float64{"not_tls": 1, "timeout": 1, "eof": 1, "bad_certificate": 1, "full": 3}
 			deadline := time.Now().Add(2 * time.Second)
 			for {

@@ -235,7 +235,7 @@ func (s *NetHTTP) tlsConn(c net.Conn) net.Conn {
 }
 
 func (c *tlsConn) Read(p []byte) (int, error) {
-	c.once.Do(func() { _, c.err = handshake(c.Conn, c.s.slot, c.s.draining.Load()) })
+	c.once.Do(func() { _, c.err = handshake(c.Conn, c.s.slot, &c.s.draining) })
 	if c.err != nil {
 		return 0, c.err
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,7 +40,7 @@ const notTLSResponse = "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP requ
 // client with a 400 in the clear. draining says whether a stop has
 // begun (a deadline that passes then is the stop's, not the client's).
 // It returns the slot word of the failure (0: none).
-func handshake(tc *tls.Conn, slot *shm.Slot, draining bool) (failed int, err error) {
+func handshake(tc *tls.Conn, slot *shm.Slot, draining *atomic.Bool) (failed int, err error) {
 	start := time.Now()
 	err = tc.Handshake()
 	if err == nil {
@@ -51,7 +52,7 @@ func handshake(tc *tls.Conn, slot *shm.Slot, draining bool) (failed int, err err
 		slot.ObserveIn(shm.HandshakeDuration, time.Since(start))
 		return 0, nil
 	}
-	failed = handshakeFailure(err, draining)
+	failed = handshakeFailure(err, draining.Load())
 	slot.Add(failed, 1)
 	var rec tls.RecordHeaderError
 	if failed == shm.TLSNotTLS && errors.As(err, &rec) && rec.Conn != nil && looksLikeHTTP(rec.RecordHeader) {

@@ -96,7 +96,7 @@ func (c *conn) handshake() (reason int, done bool) {
 	w := c.w
 	c.setReadDeadline()
 	w.file.SetWriteDeadline(w.deadline)
-	failed, err := handshake(w.tc, c.s.slot, c.s.draining.Load())
+	failed, err := handshake(w.tc, c.s.slot, &c.s.draining)
 	if err == nil {
 		w.file.SetWriteDeadline(time.Time{})
 		return 0, false
