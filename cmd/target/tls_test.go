@@ -323,3 +323,87 @@ func TestTLSBadFlags(t *testing.T) {
 	}
 	ln.Close()
 }
+
+// TestTLSTimeoutsAndStop: -header-timeout cuts a client that stalls in
+// the middle of its handshake, -idle-timeout closes an idle TLS
+// keep-alive connection, and SIGTERM closes an idle one at once and
+// exits cleanly.
+func TestTLSTimeoutsAndStop(t *testing.T) {
+	for _, path := range []string{"lean", "nethttp"} {
+		t.Run(path, func(t *testing.T) {
+			tg, cert := tlsTarget(t, "-model", "reuseport", "-workers", "1", "-http", path,
+				"-header-timeout", "300ms", "-idle-timeout", "600ms")
+			pool := x509.NewCertPool()
+			pem, _ := os.ReadFile(cert)
+			pool.AppendCertsFromPEM(pem)
+
+			// Half a ClientHello, then nothing.
+			if _, took := exchange(t, tg.Addr, []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), 3*time.Second); took < 250*time.Millisecond || took > 2*time.Second {
+				t.Errorf("a client stalled mid-handshake was closed after %v, want the 300ms header timeout", took)
+			}
+			if got := handshakesBy(t, tg, "result", "timeout")["timeout"]; got != 1 {
+				t.Errorf("%v handshake timeouts counted, want 1", got)
+			}
+
+			// Idle after one request: closed at the idle timeout, not the
+			// header timeout.
+			c := tlsDial(t, tg.Addr, pool)
+			start := time.Now()
+			if err := tlsDo(c); err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("idle connection: read %v, want EOF", err)
+			}
+			if took := time.Since(start); took < 500*time.Millisecond || took > 2*time.Second {
+				t.Errorf("idle TLS connection closed after %v, want the 600ms idle timeout", took)
+			}
+
+			// Idle at SIGTERM: closed at once, clean exit.
+			c = tlsDial(t, tg.Addr, pool)
+			if err := tlsDo(c); err != nil {
+				t.Fatal(err)
+			}
+			start = time.Now()
+			if err := tg.Stop(t, 5*time.Second); err != nil {
+				t.Errorf("exit after SIGTERM: %v", err)
+			}
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("idle connection at SIGTERM: read %v, want EOF", err)
+			}
+			if took := time.Since(start); took > 2*time.Second {
+				t.Errorf("stop with an idle TLS connection took %v", took)
+			}
+		})
+	}
+}
+
+func tlsDial(t *testing.T, addr string, roots *x509.CertPool) *tls.Conn {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr,
+		&tls.Config{RootCAs: roots, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// tlsDo sends one keep-alive GET on c and reads its 200.
+func tlsDo(c *tls.Conn) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || br.Buffered() != 0 {
+		return fmt.Errorf("status %d, %d bytes more", resp.StatusCode, br.Buffered())
+	}
+	return nil
+}
