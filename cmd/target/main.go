@@ -69,6 +69,8 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	fs.BoolVar(&cfg.InProc, "inproc", cfg.InProc, "run the workers as goroutines of one process (GOMAXPROCS = workers), each with its own accept loop (shared or reuseport); they share a pid: count them with loadgen -fair-by worker")
 	fs.StringVar(&cfg.Proto, "proto", cfg.Proto, "tcp (HTTP/1.1) or udp (request/response datagrams: shared or reuseport, -accept netpoll|blocking)")
 	fs.IntVar(&cfg.RcvBuf, "rcvbuf", 0, "SO_RCVBUF of each socket, bytes (0: the kernel's default)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "terminate TLS in every worker with this PEM certificate (with -tls-key)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "the PEM private key of -tls-cert")
 	fs.IntVar(&cfg.ReadyFD, "ready-fd", 0, "write one JSON line (supervisor and worker pids, addresses) to this inherited descriptor once every worker serves, then close it")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return cfg, err

@@ -83,6 +83,13 @@ type Config struct {
 	// RcvBuf, if set, is each socket's SO_RCVBUF.
 	Proto  string `json:"proto"`
 	RcvBuf int    `json:"rcvbuf"`
+	// TLSCert and TLSKey, if set, are the PEM files of the certificate
+	// and key every worker terminates TLS with (tls.go); TLSTicketSeed
+	// is what the workers derive their shared session-ticket key from,
+	// drawn by the supervisor at start.
+	TLSCert       string `json:"tls_cert,omitempty"`
+	TLSKey        string `json:"tls_key,omitempty"`
+	TLSTicketSeed string `json:"tls_ticket_seed,omitempty"`
 	// ReadyFD, if > 0, is a descriptor the target writes its Ready
 	// document to (one JSON line) once every worker serves, then closes.
 	ReadyFD int `json:"-"`
@@ -159,6 +166,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := sockets.ParseAddr(c.Addr); err != nil {
 		return fmt.Errorf("-addr: %w", err)
+	}
+	if err := c.checkTLS(); err != nil {
+		return err
 	}
 	if c.MetricsAddr != "" && c.MetricsAddr != "off" {
 		if _, err := sockets.ParseAddr(c.MetricsAddr); err != nil {

@@ -61,6 +61,14 @@ var (
 	descForeign = prometheus.NewDesc("lbbench_target_foreign_listeners",
 		"Listening sockets on the target's address and port not owned by its processes (same-user SO_REUSEPORT strays take a share of the connections), checked 4 times a second.",
 		[]string{"model"}, nil)
+	// TLS (-tls-cert, -tls-key).
+	descHandshakes = prometheus.NewDesc("lbbench_target_tls_handshakes_total",
+		"TLS handshakes each worker process ran, by result: full, resumed (a session ticket), or failed: not_tls (a plain-HTTP client: answered 400 in the clear), "+
+			"timeout (not complete within the header timeout), eof (the client closed or reset), bad_certificate (the client refused the certificate), "+
+			"alert (another alert from the client), drain (cut by a stop or restart), other.", append(workerLabels, "result"), nil)
+	descHandshakeDuration = prometheus.NewDesc("lbbench_target_tls_handshake_duration_seconds",
+		"Time a successful TLS handshake took, from the worker starting it (at accept, or at hand-over in the single model) to its end, all workers.", []string{"model"}, nil)
+
 	descInfo = prometheus.NewDesc("lbbench_target_info",
 		"The target's configuration; always 1.", []string{"model", "accept", "dispatch", "steer", "workers", "http", "proto"}, nil)
 
@@ -95,6 +103,13 @@ var closeReasons = []struct {
 }{{shm.CloseClient, "client"}, {shm.CloseServer, "server"}, {shm.CloseIdle, "idle"}, {shm.CloseHeader, "header_timeout"},
 	{shm.CloseBadRequest, "bad_request"}, {shm.CloseDrain, "drain"}, {shm.CloseError, "error"}}
 
+// handshakeResults label the TLS* words.
+var handshakeResults = []struct {
+	word  int
+	label string
+}{{shm.TLSFull, "full"}, {shm.TLSResumed, "resumed"}, {shm.TLSNotTLS, "not_tls"}, {shm.TLSTimeout, "timeout"}, {shm.TLSEOF, "eof"},
+	{shm.TLSBadCert, "bad_certificate"}, {shm.TLSAlert, "alert"}, {shm.TLSDrain, "drain"}, {shm.TLSOther, "other"}}
+
 // acceptReasons label the Accept* words.
 var acceptReasons = []struct {
 	word  int
@@ -111,13 +126,14 @@ type collector struct {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAccepted, descRequests, descOpen, descClosed, descAcceptErrors, descCPU, descRestarts,
 		descDuration, descQueue, descBacklog, descOverflows, descDrops, descLocality, descRolling, descLastRestart, descInfo, descForeign,
-		descDgrams, descSocketDrops, descSocketQueue, descHostUDP} {
+		descDgrams, descSocketDrops, descSocketQueue, descHostUDP, descHandshakes, descHandshakeDuration} {
 		ch <- d
 	}
 }
 
-// counts sends the counters of one worker process (live or retired).
-func counts(ch chan<- prometheus.Metric, model, w, pid string, v *[shm.Counters]uint64, udp bool) {
+// counts sends the counters of one worker process (live or retired);
+// the handshake counters only when TLS is on.
+func counts(ch chan<- prometheus.Metric, model, w, pid string, v *[shm.Counters]uint64, udp, tlsOn bool) {
 	if udp {
 		for _, d := range dgramWords {
 			ch <- prometheus.MustNewConstMetric(descDgrams, prometheus.CounterValue, float64(v[d.word]), model, w, pid, ProtoUDP, d.label)
@@ -136,26 +152,32 @@ func counts(ch chan<- prometheus.Metric, model, w, pid string, v *[shm.Counters]
 	for _, r := range acceptReasons {
 		ch <- prometheus.MustNewConstMetric(descAcceptErrors, prometheus.CounterValue, float64(v[r.word]), model, w, pid, r.label)
 	}
+	if tlsOn {
+		for _, r := range handshakeResults {
+			ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.CounterValue, float64(v[r.word]), model, w, pid, r.label)
+		}
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	model := s.cfg.Model
-	udp := s.cfg.Proto == ProtoUDP
-	var hist nativehist.Counts
+	udp, tlsOn := s.cfg.Proto == ProtoUDP, s.cfg.tlsOn()
+	var hist, tlsHist nativehist.Counts
 	s.mu.Lock()
 	for _, r := range s.retired {
 		w, pid := strconv.Itoa(r.id), strconv.Itoa(r.pid)
-		counts(ch, model, w, pid, &r.counts, udp)
+		counts(ch, model, w, pid, &r.counts, udp, tlsOn)
 		ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, r.cpuSeconds, model, w, pid)
 	}
 	hist.Add(&s.retiredHist)
+	tlsHist.Add(&s.retiredTLSHist)
 	live := s.live()
 	for _, p := range live {
 		w, pid := strconv.Itoa(p.id), strconv.Itoa(p.pid)
 		slot := s.region.Slot(p.slot)
 		v := slot.Snapshot()
-		counts(ch, model, w, pid, &v, udp)
+		counts(ch, model, w, pid, &v, udp, tlsOn)
 		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(v[shm.Open]), model, w, pid)
 		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(v[shm.LocalConns]), model, w, pid, "local")
 		ch <- prometheus.MustNewConstMetric(descLocality, prometheus.CounterValue, float64(v[shm.RemoteConns]), model, w, pid, "remote")
@@ -163,6 +185,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu, model, w, pid)
 		}
 		slot.AddHistogramTo(&hist)
+		slot.AddHistTo(shm.HandshakeDuration, &tlsHist)
 	}
 	if sv := s.ownSlot(); sv.Load(shm.AcceptFDLimit)+sv.Load(shm.AcceptNoMemory)+sv.Load(shm.AcceptAborted) > 0 {
 		pid := strconv.FormatUint(sv.Load(shm.PID), 10)
@@ -186,6 +209,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		c.collectUDP(ch, mine)
 	} else {
 		ch <- metrics.NewCountsHistogram(descDuration, &hist, c.created, model)
+		if tlsOn {
+			ch <- metrics.NewCountsHistogram(descHandshakeDuration, &tlsHist, c.created, model)
+		}
 		c.collectQueues(ch, mine)
 	}
 	if ext, err := kernel.TcpExt(); err == nil {

@@ -65,8 +65,10 @@ type Supervisor struct {
 	// retiredHist holds the request durations of exited workers, so the
 	// histogram never goes backwards.
 	retiredHist nativehist.Counts
-	restarts    []uint64
-	stopping    bool
+	// retiredTLSHist: their TLS handshake durations.
+	retiredTLSHist nativehist.Counts
+	restarts       []uint64
+	stopping       bool
 	// graceOver names the worker processes whose grace ran out.
 	graceOver []string
 }
@@ -177,6 +179,9 @@ func Start(cfg Config, stderr io.Writer) (_ *Supervisor, err error) {
 	}
 	if s.model, err = newModel(&s.cfg); err != nil {
 		return nil, err
+	}
+	if s.cfg.tlsOn() && s.cfg.TLSTicketSeed == "" {
+		s.cfg.TLSTicketSeed = newTicketSeed()
 	}
 	if cfg.InProc {
 		setInProcProcs(&cfg)
@@ -433,6 +438,7 @@ func (s *Supervisor) watch(p *proc) {
 	slot := s.region.Slot(p.slot)
 	s.retired = append(s.retired, retiredWorker{id: p.id, pid: p.pid, cpuSeconds: cpu, counts: slot.Snapshot()})
 	slot.AddHistogramTo(&s.retiredHist)
+	slot.AddHistTo(shm.HandshakeDuration, &s.retiredTLSHist)
 	s.trimRetired(p.id)
 	s.draining = slices.DeleteFunc(s.draining, func(d *proc) bool { return d == p })
 	s.slotFree = append(s.slotFree, p.slot)

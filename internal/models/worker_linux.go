@@ -94,7 +94,10 @@ func newWorker(spec workerSpec, files inherited, ctl *os.File) (*worker, error) 
 	w.slot = region.Slot(spec.Slot)
 	w.slot.Store(shm.PID, uint64(os.Getpid()))
 	w.slot.Store(shm.Capacity, fdCapacity())
-	opts := serveOptions(&w.spec.Config, w.slot, spec.ID, os.Getpid())
+	opts, err := serveOptions(&w.spec.Config, w.slot, spec.ID, os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	if spec.HTTP == HTTPNetHTTP {
 		w.std = serve.NewNetHTTP(opts)
 		w.serve = w.std
@@ -114,10 +117,12 @@ func newWorker(spec workerSpec, files inherited, ctl *os.File) (*worker, error) 
 	return w, nil
 }
 
-// serveOptions is what the serving path takes from the configuration.
-func serveOptions(c *Config, slot *shm.Slot, id, pid int) serve.Options {
+// serveOptions is what the serving path takes from the configuration;
+// under TLS the worker loads its certificate here.
+func serveOptions(c *Config, slot *shm.Slot, id, pid int) (serve.Options, error) {
+	tc, err := c.tlsConfig()
 	return serve.Options{Slot: slot, ID: id, PID: pid, Work: c.Work, Sleep: c.Sleep,
-		HeaderTimeout: c.HeaderTimeout, IdleTimeout: c.IdleTimeout, Locality: c.Locality}
+		HeaderTimeout: c.HeaderTimeout, IdleTimeout: c.IdleTimeout, Locality: c.Locality, TLS: tc}, err
 }
 
 // fdCapacity is how many more descriptors this process may open: one

@@ -25,7 +25,7 @@ import (
 // goroutines wake the loop through an eventfd.
 //
 // It waits in one of two ways. When it is the worker's only busy
-// goroutine (it also accepts: netpoll, no -sleep) it blocks in
+// goroutine (it also accepts: netpoll, no -sleep, no TLS) it blocks in
 // epoll_pwait itself, one wait per batch as nginx's loop, through a raw
 // call (the scheduler's entersyscall would make sysmon take the P back on
 // every wait), at most 10ms at a time and yielding when idle, so the
@@ -153,9 +153,9 @@ func (l *evloop) interest(c *conn) uint32 {
 // EAGAIN); on a socket of the worker's own, when the loop waits by
 // itself, level-triggered with one accept per event, as nginx, which the
 // kernel cannot tell apart. The loop then waits by itself unless
-// handlers sleep.
+// connections have goroutines of their own (handlers sleep, or TLS).
 func (l *evloop) listen(a Acceptor, serve func(fd int), shared bool) error {
-	raw := l.s.sleep == 0
+	raw := !l.s.ownGoroutines()
 	l.mu.Lock()
 	l.acc, l.serve, l.lfd = a, serve, a.FD()
 	l.level = raw && !shared

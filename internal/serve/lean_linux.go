@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"crypto/tls"
 	"io"
 	"strconv"
 	"sync"
@@ -23,8 +24,10 @@ import (
 // to wait joins the worker's event loop (evloop_linux.go: one epoll set of
 // the worker's own, served by one goroutine). A handler that sleeps
 // (-sleep) cannot run in a loop: then each waiting connection gets a
-// goroutine of its own (wait_linux.go). Counters live in shared memory;
-// responses are prebuilt.
+// goroutine of its own (wait_linux.go). Under TLS every connection does
+// (tls_linux.go): crypto/tls needs a blocking net.Conn, which an event
+// loop cannot step. Counters live in shared memory; responses are
+// prebuilt.
 type Lean struct {
 	slot  *shm.Slot
 	work  time.Duration
@@ -36,6 +39,8 @@ type Lean struct {
 	// locality checks, for every accepted connection, whether its packets
 	// arrive on the CPU the worker runs on (two system calls).
 	locality bool
+	// tls, if set, terminates TLS on every connection.
+	tls *tls.Config
 
 	// head is the prebuilt start of every 200 response: status line and
 	// headers up to (not including) the Connection header.
@@ -56,7 +61,7 @@ type Lean struct {
 	// tally of those reads.
 	hits, tries int
 
-	// Goroutine-per-connection path (-sleep).
+	// Goroutine-per-connection path (-sleep, TLS).
 	mu    sync.Mutex
 	conns map[*conn]struct{}
 	wg    sync.WaitGroup
@@ -78,7 +83,7 @@ func NewLean(o Options) (*Lean, error) {
 	h := "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(body)) +
 		"\r\nX-Worker-Pid: " + strconv.Itoa(o.PID) + "\r\nX-Worker-Id: " + strconv.Itoa(o.ID) + "\r\n"
 	s := &Lean{slot: o.Slot, work: o.Work, sleep: o.Sleep, headerTimeout: o.HeaderTimeout, idleTimeout: o.IdleTimeout,
-		locality: o.Locality, head: []byte(h), conns: map[*conn]struct{}{}}
+		locality: o.Locality, tls: o.TLS, head: []byte(h), conns: map[*conn]struct{}{}}
 	var err error
 	if s.loop, err = newEvloop(s); err != nil {
 		return nil, err
@@ -136,7 +141,7 @@ func (s *Lean) ServeFD(fd int) {
 	if s.locality {
 		c.local = localityOf(fd, s.slot)
 	}
-	if s.sleep == 0 && s.eagerRead() {
+	if !s.ownGoroutines() && s.eagerRead() {
 		n, err := rawio.TryRead(fd, c.buf)
 		s.tally(err != unix.EAGAIN)
 		switch {
@@ -151,12 +156,16 @@ func (s *Lean) ServeFD(fd int) {
 			}
 		}
 	}
-	if s.sleep == 0 {
+	if !s.ownGoroutines() {
 		s.loop.add(c)
 		return
 	}
 	s.wait(c)
 }
+
+// ownGoroutines says whether connections wait in goroutines of their own
+// rather than in the event loop: when handlers sleep, and under TLS.
+func (s *Lean) ownGoroutines() bool { return s.sleep > 0 || s.tls != nil }
 
 // eagerRead says whether to read at accept. It keeps trying one read in
 // 16 when it does not pay, to notice when it would again.
@@ -286,7 +295,7 @@ func (c *conn) grow() {
 func (c *conn) finish(reason int) {
 	s := c.s
 	if c.w != nil {
-		c.w.close()
+		c.w.close(reason)
 	} else {
 		// A raw call: closing a TCP socket without SO_LINGER does not
 		// block, and going through the scheduler's entersyscall lets
@@ -326,13 +335,22 @@ func (c *conn) timedOut() int {
 	case c.filled == 0 && c.served > 0:
 		return shm.CloseIdle
 	}
-	if c.filled > 0 {
-		resp := appendError(nil, 408)
-		if n, err := rawio.TryWrite(c.fd, resp); err == nil && n == len(resp) {
-			c.s.slot.Add(shm.Status4xx, 1)
-		}
+	if c.filled > 0 && c.writeNow(appendError(nil, 408)) {
+		c.s.slot.Add(shm.Status4xx, 1)
 	}
 	return shm.CloseHeader
+}
+
+// writeNow writes p if the socket takes it at once (a TLS connection
+// gets 10ms), and says whether it did.
+func (c *conn) writeNow(p []byte) bool {
+	if c.w != nil && c.w.tc != nil {
+		c.w.file.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+		_, err := c.w.tc.Write(p)
+		return err == nil
+	}
+	n, err := rawio.TryWrite(c.fd, p)
+	return err == nil && n == len(p)
 }
 
 // timeout is when the connection's current timeout runs out: the header
@@ -415,7 +433,7 @@ func (s *Lean) Drain(grace time.Duration) bool {
 	s.drainStart.Store(time.Now().UnixNano())
 	s.draining.Store(true)
 	ok := s.loop.drain(grace)
-	if s.sleep > 0 {
+	if s.ownGoroutines() {
 		ok = s.drainWaiters(grace) && ok
 	}
 	return ok

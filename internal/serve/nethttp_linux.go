@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log"
@@ -22,6 +23,8 @@ import (
 // is exactly http.Server.Serve on a net.Listener; connections another
 // strategy accepted (single's handed-over descriptors, blocking and
 // exclusive accept) reach it through a listener fed by the source.
+// Under TLS each connection is a tlsConn, which handshakes on net/http's
+// first read.
 type NetHTTP struct {
 	slot   *shm.Slot
 	work   time.Duration
@@ -32,13 +35,16 @@ type NetHTTP struct {
 	handed *handedListener
 	served chan struct{} // closed when Serve on handed returns
 	loads  *uint64       // bpf-least: this worker's count in the map
+	tls    *tls.Config   // if set, TLS on every connection
+	// draining: a stop began (a handshake cut then is the stop's).
+	draining atomic.Bool
 }
 
 // NewNetHTTP starts a net/http serving path (Locality does not apply:
 // net/http does not expose the connection's descriptor).
 func NewNetHTTP(o Options) *NetHTTP {
 	s := &NetHTTP{slot: o.Slot, work: o.Work, sleep: o.Sleep, pid: strconv.Itoa(o.PID), id: strconv.Itoa(o.ID),
-		handed: newHandedListener(), served: make(chan struct{})}
+		handed: newHandedListener(), served: make(chan struct{}), tls: o.TLS}
 	s.hs = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: o.HeaderTimeout,
@@ -101,6 +107,9 @@ func (s *NetHTTP) ServeFD(fd int) {
 		s.slot.Add(shm.CloseError, 1)
 		return
 	}
+	if s.tls != nil {
+		c = s.tlsConn(c)
+	}
 	if !s.handed.put(c) {
 		c.Close()
 	}
@@ -110,6 +119,7 @@ func (s *NetHTTP) ServeFD(fd int) {
 // close, requests under way finish within grace; then whatever is left is
 // closed and drain returns false.
 func (s *NetHTTP) Drain(grace time.Duration) bool {
+	s.draining.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	err := s.hs.Shutdown(ctx)
@@ -139,6 +149,9 @@ func (s *NetHTTP) Listener(lfd int) (*Listener, error) {
 	f.Close()
 	if err != nil {
 		return nil, err
+	}
+	if s.tls != nil {
+		ln = &tlsListener{Listener: ln, s: s}
 	}
 	return &Listener{srv: s, ln: ln, done: make(chan struct{})}, nil
 }
@@ -190,3 +203,41 @@ func (h *handedListener) Accept() (net.Conn, error) {
 
 func (h *handedListener) Close() error   { h.once.Do(func() { close(h.closed) }); return nil }
 func (h *handedListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// tlsListener is tls.NewListener with tlsConn's counted handshake.
+type tlsListener struct {
+	net.Listener
+	s *NetHTTP
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.s.tlsConn(c), nil
+}
+
+// tlsConn is a connection net/http serves under TLS: a tls.Conn that
+// runs its handshake on the first read, within the read deadline
+// net/http has just set for the request head (ReadHeaderTimeout, the
+// header timeout), and counts it. To net/http it is a plain net.Conn,
+// so it does not handshake again and never offers HTTP/2.
+type tlsConn struct {
+	*tls.Conn
+	s    *NetHTTP
+	once sync.Once
+	err  error
+}
+
+func (s *NetHTTP) tlsConn(c net.Conn) net.Conn {
+	return &tlsConn{Conn: tls.Server(c, s.tls), s: s}
+}
+
+func (c *tlsConn) Read(p []byte) (int, error) {
+	c.once.Do(func() { _, c.err = handshake(c.Conn, c.s.slot, &c.s.draining) })
+	if c.err != nil {
+		return 0, c.err
+	}
+	return c.Conn.Read(p)
+}

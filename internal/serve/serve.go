@@ -12,6 +12,7 @@
 package serve
 
 import (
+	"crypto/tls"
 	"time"
 
 	"github.com/lbbench/lbbench/internal/shm"
@@ -32,6 +33,9 @@ type Options struct {
 	// Locality checks, for every accepted connection, whether its packets
 	// arrive on the CPU the worker runs on (lean only: two system calls).
 	Locality bool
+	// TLS, if set, terminates TLS on every connection (tls_linux.go);
+	// HeaderTimeout then covers the handshake.
+	TLS *tls.Config
 }
 
 // Path serves the connections a worker's accept side yields.

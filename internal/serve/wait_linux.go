@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"crypto/tls"
 	"errors"
 	"os"
 	"sync/atomic"
@@ -11,11 +12,15 @@ import (
 )
 
 // waiter is the other way for a connection to wait: a goroutine of its
-// own and Go's netpoller, for handlers that block (-sleep), which an
-// event loop cannot run. Timeouts are read deadlines.
+// own and Go's netpoller, for handlers that block (-sleep) and for TLS
+// (tls_linux.go), which an event loop cannot run. Timeouts are read
+// deadlines.
 type waiter struct {
-	file     *os.File
-	rw       *rawio.Conn
+	file *os.File
+	rw   *rawio.Conn
+	// tc, under TLS, is the tls.Conn over the socket that every read
+	// and write goes through.
+	tc       *tls.Conn
 	state    atomic.Int32
 	deadline time.Time
 	head     time.Time // when the head being read began
@@ -41,6 +46,9 @@ func (s *Lean) wait(c *conn) {
 		return
 	}
 	c.w = &waiter{file: f, rw: rw, head: time.Now()}
+	if s.tls != nil {
+		c.w.tc = tls.Server(&fdConn{f: f, rw: rw, fd: c.fd}, s.tls)
+	}
 	if c.served > 0 || c.filled > 0 {
 		c.w.state.Store(stateIdle)
 	}
@@ -51,17 +59,71 @@ func (s *Lean) wait(c *conn) {
 	go c.waitLoop()
 }
 
-func (w *waiter) close() { w.file.Close() }
+// close closes the connection. Under TLS an orderly close (ours, or an
+// idle one's) first tells the client with a close_notify alert, as
+// nginx and net/http do; after a client's close or an error there is
+// no one to tell.
+func (w *waiter) close(reason int) {
+	switch {
+	case w.tc != nil && reason != shm.CloseClient && reason != shm.CloseError:
+		w.tc.Close() // closes the file too
+	default:
+		w.file.Close()
+	}
+}
+
+// read reads the connection (through TLS, if on).
+func (w *waiter) read(p []byte) (int, error) {
+	if w.tc != nil {
+		return w.tc.Read(p)
+	}
+	return w.rw.Read(p)
+}
+
+// write writes all of p (through TLS, if on).
+func (w *waiter) write(p []byte) error {
+	if w.tc != nil {
+		_, err := w.tc.Write(p)
+		return err
+	}
+	return w.rw.Write(p)
+}
+
+// handshake runs the TLS handshake under the header timeout (both
+// directions: a client that will not read the server's flight stalls
+// it too). done says the connection is finished, for reason.
+func (c *conn) handshake() (reason int, done bool) {
+	w := c.w
+	c.setReadDeadline()
+	w.file.SetWriteDeadline(w.deadline)
+	failed, err := handshake(w.tc, c.s.slot, &c.s.draining)
+	if err == nil {
+		w.file.SetWriteDeadline(time.Time{})
+		return 0, false
+	}
+	switch failed {
+	case shm.TLSTimeout:
+		return shm.CloseHeader, true
+	case shm.TLSDrain:
+		return shm.CloseDrain, true
+	case shm.TLSEOF, shm.TLSBadCert, shm.TLSAlert:
+		return shm.CloseClient, true // the client ended it
+	}
+	return shm.CloseBadRequest, true
+}
 
 func (c *conn) waitLoop() {
 	s, w := c.s, c.w
 	reason, done := 0, false
-	if c.filled > 0 {
+	if w.tc != nil {
+		reason, done = c.handshake()
+	}
+	if c.filled > 0 && !done {
 		reason, done = c.answer()
 	}
 	for !done {
 		c.setReadDeadline()
-		n, err := w.rw.Read(c.buf[c.filled:])
+		n, err := w.read(c.buf[c.filled:])
 		if err != nil {
 			reason = closeReasonFor(err)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -91,7 +153,7 @@ func (c *conn) answer() (reason int, done bool) {
 	}
 	c.process()
 	if len(c.out) > 0 {
-		if err := w.rw.Write(c.out); err != nil {
+		if err := w.write(c.out); err != nil {
 			return closeReasonFor(err), true
 		}
 		c.out = c.out[:0]

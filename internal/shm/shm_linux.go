@@ -46,22 +46,49 @@ const (
 	DgramMalformed  // UDP: datagrams too short or not ours, dropped
 	DgramSendFailed // UDP: replies the kernel would not take (full buffer)
 	DgramBadSource  // UDP: requests from a source no reply can go to (port 0), unanswered
+	TLSFull         // TLS handshakes completed in full (a new session)
+	TLSResumed      // TLS handshakes that resumed a session (a ticket)
+	TLSNotTLS       // TLS handshakes failed, by reason: the client did not speak TLS (plain HTTP)
+	TLSTimeout      // the handshake did not complete within the header timeout
+	TLSEOF          // the client closed or reset the connection mid-handshake
+	TLSBadCert      // the client refused the certificate (a certificate alert)
+	TLSAlert        // the client ended the handshake with another alert
+	TLSDrain        // cut by a stop or a rolling restart
+	TLSOther        // anything else (no version or cipher in common, a malformed hello)
 	DurSumNanos     // request-duration histogram: sum in nanoseconds
 	DurZero         // observations at or under nativehist.ZeroThreshold
 	durBuckets      // first of nativehist.Buckets words
 
 	// Counters is the number of counter words (those before the
-	// histogram), which a snapshot keeps.
+	// histograms), which a snapshot keeps.
 	Counters = DurSumNanos
 )
 
-// SlotWords is the slot size in words: 2 KiB, so two workers never share
+// The histograms of a slot, each a sum, a zero bucket and
+// nativehist.Buckets buckets.
+const (
+	// RequestDuration: from a request's bytes arriving to its response
+	// being written.
+	RequestDuration Hist = DurSumNanos
+	// HandshakeDuration: a successful TLS handshake, from its start to
+	// its end.
+	HandshakeDuration Hist = durBuckets + nativehist.Buckets
+)
+
+// Hist names a histogram in a slot by its first word.
+type Hist int
+
+func (h Hist) sum() int     { return int(h) }
+func (h Hist) zero() int    { return int(h) + 1 }
+func (h Hist) buckets() int { return int(h) + 2 }
+
+// SlotWords is the slot size in words: 4 KiB, so two workers never share
 // a cache line.
-const SlotWords = 256
+const SlotWords = 512
 
 func init() {
-	if durBuckets+nativehist.Buckets > SlotWords {
-		panic("shm: slot too small for the histogram")
+	if HandshakeDuration.buckets()+nativehist.Buckets > SlotWords {
+		panic("shm: slot too small for the histograms")
 	}
 }
 
@@ -142,14 +169,17 @@ func (s *Slot) Reset() {
 }
 
 // Observe records one request duration.
-func (s *Slot) Observe(d time.Duration) {
+func (s *Slot) Observe(d time.Duration) { s.ObserveIn(RequestDuration, d) }
+
+// ObserveIn records one duration in histogram h.
+func (s *Slot) ObserveIn(h Hist, d time.Duration) {
 	i, zero := nativehist.Index(d.Seconds())
 	if zero {
-		atomic.AddUint64(&s[DurZero], 1)
+		atomic.AddUint64(&s[h.zero()], 1)
 	} else {
-		atomic.AddUint64(&s[durBuckets+i], 1)
+		atomic.AddUint64(&s[h.buckets()+i], 1)
 	}
-	atomic.AddUint64(&s[DurSumNanos], uint64(d))
+	atomic.AddUint64(&s[h.sum()], uint64(d))
 }
 
 // Snapshot copies the counter words.
@@ -169,16 +199,19 @@ func (s *Slot) Responses() uint64 {
 	return n
 }
 
-// AddHistogramTo adds the slot's duration histogram to h.
-func (s *Slot) AddHistogramTo(h *nativehist.Counts) {
+// AddHistogramTo adds the slot's request-duration histogram to h.
+func (s *Slot) AddHistogramTo(h *nativehist.Counts) { s.AddHistTo(RequestDuration, h) }
+
+// AddHistTo adds the slot's histogram which to h.
+func (s *Slot) AddHistTo(which Hist, h *nativehist.Counts) {
 	// The count is the sum of the buckets, not a word of its own, so a
 	// scrape racing a request still sees a self-consistent histogram.
-	h.Sum += float64(s.Load(DurSumNanos)) / 1e9
-	z := s.Load(DurZero)
+	h.Sum += float64(s.Load(which.sum())) / 1e9
+	z := s.Load(which.zero())
 	h.Zero += z
 	h.Count += z
 	for i := range h.Buckets {
-		b := s.Load(durBuckets + i)
+		b := s.Load(which.buckets() + i)
 		h.Buckets[i] += b
 		h.Count += b
 	}
