@@ -518,10 +518,14 @@ func (t *Tracer) Drain(maxAge time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.drain()
-	old := t.Mono(time.Now()) - maxAge.Nanoseconds()
-	for tu, e := range t.table {
-		if e.at < old {
-			delete(t.table, tu)
+	forgetOlder(t.table, t.Mono(time.Now())-maxAge.Nanoseconds(), func(e entry) int64 { return e.at })
+}
+
+// forgetOlder deletes the entries of table whose time (at) is before old.
+func forgetOlder[V any](table map[Tuple]V, old int64, at func(V) int64) {
+	for tu, e := range table {
+		if at(e) < old {
+			delete(table, tu)
 		}
 	}
 }

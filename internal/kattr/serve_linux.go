@@ -196,12 +196,7 @@ func (t *Sends) Drain(maxAge time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.drain()
-	old := t.Mono(time.Now()) - maxAge.Nanoseconds()
-	for tu, e := range t.table {
-		if e.at < old {
-			delete(t.table, tu)
-		}
-	}
+	forgetOlder(t.table, t.Mono(time.Now())-maxAge.Nanoseconds(), func(e *sendLog) int64 { return e.at })
 }
 
 // ReadSends reads every send on the ring now, in order, for a watch of
