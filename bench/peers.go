@@ -36,6 +36,7 @@ type peerFlags struct {
 	conns    int
 	workers  int
 	fraction float64
+	only     string // "": every cell; "attribution" or "tls": those rows alone
 }
 
 func parsePeerFlags(args []string, stderr io.Writer) (*peerFlags, error) {
@@ -48,6 +49,7 @@ func parsePeerFlags(args []string, stderr io.Writer) (*peerFlags, error) {
 	fs.IntVar(&f.conns, "c", 64, "connections")
 	fs.IntVar(&f.workers, "workers", 2, "server worker processes")
 	fs.Float64Var(&f.fraction, "equal-load", 0.6, "offered rate of the equal-load cells, as a fraction of the slower server's closed-loop rate")
+	fs.StringVar(&f.only, "only", "", "run only these rows: attribution (what kernel attribution costs) or tls (the TLS clients)")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
 	}
@@ -63,6 +65,8 @@ func parsePeerFlags(args []string, stderr io.Writer) (*peerFlags, error) {
 		return nil, usageErr("-c and -workers must be positive")
 	case f.fraction <= 0 || f.fraction > 1:
 		return nil, usageErr("-equal-load %v: want a fraction in (0, 1]", f.fraction)
+	case f.only != "" && f.only != "attribution" && f.only != "tls":
+		return nil, usageErr("-only %q: want attribution or tls", f.only)
 	}
 	if f.dir == "" {
 		f.dir = filepath.Join(defaultResultsDir(), "peers")
@@ -154,9 +158,13 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer tlsPeer.stop()
 
 	p := peerRun{f: f, budget: budget, m: m, res: res, config: fileConfig(), stderr: stderr}
-	p.progress = &progress{w: stderr, n: f.rounds * (12 + len(tlsClientCells) + 2*len(attributionCells)), start: time.Now()}
+	cells := map[string]int{"": 12 + len(tlsClientCells) + 2*len(attributionCells), "tls": len(tlsClientCells), "attribution": 2 * len(attributionCells)}
+	p.progress = &progress{w: stderr, n: f.rounds * cells[f.only], start: time.Now()}
 	for round := range f.rounds {
 		for _, conn := range []string{"keepalive", "close"} {
+			if f.only != "" {
+				break
+			}
 			order := func(xs []peerServer) []peerServer {
 				if round%2 == 1 {
 					xs = slices.Clone(xs)
@@ -191,15 +199,23 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				}
 			}
 		}
-		if err := p.tlsClients(ctx, tlsPeer, round); err != nil {
-			return err
+		if f.only != "attribution" {
+			if err := p.tlsClients(ctx, tlsPeer, round); err != nil {
+				return err
+			}
 		}
-		if err := p.attributionCosts(ctx, servers[0], round); err != nil {
-			return err
+		if f.only != "tls" {
+			if err := p.attributionCosts(ctx, servers[0], round); err != nil {
+				return err
+			}
 		}
 	}
 	if err := summarizePeers(f.dir); err != nil {
 		return err
+	}
+	if f.only != "" { // the ratios below are the plain rows'
+		fmt.Fprintf(stdout, "%s rows only: %s/REPORT.md, %s/benchstat.txt\n", f.only, f.dir, f.dir)
+		return nil
 	}
 	return printPeerSummary(stdout, f.dir)
 }

@@ -58,10 +58,15 @@ func setInProcProcs(c *Config) { runtime.GOMAXPROCS(c.Workers * c.GOMAXPROCS) }
 
 // signal asks a worker to stop: SIGTERM drains, SIGKILL kills. An
 // in-process worker is told through its control socket and drains either
-// way (its grace bounds it).
-func (p *proc) signal(sig syscall.Signal) {
+// way (its grace bounds it); the socket is read under s.mu, since the
+// worker's watcher closes it (and sets -1) when the worker ends.
+func (s *Supervisor) signal(p *proc, sig syscall.Signal) {
 	if p.cmd == nil {
-		unix.Shutdown(p.ctl, unix.SHUT_WR)
+		s.mu.Lock()
+		if p.ctl >= 0 {
+			unix.Shutdown(p.ctl, unix.SHUT_WR)
+		}
+		s.mu.Unlock()
 		return
 	}
 	p.cmd.Process.Signal(sig)

@@ -136,7 +136,7 @@ func (s *Supervisor) replace(id int) {
 	s.watchers.Add(1)
 	s.mu.Unlock()
 	go s.watch(np)
-	old.signal(syscall.SIGTERM)
+	s.signal(old, syscall.SIGTERM)
 	s.log.Printf("rolling restart (%s): worker %d pid %d -> %d", s.cfg.Restart, id, old.pid, np.pid)
 }
 

@@ -550,7 +550,7 @@ func (s *Supervisor) stop(graceful bool) error {
 		sig = syscall.SIGTERM
 	}
 	for _, p := range procs {
-		p.signal(sig)
+		s.signal(p, sig)
 	}
 	done := make(chan struct{})
 	go func() { s.watchers.Wait(); close(done) }()
