@@ -151,14 +151,14 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer ng.Stop()
 	servers := []peerServer{{"target", tAddr, tg.Cmd.Process.Pid}, {"nginx", nAddr, ng.Pid()}}
-	tlsPeer, err := startTLSPeer(budget, f.workers)
+	tlsPeer, err := startTLSPeer(budget, f.workers, f.bin)
 	if err != nil {
 		return err
 	}
 	defer tlsPeer.stop()
 
 	p := peerRun{f: f, budget: budget, m: m, res: res, config: fileConfig(), stderr: stderr}
-	cells := map[string]int{"": 12 + len(tlsClientCells) + 2*len(attributionCells), "tls": len(tlsClientCells), "attribution": 2 * len(attributionCells)}
+	cells := map[string]int{"": 12 + len(tlsClientCells) + 4 + 2*len(attributionCells), "tls": len(tlsClientCells) + 4, "attribution": 2 * len(attributionCells)}
 	p.progress = &progress{w: stderr, n: f.rounds * cells[f.only], start: time.Now()}
 	for round := range f.rounds {
 		for _, conn := range []string{"keepalive", "close"} {
@@ -201,6 +201,9 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if f.only != "attribution" {
 			if err := p.tlsClients(ctx, tlsPeer, round); err != nil {
+				return err
+			}
+			if err := p.tlsServers(ctx, tlsPeer, round); err != nil {
 				return err
 			}
 		}
@@ -452,6 +455,7 @@ var peerSections = []results.Section{
 		},
 	},
 	peerTLSSection,
+	peerTLSServerSection,
 	peerAttributionSection,
 }
 
@@ -466,6 +470,18 @@ var peerTLSSection = results.Section{
 	Metrics: []results.Metric{
 		{Unit: "req/s", Label: "throughput (req/s)", Summary: true}, {Unit: "cpu-sec/req", Label: "client CPU per request", Summary: true},
 		{Unit: "syscalls/req", Label: "client system calls per request"}, {Unit: "maxrss-B", Label: "peak resident memory (bytes, VmHWM)"},
+	},
+}
+
+// peerTLSServerSection reports the servers terminating TLS.
+var peerTLSServerSection = results.Section{
+	Name: "PeerTLS", Filter: "/side:server", Title: "Servers terminating TLS", Cols: "/impl", Rows: "/handshake",
+	About: "bin/target (reuseport, -tls-cert) against nginx (reuseport, ssl), the same certificate, worker count and server CPUs, " +
+		"under loadgen on the client CPUs, a new connection per request: a full handshake on each (TLS 1.3), or resumed by ticket " +
+		"(-tls-resume; the target's workers share a ticket key). Server CPU per request is the whole process tree's, the handshake most of it.",
+	Metrics: []results.Metric{
+		{Unit: "req/s", Label: "throughput (req/s)", Summary: true}, {Unit: "cpu-sec/req", Label: "server CPU per request", Summary: true},
+		{Unit: "syscalls/req", Label: "server system calls per request"},
 	},
 }
 

@@ -4,6 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/perf/benchfmt"
 
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/tlscert"
@@ -17,9 +23,13 @@ type tlsPeer struct {
 	ng   *peers.Nginx
 	addr string
 	dir  string
+	// The target terminating TLS with the same certificate, workers and
+	// CPUs: the server rows.
+	tg     *peers.Target
+	tgAddr string
 }
 
-func startTLSPeer(budget peers.Budget, workers int) (*tlsPeer, error) {
+func startTLSPeer(budget peers.Budget, workers int, bin string) (*tlsPeer, error) {
 	dir, err := os.MkdirTemp("", "lbbench-peers-tls-")
 	if err != nil {
 		return nil, err
@@ -40,12 +50,72 @@ func startTLSPeer(budget peers.Budget, workers int) (*tlsPeer, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &tlsPeer{ng: ng, addr: addr, dir: dir}, nil
+	t := &tlsPeer{ng: ng, addr: addr, dir: dir}
+	if t.tgAddr, err = freeLoopbackAddr(); err != nil {
+		t.stop()
+		return nil, err
+	}
+	tbin, targs := peers.Pin(budget.Servers, filepath.Join(bin, "target"), "-model", "reuseport", "-workers", strconv.Itoa(workers),
+		"-addr", t.tgAddr, "-metrics-addr", "off", "-tls-cert", cert, "-tls-key", key)
+	if t.tg, err = peers.StartTarget(tbin, targs...); err != nil {
+		t.stop()
+		return nil, err
+	}
+	return t, nil
 }
 
 func (t *tlsPeer) stop() {
+	if t.tg != nil {
+		t.tg.Stop(10 * time.Second)
+	}
 	t.ng.Stop()
 	os.RemoveAll(t.dir)
+}
+
+// tlsServers runs loadgen (a new connection per request, on the client
+// CPUs) against the target and nginx terminating TLS, full and resumed
+// handshakes: the server tree's CPU per request, which is mostly the
+// handshake's.
+func (p *peerRun) tlsServers(ctx context.Context, t *tlsPeer, round int) error {
+	servers := []peerServer{{"target", t.tgAddr, t.tg.Cmd.Process.Pid}, {"nginx", t.addr, t.ng.Pid()}}
+	if round%2 == 1 {
+		slices.Reverse(servers)
+	}
+	for _, handshake := range []string{"full", "resumed"} {
+		for _, s := range servers {
+			extra := []string{"-insecure"}
+			if handshake == "resumed" {
+				extra = append(extra, "-tls-resume")
+			}
+			before, err := p.m.Tree(s.root)
+			if err != nil {
+				return err
+			}
+			run, err := p.loadgenOn(ctx, p.budget.Clients, nil, "https://"+s.addr+"/", "close", 0, extra...)
+			if err != nil {
+				return err
+			}
+			after, err := p.m.Tree(s.root)
+			if err != nil {
+				return err
+			}
+			d := run.doc
+			if d.TLS == nil || d.Errors > d.Requests/100 {
+				return fmt.Errorf("loadgen against %s (TLS): %d requests, %d errors", s.name, d.Requests, d.Errors)
+			}
+			if resumed := float64(d.TLS.Resumed) / float64(max(d.TLS.Full+d.TLS.Resumed, 1)); handshake == "full" && resumed > 0.01 || handshake == "resumed" && resumed < 0.9 {
+				return fmt.Errorf("loadgen against %s (TLS): %.0f%% of handshakes resumed, not what a %s-handshake row measures", s.name, 100*resumed, handshake)
+			}
+			cpu, calls := perReq(after.Sub(before), d.Requests)
+			p.progress.step("round %d TLS %s handshakes: %s under loadgen: %.0f req/s, %.1fµs server CPU per request", round+1, handshake, s.name, d.RequestsPerSec, cpu*1e6)
+			if err := p.add(fmt.Sprintf("PeerTLS/side=server/load=max/impl=%s/conn=close/handshake=%s", s.name, handshake), d.Requests,
+				benchfmt.Value{Value: d.RequestsPerSec, Unit: "req/s"}, benchfmt.Value{Value: cpu, Unit: "cpu-sec/req"},
+				benchfmt.Value{Value: max(calls, 1e-9), Unit: "syscalls/req"}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // tlsClientCells pair each client with the peer that makes the same
