@@ -19,7 +19,8 @@ func cmdReport(_ context.Context, args []string, stdout, _ io.Writer) error {
 		return fmt.Errorf("%s: no raw.txt (not a results folder?)", args[0])
 	}
 	write := summarize
-	if bytes.Contains(raw, []byte("\nBenchmarkPeer/")) { // made by bench peers
+	// Made by bench peers: Peer/, PeerTLS/, PeerAttribution/ rows.
+	if bytes.Contains(raw, []byte("\nBenchmarkPeer")) {
 		write = summarizePeers
 	}
 	if err := write(args[0]); err != nil {
