@@ -160,7 +160,10 @@ func (s *slot) attribute(last bool) {
 		}
 		who, known = x.srv.Thread, x.srv.known
 	}
-	if !known || x.pid != uint64(who.PID) {
+	// The client's address names a disagreement's example: only when the
+	// server sent a pid header (attribution both) that is not the
+	// kernel's, not on every response of a server that sends none.
+	if x.pid != 0 && (!known || x.pid != uint64(who.PID)) {
 		x.client = s.tuple.Client.String()
 	}
 }
