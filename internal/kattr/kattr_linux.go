@@ -175,13 +175,21 @@ func startProbe(name, tp string, prog func(l layout, ports, events, missed int) 
 	if t.reader, err = ringbuf.NewReader(t.objs.events); err != nil {
 		return fail(err)
 	}
+	// The programs submit without waking a reader (a wake-up is an
+	// interrupt on the sending CPU per event), so a read must never wait
+	// for one: a deadline in the past makes it look and return.
+	t.reader.SetDeadline(time.Unix(1, 0))
 	return t, nil
 }
 
 // next reads the next event on the ring, if there is one now.
 func (t *probe) next() (*event, bool) {
 	for t.reader.AvailableBytes() > 0 {
-		if err := t.reader.ReadInto(&t.rec); err != nil {
+		if err := t.reader.ReadInto(&t.rec); errors.Is(err, os.ErrDeadlineExceeded) {
+			// The reader reports, once, that a former look found the
+			// ring empty; the bytes available now are still to read.
+			continue
+		} else if err != nil {
 			return nil, false
 		}
 		if len(t.rec.RawSample) >= eventSize {
@@ -255,6 +263,9 @@ func kernelLayout() (layout, error) {
 		if f.name == "skc_v6_daddr" {
 			l.hasV6 = ok
 		}
+	}
+	if _, n := l.head(); n > headMax {
+		return layout{}, fmt.Errorf("%w: struct sock_common's addresses, ports and family span %d bytes, not the few that lead it", ErrNoBTF, n)
 	}
 	// struct sock begins with its sock_common.
 	var sk *btf.Struct
@@ -359,10 +370,38 @@ func program(l layout, ports, events, missed int) asm.Instructions {
 	return append(insns, report(l, ports, events, missed, false)...)
 }
 
+// headAt is where on the stack the programs keep the head of the
+// sock_common they read; headMax is the most of it they read.
+const (
+	headAt  = -128
+	headMax = 96
+)
+
+// head is the part of struct sock_common the programs read in one go:
+// the IPv4 addresses, both ports and the family, which lead the struct
+// in every kernel since 2.6.
+func (l layout) head() (lo, n uint32) {
+	lo, hi := l.daddr, l.daddr+4
+	for _, f := range []struct{ off, size uint32 }{{l.rcvSaddr, 4}, {l.dport, 2}, {l.num, 2}, {l.family, 2}} {
+		lo, hi = min(lo, f.off), max(hi, f.off+f.size)
+	}
+	return lo, hi - lo
+}
+
 // report ends both programs: for the sock in r7 on a watched server
 // port, it sends an event (with r9 as the byte count when sent is set)
-// through the ring, or counts one the ring had no room for.
+// through the ring, or counts one the ring had no room for. It reads
+// the sock once (twice for IPv6) and submits without a wake-up: the
+// reader looks when it needs an answer.
 func report(l layout, ports, events, missed int, sent bool) asm.Instructions {
+	lo, n := l.head()
+	// field copies size bytes of the head at off into the event at dst.
+	field := func(dst int16, off uint32, size asm.Size) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(asm.R1, asm.RFP, int16(headAt+int32(off-lo)), size),
+			asm.StoreMem(asm.R8, dst, asm.R1, size),
+		}
+	}
 	read := func(dstOff int16, size int32, srcOff uint32) asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg(asm.R1, asm.R8),
@@ -374,15 +413,18 @@ func report(l layout, ports, events, missed int, sent bool) asm.Instructions {
 		}
 	}
 	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, headAt),
+		asm.Mov.Imm(asm.R2, int32(n)),
+		asm.Mov.Reg(asm.R3, asm.R7),
+		asm.Add.Imm(asm.R3, int32(lo)),
+		asm.FnProbeReadKernel.Call(),
+		asm.JNE.Imm(asm.R0, 0, "out"),
 		// The server port (skc_num): is it watched?
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
-		asm.Mov.Reg(asm.R1, asm.RFP),
-		asm.Add.Imm(asm.R1, -16),
-		asm.Mov.Imm(asm.R2, 2),
-		asm.Mov.Reg(asm.R3, asm.R7),
-		asm.Add.Imm(asm.R3, int32(l.num)),
-		asm.FnProbeReadKernel.Call(),
+		asm.LoadMem(asm.R1, asm.RFP, int16(headAt+int32(l.num-lo)), asm.Half),
+		asm.StoreMem(asm.RFP, -16, asm.R1, asm.Half),
 		asm.LoadMapPtr(asm.R1, ports),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -16),
@@ -418,40 +460,43 @@ func report(l layout, ports, events, missed int, sent bool) asm.Instructions {
 		asm.StoreMem(asm.R8, offPID+4, asm.R0, asm.Word), // tid: the low half
 		asm.FnGetSmpProcessorId.Call(),
 		asm.StoreMem(asm.R8, offCPU, asm.R0, asm.Word),
-		asm.LoadMem(asm.R1, asm.RFP, -16, asm.Half),
-		asm.StoreMem(asm.R8, offLPort, asm.R1, asm.Half),
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.R8, offLen, asm.R1, asm.DWord), // Len and the padding
 	}
 	if sent {
 		insns = append(insns, asm.StoreMem(asm.R8, offLen, asm.R9, asm.Word))
 	}
-	insns = append(insns, read(offFamily, 2, l.family)...)
-	insns = append(insns, read(offRPort, 2, l.dport)...)
+	insns = append(insns, field(offLPort, l.num, asm.Half)...)
+	insns = append(insns, field(offRPort, l.dport, asm.Half)...)
+	insns = append(insns, field(offFamily, l.family, asm.Half)...)
+	insns = append(insns, field(offLAddr, l.rcvSaddr, asm.Word)...)
+	insns = append(insns, field(offRAddr, l.daddr, asm.Word)...)
 	if l.hasV6 {
-		// Both forms; user space picks by family.
-		insns = append(insns, read(offLAddr, 16, l.v6rcvSaddr)...)
-		insns = append(insns, read(offRAddr, 16, l.v6daddr)...)
+		// An IPv6 socket's addresses (v4-mapped ones too) are in its
+		// v6 fields; user space picks by family.
 		insns = append(insns,
 			asm.LoadMem(asm.R1, asm.R8, offFamily, asm.Half),
-			asm.JNE.Imm(asm.R1, unix.AF_INET, "comm"),
+			asm.JNE.Imm(asm.R1, unix.AF_INET6, "comm"),
 		)
+		insns = append(insns, read(offLAddr, 16, l.v6rcvSaddr)...)
+		insns = append(insns, read(offRAddr, 16, l.v6daddr)...)
 	}
-	insns = append(insns, read(offLAddr, 4, l.rcvSaddr)...)
-	insns = append(insns, read(offRAddr, 4, l.daddr)...)
 	insns = append(insns,
 		asm.Mov.Reg(asm.R1, asm.R8).WithSymbol("comm"),
 		asm.Add.Imm(asm.R1, int32(offComm)),
 		asm.Mov.Imm(asm.R2, 16),
 		asm.FnGetCurrentComm.Call(),
 		asm.Mov.Reg(asm.R1, asm.R8),
-		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Imm(asm.R2, ringbufNoWakeup),
 		asm.FnRingbufSubmit.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
 	)
 	return insns
 }
+
+// ringbufNoWakeup is BPF_RB_NO_WAKEUP.
+const ringbufNoWakeup = 1
 
 // drain reads every event on the ring now. t.mu is held.
 func (t *Tracer) drain() {

@@ -43,14 +43,27 @@ func (w *writer) write(c net.Conn, p []byte) {
 
 // TestServedByTheSendingThread: on one connection, responses written by
 // two threads in turn, some in two writes, are each attributed to the
-// thread that sent their last byte.
+// thread that sent their last byte, over IPv4, IPv6, and IPv4 to a
+// dual-stack socket (whose addresses the kernel keeps v4-mapped).
 func TestServedByTheSendingThread(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for _, c := range []struct{ name, listen, dial string }{
+		{"ipv4", "127.0.0.1:0", "127.0.0.1"},
+		{"ipv6", "[::1]:0", "::1"},
+		{"v4-mapped", "[::]:0", "127.0.0.1"},
+	} {
+		t.Run(c.name, func(t *testing.T) { servedBySender(t, c.listen, c.dial) })
+	}
+}
+
+func servedBySender(t *testing.T, listen, dial string) {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		t.Fatal(err)
+		t.Skipf("no %s here: %v", listen, err)
 	}
 	defer ln.Close()
-	tr := startServing(t, uint16(ln.Addr().(*net.TCPAddr).Port))
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	server := netip.AddrPortFrom(netip.MustParseAddr(dial), port)
+	tr := startServing(t, port)
 	a, b := newWriter(), newWriter()
 	defer close(a.jobs)
 	defer close(b.jobs)
@@ -62,14 +75,14 @@ func TestServedByTheSendingThread(t *testing.T) {
 		}
 	}()
 	begin := time.Now()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", server.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	sc := <-accepted
 	defer sc.Close()
-	tu := Tuple{Client: c.LocalAddr().(*net.TCPAddr).AddrPort(), Server: netip.MustParseAddrPort(ln.Addr().String())}
+	tu := Tuple{Client: c.LocalAddr().(*net.TCPAddr).AddrPort(), Server: server}
 
 	var through int64
 	buf := make([]byte, 4096)
