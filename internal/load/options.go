@@ -132,13 +132,31 @@ func (o *Options) Validate() error {
 	if err := o.validateTLS(u.Scheme); err != nil {
 		return err
 	}
+	ip, err := o.setTarget(u)
+	if err != nil {
+		return err
+	}
+	if err := o.validateLoad(); err != nil {
+		return err
+	}
+	o.setDefaults()
+	for _, s := range o.Src {
+		if s.Is4() != ip.Is4() {
+			return fmt.Errorf("-src %v and the target %v are not the same IP family", s, ip)
+		}
+	}
+	return nil
+}
+
+// setTarget takes the target's address, port and path from u.
+func (o *Options) setTarget(u *url.URL) (netip.Addr, error) {
 	host := u.Hostname()
 	if host == "localhost" {
 		host = "127.0.0.1"
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return fmt.Errorf("bad URL %q: host must be an IP address", o.URL)
+		return ip, fmt.Errorf("bad URL %q: host must be an IP address", o.URL)
 	}
 	port := u.Port()
 	if port == "" {
@@ -148,14 +166,19 @@ func (o *Options) Validate() error {
 		}
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("bad URL %q: bad port", o.URL)
+		return ip, fmt.Errorf("bad URL %q: bad port", o.URL)
 	}
 	o.host, o.port = netip.AddrPortFrom(ip, 0).Addr().String(), port
 	if ip.Is6() {
 		o.host = "[" + o.host + "]"
 	}
 	o.path = u.RequestURI()
+	return ip, nil
+}
 
+// validateLoad checks the load's size, pacing, connections and
+// attribution.
+func (o *Options) validateLoad() error {
 	switch {
 	case o.Proto == ProtoTCP && o.Conns < 1:
 		return fmt.Errorf("-c %d: want at least 1 connection", o.Conns)
@@ -188,6 +211,11 @@ func (o *Options) Validate() error {
 	case o.FairBy == FairWorker && o.Attribute == AttrKernel:
 		return errors.New("-fair-by worker counts the server's -id-header: it needs -attribute header or both")
 	}
+	return nil
+}
+
+// setDefaults fills in what was left zero.
+func (o *Options) setDefaults() {
 	if o.Attribute == "" {
 		o.Attribute = AttrHeader
 	}
@@ -206,12 +234,6 @@ func (o *Options) Validate() error {
 	if o.Seed == 0 {
 		o.Seed = time.Now().UnixNano()
 	}
-	for _, s := range o.Src {
-		if s.Is4() != ip.Is4() {
-			return fmt.Errorf("-src %v and the target %v are not the same IP family", s, ip)
-		}
-	}
-	return nil
 }
 
 // validateUDP checks what only UDP has, and refuses what only TCP has.
