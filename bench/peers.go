@@ -161,42 +161,9 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cells := map[string]int{"": 12 + len(tlsClientCells) + 4 + 2*len(attributionCells), "tls": len(tlsClientCells) + 4, "attribution": 2 * len(attributionCells)}
 	p.progress = &progress{w: stderr, n: f.rounds * cells[f.only], start: time.Now()}
 	for round := range f.rounds {
-		for _, conn := range []string{"keepalive", "close"} {
-			if f.only != "" {
-				break
-			}
-			order := func(xs []peerServer) []peerServer {
-				if round%2 == 1 {
-					xs = slices.Clone(xs)
-					slices.Reverse(xs)
-				}
-				return xs
-			}
-			// Servers at their closed-loop maximum under wrk.
-			rates := map[string]float64{}
-			for _, s := range order(servers) {
-				r, err := p.serverMax(ctx, s, conn, round)
-				if err != nil {
-					return err
-				}
-				rates[s.name] = r
-			}
-			// Clients on the same nginx.
-			tools := []string{"loadgen", "wrk"}
-			if round%2 == 1 {
-				slices.Reverse(tools)
-			}
-			for _, tool := range tools {
-				if err := p.client(ctx, tool, nAddr, conn, round); err != nil {
-					return err
-				}
-			}
-			// Both servers at the same offered rate.
-			rate := f.fraction * min(rates["target"], rates["nginx"])
-			for _, s := range order(servers) {
-				if err := p.serverEqual(ctx, s, conn, rate, round); err != nil {
-					return err
-				}
+		if f.only == "" {
+			if err := p.plainRound(ctx, servers, nAddr, round); err != nil {
+				return err
 			}
 		}
 		if f.only != "attribution" {
@@ -221,6 +188,49 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	return printPeerSummary(stdout, f.dir)
+}
+
+// plainRound runs a round of the plain rows, keep-alive then close: the
+// servers at their maximum under wrk, the clients on the same nginx
+// (at nAddr), and the servers at the same offered rate, in alternating
+// order.
+func (p *peerRun) plainRound(ctx context.Context, servers []peerServer, nAddr string, round int) error {
+	for _, conn := range []string{"keepalive", "close"} {
+		order := func(xs []peerServer) []peerServer {
+			if round%2 == 1 {
+				xs = slices.Clone(xs)
+				slices.Reverse(xs)
+			}
+			return xs
+		}
+		// Servers at their closed-loop maximum under wrk.
+		rates := map[string]float64{}
+		for _, s := range order(servers) {
+			r, err := p.serverMax(ctx, s, conn, round)
+			if err != nil {
+				return err
+			}
+			rates[s.name] = r
+		}
+		// Clients on the same nginx.
+		tools := []string{"loadgen", "wrk"}
+		if round%2 == 1 {
+			slices.Reverse(tools)
+		}
+		for _, tool := range tools {
+			if err := p.client(ctx, tool, nAddr, conn, round); err != nil {
+				return err
+			}
+		}
+		// Both servers at the same offered rate.
+		rate := p.f.fraction * min(rates["target"], rates["nginx"])
+		for _, s := range order(servers) {
+			if err := p.serverEqual(ctx, s, conn, rate, round); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // summarizePeers writes a peers folder's benchstat.txt and REPORT.md.
