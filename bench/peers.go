@@ -510,7 +510,7 @@ func printPeerSummary(w io.Writer, dir string) error {
 				}
 			}
 		}
-		return median(xs)
+		return results.Median(xs)
 	}
 	fmt.Fprintf(w, "%-9s %-22s %-26s %-24s %-30s\n", "conn", "loadgen/wrk req/s", "nginx/target CPU per req", "target/nginx p99 (equal)", "system calls per request")
 	for _, conn := range []string{"keepalive", "close"} {
@@ -537,16 +537,4 @@ func ratio(a, b float64) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.2fx", a/b)
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

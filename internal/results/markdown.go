@@ -187,7 +187,7 @@ func (t *Table) metricsAsColumns(b *bytes.Buffer) {
 				b.WriteString(" |")
 				continue
 			}
-			fmt.Fprintf(b, " %s |", formatValue(median(v), m.Unit))
+			fmt.Fprintf(b, " %s |", formatValue(Median(v), m.Unit))
 		}
 		b.WriteString("\n")
 	}

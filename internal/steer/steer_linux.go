@@ -139,20 +139,8 @@ func Load(mode string, n int) (*Objects, error) {
 // Close releases the objects.
 func (o *Objects) Close() {
 	for _, c := range []interface{ Close() error }{o.Prog, o.Socks, o.Loads, o.Counter} {
-		if c != nil && !isNilCloser(c) {
-			c.Close()
-		}
+		c.Close() // a nil *ebpf.Program or *ebpf.Map closes as nothing
 	}
-}
-
-func isNilCloser(c interface{ Close() error }) bool {
-	switch v := c.(type) {
-	case *ebpf.Program:
-		return v == nil
-	case *ebpf.Map:
-		return v == nil
-	}
-	return false
 }
 
 const skPass = 1
