@@ -48,15 +48,8 @@ func (s *exclusiveSource) run(serve func(fd int)) {
 		if e == unix.EAGAIN {
 			continue // another worker was woken for the same connection
 		}
-		if e != 0 {
-			if !s.retry(e) {
-				return
-			}
-			continue
+		if !s.took(r, e, serve) {
+			return
 		}
-		s.Accepted()
-		serve(int(r))
 	}
 }
-
-func (s *exclusiveSource) stop() { s.stopping.Store(true) }

@@ -68,6 +68,21 @@ type acceptor struct {
 
 func (a *acceptor) inode() uint64 { return a.ino }
 
+// stop makes a thread-blocking strategy's loop end at its next wake-up
+// (at most pollTimeout away).
+func (a *acceptor) stop() { a.stopping.Store(true) }
+
+// took handles what one accept4 returned: the connection is served, a
+// failure counted (see retry). It returns false when the loop is to end.
+func (a *acceptor) took(r uintptr, e unix.Errno, serve func(fd int)) bool {
+	if e != 0 {
+		return a.retry(e)
+	}
+	a.Accepted()
+	serve(int(r))
+	return true
+}
+
 // FD is the listening socket (serve.Acceptor).
 func (a *acceptor) FD() int { return a.lfd }
 

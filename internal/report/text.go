@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lbbench/lbbench/internal/kattr"
 	"github.com/lbbench/lbbench/internal/load"
 )
 
@@ -348,23 +349,18 @@ func attributionText(w io.Writer, d *Doc) {
 	if a.Acceptors == nil || len(a.Handoffs) == 0 {
 		return
 	}
-	accPIDs, srvPIDs := map[uint64]bool{}, map[uint64]bool{}
-	var handed, total int64
-	for _, h := range a.Handoffs {
-		accPIDs[h.AcceptorPID], srvPIDs[h.ServerPID] = true, true
-		total += h.Connections
-		if h.AcceptorPID != h.ServerPID {
-			handed += h.Connections
-		}
-	}
+	accPIDs, srvPIDs, handed, total := kattr.HandoffTotals(len(a.Handoffs), func(i int) (uint64, uint64, int64) {
+		h := a.Handoffs[i]
+		return h.AcceptorPID, h.ServerPID, h.Connections
+	})
 	if handed == 0 {
 		fmt.Fprintf(w, "  Every connection was served by the process that accepted it (%d accepting, %d serving threads; %d connections served by another thread than their acceptor)\n",
 			len(a.Acceptors.PerTID), len(d.PerTID), a.HandedToThread)
 		return
 	}
 	fmt.Fprintf(w, "  Accepted by %s (%s), served by %s (%s): %d of %d connections handed to another process\n",
-		plural(len(accPIDs), "process", "processes"), plural(len(a.Acceptors.PerTID), "thread", "threads"),
-		plural(len(srvPIDs), "process", "processes"), plural(len(d.PerTID), "thread", "threads"), handed, total)
+		plural(accPIDs, "process", "processes"), plural(len(a.Acceptors.PerTID), "thread", "threads"),
+		plural(srvPIDs, "process", "processes"), plural(len(d.PerTID), "thread", "threads"), handed, total)
 	fmt.Fprintf(w, "  %-12s %-12s %12s %7s\n", "accepted by", "served by", "connections", "share")
 	for i, h := range a.Handoffs {
 		if i == maxHandoffRows {
