@@ -270,23 +270,17 @@ func perReq(u peers.Usage, n int64) (cpu, calls float64) {
 
 // serverMax: wrk against one server; the server tree's usage per request.
 func (p *peerRun) serverMax(ctx context.Context, s peerServer, conn string, round int) (float64, error) {
-	before, err := p.m.Tree(s.root)
-	if err != nil {
-		return 0, err
-	}
-	w, err := peers.RunWrk(ctx, "http://"+s.addr+"/", peers.WrkOptions{Threads: p.budget.Threads(), Conns: p.f.conns,
-		Duration: p.f.duration, Close: conn == "close", CPUs: p.budget.Clients})
-	if err != nil {
-		return 0, err
-	}
-	after, err := p.m.Tree(s.root)
+	w, used, err := metered(p.m, s.root, func() (*peers.WrkResult, error) {
+		return peers.RunWrk(ctx, "http://"+s.addr+"/", peers.WrkOptions{Threads: p.budget.Threads(), Conns: p.f.conns,
+			Duration: p.f.duration, Close: conn == "close", CPUs: p.budget.Clients})
+	})
 	if err != nil {
 		return 0, err
 	}
 	if w.Requests == 0 || w.Errors > w.Requests/100 {
 		return 0, fmt.Errorf("wrk against %s: %d requests, %d errors", s.name, w.Requests, w.Errors)
 	}
-	cpu, calls := perReq(after.Sub(before), w.Requests)
+	cpu, calls := perReq(used, w.Requests)
 	p.progress.step("round %d conn=%s: %s under wrk: %.0f req/s, %.1fµs server CPU and %.2f system calls per request",
 		round+1, conn, s.name, w.RequestsPerSec, cpu*1e6, calls)
 	return w.RequestsPerSec, p.add(fmt.Sprintf("Peer/side=server/load=max/impl=%s/conn=%s", s.name, conn), w.Requests,
@@ -352,20 +346,12 @@ func (p *peerRun) runClient(ctx context.Context, tool, url, conn string, cpus []
 
 // serverEqual: loadgen's open loop at rate against one server.
 func (p *peerRun) serverEqual(ctx context.Context, s peerServer, conn string, rate float64, round int) error {
-	before, err := p.m.Tree(s.root)
-	if err != nil {
-		return err
-	}
-	run, err := p.loadgen(ctx, "http://"+s.addr+"/", conn, rate)
-	if err != nil {
-		return err
-	}
-	after, err := p.m.Tree(s.root)
+	run, used, err := metered(p.m, s.root, func() (*loadgenRun, error) { return p.loadgen(ctx, "http://"+s.addr+"/", conn, rate) })
 	if err != nil {
 		return err
 	}
 	d := run.doc
-	cpu, calls := perReq(after.Sub(before), d.Requests)
+	cpu, calls := perReq(used, d.Requests)
 	p.progress.step("round %d conn=%s: %s at %.0f req/s offered: p99 %s, %.1fµs server CPU per request",
 		round+1, conn, s.name, rate, fmtSec(d.Latency.P99), cpu*1e6)
 	if d.SelfCheck.Bottleneck {
@@ -387,6 +373,23 @@ type loadgenRun struct {
 
 // loadgen runs bin/loadgen pinned to the client CPUs with GOMAXPROCS =
 // client CPUs; rate > 0 is an open loop.
+// metered runs a client through run and returns what the server's
+// process tree (from root) used meanwhile.
+func metered[R any](m *peers.Meter, root int, run func() (R, error)) (r R, used peers.Usage, err error) {
+	before, err := m.Tree(root)
+	if err != nil {
+		return r, used, err
+	}
+	if r, err = run(); err != nil {
+		return r, used, err
+	}
+	after, err := m.Tree(root)
+	if err != nil {
+		return r, used, err
+	}
+	return r, after.Sub(before), nil
+}
+
 func (p *peerRun) loadgen(ctx context.Context, url, conn string, rate float64) (*loadgenRun, error) {
 	return p.loadgenOn(ctx, p.budget.Clients, nil, url, conn, rate)
 }

@@ -69,9 +69,12 @@ type Result struct {
 }
 
 // TotalErrors sums the errors of every kind.
-func (r *Result) TotalErrors() int64 {
+func (r *Result) TotalErrors() int64 { return sumCounts(r.Errors) }
+
+// sumCounts sums counts by kind.
+func sumCounts(m map[string]int64) int64 {
 	var n int64
-	for _, v := range r.Errors {
+	for _, v := range m {
 		n += v
 	}
 	return n
