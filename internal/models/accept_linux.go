@@ -10,6 +10,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/shm"
 	"github.com/lbbench/lbbench/internal/sockets"
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Accept strategies for workers that call accept themselves (shared and
@@ -22,7 +23,7 @@ const (
 )
 
 // AcceptStrategies lists the accept strategies.
-var AcceptStrategies = []string{AcceptNetpoll, AcceptBlocking, AcceptExclusive}
+var AcceptStrategies = variant.List{AcceptNetpoll, AcceptBlocking, AcceptExclusive}
 
 // pollTimeout is how often a worker blocked in accept or epoll_wait
 // looks up to see whether it should stop.

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbbench/lbbench/internal/udpwire"
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Modes.
@@ -41,7 +42,7 @@ const (
 )
 
 // Modes lists the steering modes.
-var Modes = []string{Hash, CPU, IncomingCPU, BPFRR, BPFLeast, BPFFlow}
+var Modes = variant.List{Hash, CPU, IncomingCPU, BPFRR, BPFLeast, BPFFlow}
 
 // UsesEBPF reports whether mode needs the eBPF objects.
 func UsesEBPF(mode string) bool { return mode == BPFRR || mode == BPFLeast || mode == BPFFlow }
