@@ -112,6 +112,16 @@ func freeLoopback() (netip.AddrPort, error) {
 	return at("127.0.0.1", port), err
 }
 
+// freeListener is a TCP socket with o bound to 127.0.0.1 on a free port.
+func freeListener(o opts) (netip.AddrPort, int, error) {
+	ap, err := freeLoopback()
+	if err != nil {
+		return ap, -1, err
+	}
+	fd, err := open(unix.SOCK_STREAM, ap, o)
+	return ap, fd, err
+}
+
 func at(addr string, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr(addr), port)
 }

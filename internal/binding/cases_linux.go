@@ -50,11 +50,7 @@ func Stray(n, conns int) (Figure, error) {
 // 1 when the rebind worked; the note says whether it fails without.
 func ReuseAddrRebind() (Figure, error) {
 	f := Figure{Unit: "rebind-ok", Expect: 1}
-	ap, err := freeLoopback()
-	if err != nil {
-		return f, err
-	}
-	fd, err := open(unix.SOCK_STREAM, ap, opts{reuseAddr: true})
+	ap, fd, err := freeListener(opts{reuseAddr: true})
 	if err != nil {
 		return f, err
 	}
@@ -108,11 +104,7 @@ func ReuseAddrRebind() (Figure, error) {
 // on Linux SO_REUSEADDR does not share a listening port.
 func ReuseAddrSecondListener() (Figure, error) {
 	f := Figure{Unit: "bind-refused", Expect: 1}
-	ap, err := freeLoopback()
-	if err != nil {
-		return f, err
-	}
-	fd, err := open(unix.SOCK_STREAM, ap, opts{reuseAddr: true})
+	ap, fd, err := freeListener(opts{reuseAddr: true})
 	if err != nil {
 		return f, err
 	}
