@@ -161,42 +161,9 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cells := map[string]int{"": 12 + len(tlsClientCells) + 4 + 2*len(attributionCells), "tls": len(tlsClientCells) + 4, "attribution": 2 * len(attributionCells)}
 	p.progress = &progress{w: stderr, n: f.rounds * cells[f.only], start: time.Now()}
 	for round := range f.rounds {
-		for _, conn := range []string{"keepalive", "close"} {
-			if f.only != "" {
-				break
-			}
-			order := func(xs []peerServer) []peerServer {
-				if round%2 == 1 {
-					xs = slices.Clone(xs)
-					slices.Reverse(xs)
-				}
-				return xs
-			}
-			// Servers at their closed-loop maximum under wrk.
-			rates := map[string]float64{}
-			for _, s := range order(servers) {
-				r, err := p.serverMax(ctx, s, conn, round)
-				if err != nil {
-					return err
-				}
-				rates[s.name] = r
-			}
-			// Clients on the same nginx.
-			tools := []string{"loadgen", "wrk"}
-			if round%2 == 1 {
-				slices.Reverse(tools)
-			}
-			for _, tool := range tools {
-				if err := p.client(ctx, tool, nAddr, conn, round); err != nil {
-					return err
-				}
-			}
-			// Both servers at the same offered rate.
-			rate := f.fraction * min(rates["target"], rates["nginx"])
-			for _, s := range order(servers) {
-				if err := p.serverEqual(ctx, s, conn, rate, round); err != nil {
-					return err
-				}
+		if f.only == "" {
+			if err := p.plainRound(ctx, servers, nAddr, round); err != nil {
+				return err
 			}
 		}
 		if f.only != "attribution" {
@@ -221,6 +188,49 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	return printPeerSummary(stdout, f.dir)
+}
+
+// plainRound runs a round of the plain rows, keep-alive then close: the
+// servers at their maximum under wrk, the clients on the same nginx
+// (at nAddr), and the servers at the same offered rate, in alternating
+// order.
+func (p *peerRun) plainRound(ctx context.Context, servers []peerServer, nAddr string, round int) error {
+	for _, conn := range []string{"keepalive", "close"} {
+		order := func(xs []peerServer) []peerServer {
+			if round%2 == 1 {
+				xs = slices.Clone(xs)
+				slices.Reverse(xs)
+			}
+			return xs
+		}
+		// Servers at their closed-loop maximum under wrk.
+		rates := map[string]float64{}
+		for _, s := range order(servers) {
+			r, err := p.serverMax(ctx, s, conn, round)
+			if err != nil {
+				return err
+			}
+			rates[s.name] = r
+		}
+		// Clients on the same nginx.
+		tools := []string{"loadgen", "wrk"}
+		if round%2 == 1 {
+			slices.Reverse(tools)
+		}
+		for _, tool := range tools {
+			if err := p.client(ctx, tool, nAddr, conn, round); err != nil {
+				return err
+			}
+		}
+		// Both servers at the same offered rate.
+		rate := p.f.fraction * min(rates["target"], rates["nginx"])
+		for _, s := range order(servers) {
+			if err := p.serverEqual(ctx, s, conn, rate, round); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // summarizePeers writes a peers folder's benchstat.txt and REPORT.md.
@@ -260,23 +270,17 @@ func perReq(u peers.Usage, n int64) (cpu, calls float64) {
 
 // serverMax: wrk against one server; the server tree's usage per request.
 func (p *peerRun) serverMax(ctx context.Context, s peerServer, conn string, round int) (float64, error) {
-	before, err := p.m.Tree(s.root)
-	if err != nil {
-		return 0, err
-	}
-	w, err := peers.RunWrk(ctx, "http://"+s.addr+"/", peers.WrkOptions{Threads: p.budget.Threads(), Conns: p.f.conns,
-		Duration: p.f.duration, Close: conn == "close", CPUs: p.budget.Clients})
-	if err != nil {
-		return 0, err
-	}
-	after, err := p.m.Tree(s.root)
+	w, used, err := metered(p.m, s.root, func() (*peers.WrkResult, error) {
+		return peers.RunWrk(ctx, "http://"+s.addr+"/", peers.WrkOptions{Threads: p.budget.Threads(), Conns: p.f.conns,
+			Duration: p.f.duration, Close: conn == "close", CPUs: p.budget.Clients})
+	})
 	if err != nil {
 		return 0, err
 	}
 	if w.Requests == 0 || w.Errors > w.Requests/100 {
 		return 0, fmt.Errorf("wrk against %s: %d requests, %d errors", s.name, w.Requests, w.Errors)
 	}
-	cpu, calls := perReq(after.Sub(before), w.Requests)
+	cpu, calls := perReq(used, w.Requests)
 	p.progress.step("round %d conn=%s: %s under wrk: %.0f req/s, %.1fµs server CPU and %.2f system calls per request",
 		round+1, conn, s.name, w.RequestsPerSec, cpu*1e6, calls)
 	return w.RequestsPerSec, p.add(fmt.Sprintf("Peer/side=server/load=max/impl=%s/conn=%s", s.name, conn), w.Requests,
@@ -342,20 +346,12 @@ func (p *peerRun) runClient(ctx context.Context, tool, url, conn string, cpus []
 
 // serverEqual: loadgen's open loop at rate against one server.
 func (p *peerRun) serverEqual(ctx context.Context, s peerServer, conn string, rate float64, round int) error {
-	before, err := p.m.Tree(s.root)
-	if err != nil {
-		return err
-	}
-	run, err := p.loadgen(ctx, "http://"+s.addr+"/", conn, rate)
-	if err != nil {
-		return err
-	}
-	after, err := p.m.Tree(s.root)
+	run, used, err := metered(p.m, s.root, func() (*loadgenRun, error) { return p.loadgen(ctx, "http://"+s.addr+"/", conn, rate) })
 	if err != nil {
 		return err
 	}
 	d := run.doc
-	cpu, calls := perReq(after.Sub(before), d.Requests)
+	cpu, calls := perReq(used, d.Requests)
 	p.progress.step("round %d conn=%s: %s at %.0f req/s offered: p99 %s, %.1fµs server CPU per request",
 		round+1, conn, s.name, rate, fmtSec(d.Latency.P99), cpu*1e6)
 	if d.SelfCheck.Bottleneck {
@@ -377,6 +373,23 @@ type loadgenRun struct {
 
 // loadgen runs bin/loadgen pinned to the client CPUs with GOMAXPROCS =
 // client CPUs; rate > 0 is an open loop.
+// metered runs a client through run and returns what the server's
+// process tree (from root) used meanwhile.
+func metered[R any](m *peers.Meter, root int, run func() (R, error)) (r R, used peers.Usage, err error) {
+	before, err := m.Tree(root)
+	if err != nil {
+		return r, used, err
+	}
+	if r, err = run(); err != nil {
+		return r, used, err
+	}
+	after, err := m.Tree(root)
+	if err != nil {
+		return r, used, err
+	}
+	return r, after.Sub(before), nil
+}
+
 func (p *peerRun) loadgen(ctx context.Context, url, conn string, rate float64) (*loadgenRun, error) {
 	return p.loadgenOn(ctx, p.budget.Clients, nil, url, conn, rate)
 }
@@ -500,7 +513,7 @@ func printPeerSummary(w io.Writer, dir string) error {
 				}
 			}
 		}
-		return median(xs)
+		return results.Median(xs)
 	}
 	fmt.Fprintf(w, "%-9s %-22s %-26s %-24s %-30s\n", "conn", "loadgen/wrk req/s", "nginx/target CPU per req", "target/nginx p99 (equal)", "system calls per request")
 	for _, conn := range []string{"keepalive", "close"} {
@@ -527,16 +540,4 @@ func ratio(a, b float64) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.2fx", a/b)
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -87,15 +87,9 @@ func (p *peerRun) tlsServers(ctx context.Context, t *tlsPeer, round int) error {
 			if handshake == "resumed" {
 				extra = append(extra, "-tls-resume")
 			}
-			before, err := p.m.Tree(s.root)
-			if err != nil {
-				return err
-			}
-			run, err := p.loadgenOn(ctx, p.budget.Clients, nil, "https://"+s.addr+"/", "close", 0, extra...)
-			if err != nil {
-				return err
-			}
-			after, err := p.m.Tree(s.root)
+			run, used, err := metered(p.m, s.root, func() (*loadgenRun, error) {
+				return p.loadgenOn(ctx, p.budget.Clients, nil, "https://"+s.addr+"/", "close", 0, extra...)
+			})
 			if err != nil {
 				return err
 			}
@@ -106,7 +100,7 @@ func (p *peerRun) tlsServers(ctx context.Context, t *tlsPeer, round int) error {
 			if resumed := float64(d.TLS.Resumed) / float64(max(d.TLS.Full+d.TLS.Resumed, 1)); handshake == "full" && resumed > 0.01 || handshake == "resumed" && resumed < 0.9 {
 				return fmt.Errorf("loadgen against %s (TLS): %.0f%% of handshakes resumed, not what a %s-handshake row measures", s.name, 100*resumed, handshake)
 			}
-			cpu, calls := perReq(after.Sub(before), d.Requests)
+			cpu, calls := perReq(used, d.Requests)
 			p.progress.step("round %d TLS %s handshakes: %s under loadgen: %.0f req/s, %.1fµs server CPU per request", round+1, handshake, s.name, d.RequestsPerSec, cpu*1e6)
 			if err := p.add(fmt.Sprintf("PeerTLS/side=server/load=max/impl=%s/conn=close/handshake=%s", s.name, handshake), d.Requests,
 				benchfmt.Value{Value: d.RequestsPerSec, Unit: "req/s"}, benchfmt.Value{Value: cpu, Unit: "cpu-sec/req"},

@@ -220,37 +220,12 @@ func watch(o *options, stdout, stderr io.Writer) error {
 	if len(ls) == 0 {
 		return fmt.Errorf("nothing listens on port %d on this host (the kernel sees only this host's servers)", o.port)
 	}
-	tr, err := kattr.Start(uint16(o.port))
+	w := &watcher{o: o, stderr: stderr}
+	stop, err := w.startTracing()
 	if err != nil {
 		return err
 	}
-	defer tr.Close()
-	sv, err := kattr.StartServing(uint16(o.port))
-	switch {
-	case errors.Is(err, kattr.ErrNoServeHook):
-		instead := ""
-		if servingBy(o.by) {
-			o.by = map[string]string{byServingProcess: byProcess, byServingThread: byThread}[o.by]
-			instead = "; the fairness figures count accepts by " + o.by
-		}
-		fmt.Fprintf(stderr, "acceptwatch: %v: watching accepts only%s\n", err, instead)
-	case err != nil:
-		return err
-	default:
-		defer sv.Close()
-	}
-
-	var m *watchMetrics
-	if o.metricsAddr != "" {
-		ln, err := net.Listen("tcp", o.metricsAddr)
-		if err != nil {
-			return fmt.Errorf("listen metrics %s: %v", o.metricsAddr, errors.Unwrap(err))
-		}
-		m = newWatchMetrics(o.port, sv != nil)
-		srv := &http.Server{Handler: promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
-	}
+	defer stop()
 
 	// SIGHUP (the terminal closed) ends the watch like Ctrl-C: the
 	// summary and -json are written, not lost to the default action.
@@ -265,24 +240,7 @@ func watch(o *options, stdout, stderr io.Writer) error {
 		until = "for " + o.duration.String()
 	}
 	fmt.Fprintf(stderr, "watching port %d (%d listening sockets), %s\n", o.port, len(ls), until)
-	before, _ := kernel.TcpExt()
-	owners := socketOwners()
-	expect := o.expect
-	if expect == nil {
-		for _, l := range ls {
-			for _, p := range owners[l.Inode] {
-				if !slices.Contains(expect, p) {
-					expect = append(expect, p)
-				}
-			}
-		}
-	}
-	socks := map[uint64]*Socket{}
-	var goneForeign []Socket
-	total := newTally()
-	srv := newServing()
-	sum := &Summary{Port: o.port, By: o.by}
-	start := time.Now()
+	w.begin(ls)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for done := false; !done; {
@@ -291,96 +249,206 @@ func watch(o *options, stdout, stderr io.Writer) error {
 			done = true
 		case <-tick.C:
 		}
-		sec, secServed := newTally(), newServeTally()
-		accepts := tr.Read()
-		for _, ev := range accepts {
-			sec.add(ev)
-			total.add(ev)
-			m.observe(ev)
-		}
-		if sv != nil {
-			srv.step(accepts, sv.ReadSends(), secServed, m, tr.Mono(time.Now()))
-			m.servingMissed(sv.Missed())
-		}
-		ls, lerr := sockets.Listeners(uint16(o.port))
-		if lerr == nil {
-			// A server that exited closed its sockets: they leave the
-			// table (and the metrics) rather than show a stale queue.
-			listed := map[uint64]bool{}
-			for _, l := range ls {
-				listed[l.Inode] = true
-			}
-			for ino, s := range socks {
-				if !listed[ino] {
-					m.forget(s)
-					delete(socks, ino)
-					if s.Foreign {
-						s.Gone = true
-						goneForeign = append(goneForeign, *s)
-					}
-				}
-			}
-		}
-		for _, l := range ls {
-			s := socks[l.Inode]
-			if s == nil {
-				if _, known := owners[l.Inode]; !known {
-					owners = socketOwners() // a socket opened since: look again
-				}
-				s = &Socket{Addr: l.Addr.String(), Inode: l.Inode, Owners: owners[l.Inode], Backlog: l.Backlog}
-				s.Foreign = !slices.ContainsFunc(s.Owners, func(p int) bool { return slices.Contains(expect, p) })
-				if s.Foreign {
-					fmt.Fprintf(stderr, "foreign listener on %s: socket %d held by %v, not an expected pid %v\n", s.Addr, s.Inode, s.Owners, expect)
-				}
-				socks[l.Inode] = s
-			}
-			s.Queue, s.MaxQueue = l.Queue, max(s.MaxQueue, l.Queue)
-			m.queue(s)
-		}
-		now, _ := kernel.TcpExt()
-		m.kernel(before, now, tr.Missed())
-		if done && sec.total == 0 && secServed.conns == 0 {
+		if !w.second(done) {
 			break
 		}
-		counts, n := sec.counts(o.by), sec.total
-		if servingBy(o.by) {
-			counts, n = secServed.counts(o.by), secServed.conns
-		}
-		shares := map[string]float64{}
-		for id, c := range counts {
-			shares[strconv.Itoa(id)] = float64(c) / float64(max(n, 1))
-		}
-		sum.Seconds = append(sum.Seconds, shares)
-		if !o.quiet {
-			fmt.Fprintln(stderr, secondLine(time.Since(start), sec.total, counts, n, units(counts, o.workers), o, ls, before, now))
+	}
+	return w.finish(stdout)
+}
+
+// watcher is one watch: the tracers, the sockets seen and the tallies.
+type watcher struct {
+	o      *options
+	stderr io.Writer
+	tr     *kattr.Tracer
+	sv     *kattr.Sends // nil: the kernel has no serving hook
+	m      *watchMetrics
+	// The sockets listening on the port, by inode; the foreign ones that
+	// closed during the watch; who owns which socket; the pids expected.
+	socks       map[uint64]*Socket
+	goneForeign []Socket
+	owners      map[uint64][]int
+	expect      []int
+	total       *tally
+	srv         *serving
+	sum         *Summary
+	before      map[string]uint64
+	start       time.Time
+}
+
+// startTracing starts the accept tracer, the serving one where the
+// kernel has its hook, and the metrics; stop ends them.
+func (w *watcher) startTracing() (stop func(), err error) {
+	o := w.o
+	var stops []func()
+	stop = func() {
+		for _, f := range slices.Backward(stops) {
+			f()
 		}
 	}
+	if w.tr, err = kattr.Start(uint16(o.port)); err != nil {
+		return nil, err
+	}
+	stops = append(stops, func() { w.tr.Close() })
+	sv, err := kattr.StartServing(uint16(o.port))
+	switch {
+	case errors.Is(err, kattr.ErrNoServeHook):
+		instead := ""
+		if servingBy(o.by) {
+			o.by = map[string]string{byServingProcess: byProcess, byServingThread: byThread}[o.by]
+			instead = "; the fairness figures count accepts by " + o.by
+		}
+		fmt.Fprintf(w.stderr, "acceptwatch: %v: watching accepts only%s\n", err, instead)
+	case err != nil:
+		stop()
+		return nil, err
+	default:
+		w.sv = sv
+		stops = append(stops, func() { sv.Close() })
+	}
+	if o.metricsAddr != "" {
+		ln, err := net.Listen("tcp", o.metricsAddr)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("listen metrics %s: %v", o.metricsAddr, errors.Unwrap(err))
+		}
+		w.m = newWatchMetrics(o.port, w.sv != nil)
+		srv := &http.Server{Handler: promhttp.HandlerFor(w.m.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		stops = append(stops, func() { srv.Close() })
+	}
+	return stop, nil
+}
 
+// begin notes the kernel's counters and who is expected to listen: the
+// -expect pids, else the owners of the sockets listening now (ls).
+func (w *watcher) begin(ls []sockets.Listener) {
+	w.before, _ = kernel.TcpExt()
+	w.owners = socketOwners()
+	w.expect = w.o.expect
+	if w.expect == nil {
+		for _, l := range ls {
+			for _, p := range w.owners[l.Inode] {
+				if !slices.Contains(w.expect, p) {
+					w.expect = append(w.expect, p)
+				}
+			}
+		}
+	}
+	w.socks = map[uint64]*Socket{}
+	w.total = newTally()
+	w.srv = newServing()
+	w.sum = &Summary{Port: w.o.port, By: w.o.by}
+	w.start = time.Now()
+}
+
+// second takes the second's accepts and sends, looks at the listening
+// sockets and prints the second's line. It returns false when the
+// watch is done and the last second saw nothing (no line for it).
+func (w *watcher) second(done bool) bool {
+	o, m := w.o, w.m
+	sec, secServed := newTally(), newServeTally()
+	accepts := w.tr.Read()
+	for _, ev := range accepts {
+		sec.add(ev)
+		w.total.add(ev)
+		m.observe(ev)
+	}
+	if w.sv != nil {
+		w.srv.step(accepts, w.sv.ReadSends(), secServed, m, w.tr.Mono(time.Now()))
+		m.servingMissed(w.sv.Missed())
+	}
+	ls := w.lookAtSockets()
+	now, _ := kernel.TcpExt()
+	m.kernel(w.before, now, w.tr.Missed())
+	if done && sec.total == 0 && secServed.conns == 0 {
+		return false
+	}
+	counts, n := sec.counts(o.by), sec.total
+	if servingBy(o.by) {
+		counts, n = secServed.counts(o.by), secServed.conns
+	}
+	shares := map[string]float64{}
+	for id, c := range counts {
+		shares[strconv.Itoa(id)] = float64(c) / float64(max(n, 1))
+	}
+	w.sum.Seconds = append(w.sum.Seconds, shares)
+	if !o.quiet {
+		fmt.Fprintln(w.stderr, secondLine(time.Since(w.start), sec.total, counts, n, units(counts, o.workers), o, ls, w.before, now))
+	}
+	return true
+}
+
+// lookAtSockets lists the sockets listening on the port now, notes
+// their queues, names new foreign ones and forgets the closed.
+func (w *watcher) lookAtSockets() []sockets.Listener {
+	ls, lerr := sockets.Listeners(uint16(w.o.port))
+	if lerr == nil {
+		// A server that exited closed its sockets: they leave the
+		// table (and the metrics) rather than show a stale queue.
+		listed := map[uint64]bool{}
+		for _, l := range ls {
+			listed[l.Inode] = true
+		}
+		for ino, s := range w.socks {
+			if !listed[ino] {
+				w.m.forget(s)
+				delete(w.socks, ino)
+				if s.Foreign {
+					s.Gone = true
+					w.goneForeign = append(w.goneForeign, *s)
+				}
+			}
+		}
+	}
+	for _, l := range ls {
+		s := w.socks[l.Inode]
+		if s == nil {
+			if _, known := w.owners[l.Inode]; !known {
+				w.owners = socketOwners() // a socket opened since: look again
+			}
+			s = &Socket{Addr: l.Addr.String(), Inode: l.Inode, Owners: w.owners[l.Inode], Backlog: l.Backlog}
+			s.Foreign = !slices.ContainsFunc(s.Owners, func(p int) bool { return slices.Contains(w.expect, p) })
+			if s.Foreign {
+				fmt.Fprintf(w.stderr, "foreign listener on %s: socket %d held by %v, not an expected pid %v\n", s.Addr, s.Inode, s.Owners, w.expect)
+			}
+			w.socks[l.Inode] = s
+		}
+		s.Queue, s.MaxQueue = l.Queue, max(s.MaxQueue, l.Queue)
+		w.m.queue(s)
+	}
+	return ls
+}
+
+// finish completes the summary, prints it, writes -json and says what
+// the ring buffers could not hold.
+func (w *watcher) finish(stdout io.Writer) error {
+	o, sum, total, sv := w.o, w.sum, w.total, w.sv
 	after, _ := kernel.TcpExt()
-	sum.DurationSeconds = time.Since(start).Seconds()
-	sum.Accepts, sum.Missed = total.total, tr.Missed()
+	sum.DurationSeconds = time.Since(w.start).Seconds()
+	sum.Accepts, sum.Missed = total.total, w.tr.Missed()
 	sum.PerPID, sum.PerTID = byID(total.pids), byID(total.tids)
 	sum.Fairness = fairness.Compute(units(total.counts(o.by), o.workers))
 	if sv != nil {
-		sum.Serving = srv.summary(sv.Missed())
+		sum.Serving = w.srv.summary(sv.Missed())
 		if servingBy(o.by) {
-			sum.Fairness = fairness.Compute(units(srv.total.counts(o.by), o.workers))
+			sum.Fairness = fairness.Compute(units(w.srv.total.counts(o.by), o.workers))
 		}
 	}
-	sum.Expected = slices.Sorted(slices.Values(expect))
+	sum.Expected = slices.Sorted(slices.Values(w.expect))
 	for pid, c := range total.pids {
-		if !slices.Contains(expect, pid) {
+		if !slices.Contains(w.expect, pid) {
 			sum.ForeignAccepts += c.Accepts
 		}
 	}
 	sum.Kernel = map[string]uint64{}
 	for _, k := range []string{"ListenOverflows", "ListenDrops"} {
-		sum.Kernel[k] = after[k] - before[k]
+		sum.Kernel[k] = after[k] - w.before[k]
 	}
-	for _, ino := range slices.Sorted(maps.Keys(socks)) {
-		sum.Sockets = append(sum.Sockets, *socks[ino])
+	for _, ino := range slices.Sorted(maps.Keys(w.socks)) {
+		sum.Sockets = append(sum.Sockets, *w.socks[ino])
 	}
-	sum.Sockets = append(sum.Sockets, goneForeign...)
+	sum.Sockets = append(sum.Sockets, w.goneForeign...)
 	printSummary(stdout, sum)
 	if o.jsonPath != "" {
 		b, _ := json.MarshalIndent(sum, "", "  ")

@@ -218,15 +218,10 @@ func printServing(w io.Writer, s *ServingSummary) {
 				100*float64(c.Connections)/float64(max(s.Connections, 1)), c.Sends, c.Bytes)
 		}
 	}
-	acc, srv := map[int]bool{}, map[int]bool{}
-	var handed, total int64
-	for _, h := range s.Handoffs {
-		acc[h.AcceptorPID], srv[h.ServerPID] = true, true
-		total += h.Connections
-		if h.AcceptorPID != h.ServerPID {
-			handed += h.Connections
-		}
-	}
+	acc, srv, handed, total := kattr.HandoffTotals(len(s.Handoffs), func(i int) (int, int, int64) {
+		h := s.Handoffs[i]
+		return h.AcceptorPID, h.ServerPID, h.Connections
+	})
 	if total == 0 {
 		return
 	}
@@ -234,7 +229,7 @@ func printServing(w io.Writer, s *ServingSummary) {
 		fmt.Fprintf(w, "\n  Every connection was served by the process that accepted it\n")
 		return
 	}
-	fmt.Fprintf(w, "\n  Accepted by %d process(es), served by %d: %d of %d connections handed to another process\n", len(acc), len(srv), handed, total)
+	fmt.Fprintf(w, "\n  Accepted by %d process(es), served by %d: %d of %d connections handed to another process\n", acc, srv, handed, total)
 	fmt.Fprintf(w, "  %-12s %-12s %12s\n", "accepted by", "served by", "connections")
 	for _, h := range s.Handoffs {
 		fmt.Fprintf(w, "  %-12d %-12d %12d\n", h.AcceptorPID, h.ServerPID, h.Connections)

@@ -207,22 +207,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	var live *metrics.Loadgen
-	if f.metricsAddr != "" {
-		ln, err := net.Listen("tcp", f.metricsAddr)
-		if err != nil {
-			fmt.Fprintf(stderr, "loadgen: listen metrics %s: %v\n", f.metricsAddr, errors.Unwrap(err))
-			return 1
-		}
-		live = metrics.NewLoadgen(f.opts.URL, f.opts.Mode, f.opts.Rate, load.ErrorKinds)
-		f.opts.Observe = live.Observe
-		if f.opts.TLS.Enabled {
-			f.opts.TLS.ObserveHandshake = live.TLS(append([]string{load.HandshakeFull, load.HandshakeResumed}, load.TLSFailureReasons...))
-		}
-		srv := &http.Server{Handler: live.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
+	live, stopMetrics, err := startMetrics(f)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 1
 	}
+	defer stopMetrics()
 
 	showProgress := f.progress || isTerminal(stderr)
 	start := time.Now()
@@ -236,26 +226,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	if f.opts.Attribute != load.AttrHeader {
-		tr, err := startKernelAttribution(f.opts.URL, f.opts.NetNS)
-		if err != nil {
-			fmt.Fprintf(stderr, "loadgen: %v\n", err)
-			return 1
-		}
-		defer tr.Close()
-		f.opts.Kernel = tr
-		sv, err := kattr.StartServing(tr.Port())
-		switch {
-		case errors.Is(err, kattr.ErrNoServeHook):
-			fmt.Fprintf(stderr, "loadgen: %v: counting who accepted each connection instead (JSON attribution.counts \"accepts\")\n", err)
-		case err != nil:
-			fmt.Fprintf(stderr, "loadgen: -attribute: %v\n", err)
-			return 1
-		default:
-			defer sv.Close()
-			f.opts.Serving = sv
-		}
+	stopAttribution, err := startAttribution(f, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 1
 	}
+	defer stopAttribution()
 	if err := load.ProbeTLS(&f.opts); err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 2
@@ -280,20 +256,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
 	doc.Generator = gen
-	if f.opts.Attribute != load.AttrHeader && f.opts.NetNS == "" && doc.Requests > 0 && doc.Attribution.Recorded == 0 {
-		// The program sees accepts in every namespace, but the port's
-		// listener here is not the server that answered: a server in
-		// another namespace answered through a route or a veth.
-		doc.Problems = append(doc.Problems, fmt.Sprintf("kernel attribution saw no accepts on the port although %d responses came: is the server in another network namespace? (give -netns)", doc.Requests))
-	}
-	if f.restartsURL != "" {
-		strategy, events, err := fetchRestarts(f.restartsURL)
-		if err != nil {
-			doc.Problems = append(doc.Problems, err.Error())
-		} else {
-			doc.AddRestarts(res, strategy, events)
-		}
-	}
+	addAfterwards(f, doc, res)
 	if !f.quiet {
 		report.Summary(stdout, doc)
 	}
@@ -312,6 +275,71 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// startMetrics serves the live metrics on -metrics-addr, if given, and
+// has the run feed them; stop ends the server.
+func startMetrics(f *flags) (live *metrics.Loadgen, stop func(), err error) {
+	if f.metricsAddr == "" {
+		return nil, func() {}, nil
+	}
+	ln, err := net.Listen("tcp", f.metricsAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen metrics %s: %v", f.metricsAddr, errors.Unwrap(err))
+	}
+	live = metrics.NewLoadgen(f.opts.URL, f.opts.Mode, f.opts.Rate, load.ErrorKinds)
+	f.opts.Observe = live.Observe
+	if f.opts.TLS.Enabled {
+		f.opts.TLS.ObserveHandshake = live.TLS(append([]string{load.HandshakeFull, load.HandshakeResumed}, load.TLSFailureReasons...))
+	}
+	srv := &http.Server{Handler: live.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return live, func() { srv.Close() }, nil
+}
+
+// startAttribution starts kernel attribution when -attribute asks for
+// it: the accept tracer, and the serving one where the kernel has its
+// hook (else stderr says what is counted instead); stop ends them.
+func startAttribution(f *flags, stderr io.Writer) (stop func(), err error) {
+	if f.opts.Attribute == load.AttrHeader {
+		return func() {}, nil
+	}
+	tr, err := startKernelAttribution(f.opts.URL, f.opts.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	f.opts.Kernel = tr
+	sv, err := kattr.StartServing(tr.Port())
+	switch {
+	case errors.Is(err, kattr.ErrNoServeHook):
+		fmt.Fprintf(stderr, "loadgen: %v: counting who accepted each connection instead (JSON attribution.counts \"accepts\")\n", err)
+	case err != nil:
+		tr.Close()
+		return nil, fmt.Errorf("-attribute: %v", err)
+	default:
+		f.opts.Serving = sv
+		return func() { sv.Close(); tr.Close() }, nil
+	}
+	return func() { tr.Close() }, nil
+}
+
+// addAfterwards adds to doc what is known once the run is over: that
+// kernel attribution saw nothing, and the target's restarts.
+func addAfterwards(f *flags, doc *report.Doc, res *load.Result) {
+	if f.opts.Attribute != load.AttrHeader && f.opts.NetNS == "" && doc.Requests > 0 && doc.Attribution.Recorded == 0 {
+		// The program sees accepts in every namespace, but the port's
+		// listener here is not the server that answered: a server in
+		// another namespace answered through a route or a veth.
+		doc.Problems = append(doc.Problems, fmt.Sprintf("kernel attribution saw no accepts on the port although %d responses came: is the server in another network namespace? (give -netns)", doc.Requests))
+	}
+	if f.restartsURL != "" {
+		strategy, events, err := fetchRestarts(f.restartsURL)
+		if err != nil {
+			doc.Problems = append(doc.Problems, err.Error())
+		} else {
+			doc.AddRestarts(res, strategy, events)
+		}
+	}
 }
 
 func writeOutputs(f *flags, doc *report.Doc, stdout io.Writer) error {

@@ -46,7 +46,7 @@ func run(args []string, stderr io.Writer) int {
 func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	cfg := models.DefaultConfig()
 	fs := flag.NewFlagSet("target", flag.ContinueOnError)
-	fs.StringVar(&cfg.Model, "model", cfg.Model, "accept model: single, shared or reuseport")
+	fs.StringVar(&cfg.Model, "model", cfg.Model, "accept model: "+models.Models.Words())
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes (default: one per CPU)")
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address HOST:PORT")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "Prometheus /metrics address HOST:PORT, or off")

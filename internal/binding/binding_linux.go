@@ -106,6 +106,22 @@ func freePort() (uint16, error) {
 	return 0, errors.New("no free port")
 }
 
+// freeLoopback is 127.0.0.1 on a free port (see freePort).
+func freeLoopback() (netip.AddrPort, error) {
+	port, err := freePort()
+	return at("127.0.0.1", port), err
+}
+
+// freeListener is a TCP socket with o bound to 127.0.0.1 on a free port.
+func freeListener(o opts) (netip.AddrPort, int, error) {
+	ap, err := freeLoopback()
+	if err != nil {
+		return ap, -1, err
+	}
+	fd, err := open(unix.SOCK_STREAM, ap, o)
+	return ap, fd, err
+}
+
 func at(addr string, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr(addr), port)
 }
@@ -133,6 +149,21 @@ func connectN(ap netip.AddrPort, n int) error {
 		}
 	}
 	return nil
+}
+
+// drainInto drains every socket of fds, adding what each had to counts.
+func drainInto(counts, fds []int, tcp bool) {
+	for i, fd := range fds {
+		counts[i] += drain(fd, tcp)
+	}
+}
+
+func sum(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }
 
 // drain accepts (TCP) or reads (UDP) everything queued on fd now.

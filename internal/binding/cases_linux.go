@@ -14,11 +14,10 @@ import (
 // kernel's hash gives it about 1/(n+1).
 func Stray(n, conns int) (Figure, error) {
 	f := Figure{Unit: "stray-share", Expect: 1 / float64(n+1)}
-	port, err := freePort()
+	ap, err := freeLoopback()
 	if err != nil {
 		return f, err
 	}
-	ap := at("127.0.0.1", port)
 	var fds []int
 	defer func() { closeAll(fds) }()
 	for range n + 1 {
@@ -35,14 +34,9 @@ func Stray(n, conns int) (Figure, error) {
 			return f, err
 		}
 		settle()
-		for i, fd := range fds {
-			counts[i] += drain(fd, true)
-		}
+		drainInto(counts, fds, true)
 	}
-	total := 0
-	for _, c := range counts {
-		total += c
-	}
+	total := sum(counts)
 	if total == 0 {
 		return f, errors.New("no connection arrived")
 	}
@@ -56,12 +50,7 @@ func Stray(n, conns int) (Figure, error) {
 // 1 when the rebind worked; the note says whether it fails without.
 func ReuseAddrRebind() (Figure, error) {
 	f := Figure{Unit: "rebind-ok", Expect: 1}
-	port, err := freePort()
-	if err != nil {
-		return f, err
-	}
-	ap := at("127.0.0.1", port)
-	fd, err := open(unix.SOCK_STREAM, ap, opts{reuseAddr: true})
+	ap, fd, err := freeListener(opts{reuseAddr: true})
 	if err != nil {
 		return f, err
 	}
@@ -115,12 +104,7 @@ func ReuseAddrRebind() (Figure, error) {
 // on Linux SO_REUSEADDR does not share a listening port.
 func ReuseAddrSecondListener() (Figure, error) {
 	f := Figure{Unit: "bind-refused", Expect: 1}
-	port, err := freePort()
-	if err != nil {
-		return f, err
-	}
-	ap := at("127.0.0.1", port)
-	fd, err := open(unix.SOCK_STREAM, ap, opts{reuseAddr: true})
+	ap, fd, err := freeListener(opts{reuseAddr: true})
 	if err != nil {
 		return f, err
 	}

@@ -114,14 +114,9 @@ func deliver(n, count int, how delivery) (Figure, error) {
 			}
 		}
 		settle()
-		for i, fd := range fds {
-			per[i] += drain(fd, false)
-		}
+		drainInto(per, fds, false)
 	}
-	total := 0
-	for _, c := range per {
-		total += c
-	}
+	total := sum(per)
 	f.Value = float64(total) / float64(count)
 	f.Note = fmt.Sprintf("%d datagrams, %s to %s:%d, %d reuseport sockets: received %v (%.2f copies per datagram)", count, how, dst, port, n, per, f.Value)
 	return f, nil

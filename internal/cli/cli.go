@@ -1,6 +1,7 @@
-// Package cli holds what both commands do with flags: parse without
-// dumping usage on a mistake (one line says what is wrong), print usage
-// on -h, and tell which flags were set.
+// Package cli holds what every command of the suite (target, loadgen,
+// acceptwatch, gohttp and bench) does with flags: parse without dumping
+// usage on a mistake (one line says what is wrong), print usage on -h,
+// and tell which flags were set.
 package cli
 
 import (

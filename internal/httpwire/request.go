@@ -250,18 +250,14 @@ func eachToken(v []byte, fn func([]byte)) {
 	}
 }
 
+// parseLength parses a Content-Length: at most 18 digits, so it fits an
+// int64.
 func parseLength(v []byte) (int64, bool) {
-	if len(v) == 0 || len(v) > 18 {
+	if len(v) > 18 {
 		return 0, false
 	}
-	var n int64
-	for _, c := range v {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
+	n, ok := ParseUint(v)
+	return int64(n), ok
 }
 
 // hasCTL reports whether b holds a control character other than HTAB. A

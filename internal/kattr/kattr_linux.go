@@ -624,21 +624,9 @@ func (t *probe) Close() error {
 		t.reader.Close()
 	}
 	for _, c := range []interface{ Close() error }{t.objs.prog, t.objs.ports, t.objs.events, t.objs.missed} {
-		if c != nil && !isNil(c) {
-			c.Close()
-		}
+		c.Close() // a nil *ebpf.Program or *ebpf.Map closes as nothing
 	}
 	return nil
-}
-
-func isNil(c interface{ Close() error }) bool {
-	switch v := c.(type) {
-	case *ebpf.Program:
-		return v == nil
-	case *ebpf.Map:
-		return v == nil
-	}
-	return false
 }
 
 // Port is the first port watched.

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/kattr"
+
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Attribution modes: who served a request.
@@ -13,6 +15,9 @@ const (
 	AttrKernel = "kernel" // the process and thread the kernel saw send the response (or accept the connection)
 	AttrBoth   = "both"   // the kernel's, cross-checked against the header
 )
+
+// Attributions lists the attribution modes.
+var Attributions = variant.List{AttrHeader, AttrKernel, AttrBoth}
 
 // What kernel attribution counts (Attribution.Counts).
 const (
@@ -26,6 +31,9 @@ const (
 	FairThread  = "thread"  // the serving (or accepting) thread (kernel)
 	FairWorker  = "worker"  // the worker id the server sends (in-process workers share a pid)
 )
+
+// FairBys lists what the fairness figures may count as a worker.
+var FairBys = variant.List{FairProcess, FairThread, FairWorker}
 
 // Acceptors names the thread that accepted a connection (kattr.Tracer).
 type Acceptors interface {

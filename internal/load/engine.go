@@ -69,9 +69,12 @@ type Result struct {
 }
 
 // TotalErrors sums the errors of every kind.
-func (r *Result) TotalErrors() int64 {
+func (r *Result) TotalErrors() int64 { return sumCounts(r.Errors) }
+
+// sumCounts sums counts by kind.
+func sumCounts(m map[string]int64) int64 {
 	var n int64
-	for _, v := range r.Errors {
+	for _, v := range m {
 		n += v
 	}
 	return n
@@ -142,9 +145,57 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 		e.stop(nil)
 		return nil, err
 	}
+	allDone, err := e.startLoops()
+	if err != nil {
+		return nil, err
+	}
+	shards := e.shards()
+
+	res := &Result{Options: o, Start: e.measureStart}
+	merged := NewHistogram()
+	// Wait for the warm-up to end, then tick once a second.
+	select {
+	case <-time.After(time.Until(e.measureStart)):
+	case <-ctx.Done():
+		res.Interrupted = true
+	case <-allDone:
+	}
+	cpu0 := cpuSeconds()
+	series, stopAt := e.measure(ctx, res, allDone, shards, merged, onSecond)
+	// The loops cut what is still in flight, counting it, and end.
+	e.stop(func() { <-allDone })
+	for _, l := range e.loops {
+		n, oldest := l.cutCount()
+		res.InFlightAtEnd += n
+		if oldest.IsZero() {
+			continue
+		}
+		if d := stopAt.Sub(oldest); d > res.OldestInFlight {
+			res.OldestInFlight = d
+		}
+	}
+	res.CPUSeconds = cpuSeconds() - cpu0
+
+	if last := tick(shards, stopAt.Sub(e.measureStart).Seconds(), merged, e.o.FairBy); last.Requests > 0 || last.Errors > 0 {
+		last.At = stopAt
+		series = append(series, last)
+		if onSecond != nil {
+			onSecond(last)
+		}
+	}
+	res.Series = series
+	res.Duration = max(stopAt.Sub(e.measureStart), 0)
+	e.collect(res, shards)
+	return res, nil
+}
+
+// startLoops starts a goroutine per loop, each on a thread in -netns
+// when one is named, and returns once every loop runs; allDone closes
+// when they have all ended. On an error no loop is left running.
+func (e *engine) startLoops() (allDone chan struct{}, err error) {
+	o := e.o
 	nsfd := -1
 	if o.NetNS != "" {
-		var err error
 		// The loops open their sockets on threads in the namespace; the
 		// rest of the process (metrics, signals) stays where it is.
 		if nsfd, err = unix.Open(NetNSPath(o.NetNS), unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
@@ -181,29 +232,23 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 		e.stop(workers.Wait)
 		return nil, enterErr
 	}
-	allDone := make(chan struct{})
+	allDone = make(chan struct{})
 	go func() { workers.Wait(); close(allDone) }()
-	shards := e.shards()
+	return allDone, nil
+}
 
-	res := &Result{Options: o, Start: e.measureStart}
-	var cpu0 float64
-	var series []Second
-	merged := NewHistogram()
-	// Wait for the warm-up to end, then tick once a second.
-	select {
-	case <-time.After(time.Until(e.measureStart)):
-	case <-ctx.Done():
-		res.Interrupted = true
-	case <-allDone:
-	}
-	cpu0 = cpuSeconds()
+// measure ticks once a second until the run ends (its end time, its
+// loops, or ctx: then res is Interrupted) and returns the seconds and
+// when it stopped.
+func (e *engine) measure(ctx context.Context, res *Result, allDone chan struct{}, shards []*shard, merged *hdrhistogram.Histogram, onSecond func(Second)) (series []Second, stopAt time.Time) {
+	o := e.o
 	var endTimer <-chan time.Time
 	if !e.end.IsZero() {
 		endTimer = time.After(time.Until(e.end))
 	}
 	ticker := time.NewTicker(time.Second)
-	stopAt := time.Now()
-loop:
+	defer ticker.Stop()
+	stopAt = time.Now()
 	for !res.Interrupted {
 		select {
 		case now := <-ticker.C:
@@ -220,42 +265,15 @@ loop:
 				onSecond(sec)
 			}
 		case <-endTimer:
-			stopAt = e.end
-			break loop
+			return series, e.end
 		case <-allDone:
-			stopAt = time.Now()
-			break loop
+			return series, time.Now()
 		case <-ctx.Done():
 			res.Interrupted = true
 			stopAt = time.Now()
 		}
 	}
-	ticker.Stop()
-	// The loops cut what is still in flight, counting it, and end.
-	e.stop(func() { <-allDone })
-	for _, l := range e.loops {
-		n, oldest := l.cutCount()
-		res.InFlightAtEnd += n
-		if oldest.IsZero() {
-			continue
-		}
-		if d := stopAt.Sub(oldest); d > res.OldestInFlight {
-			res.OldestInFlight = d
-		}
-	}
-	res.CPUSeconds = cpuSeconds() - cpu0
-
-	if last := tick(shards, stopAt.Sub(e.measureStart).Seconds(), merged, e.o.FairBy); last.Requests > 0 || last.Errors > 0 {
-		last.At = stopAt
-		series = append(series, last)
-		if onSecond != nil {
-			onSecond(last)
-		}
-	}
-	res.Series = series
-	res.Duration = max(stopAt.Sub(e.measureStart), 0)
-	e.collect(res, shards)
-	return res, nil
+	return series, stopAt
 }
 
 // stop is the one teardown of a run's loops, whatever stage it ends at:

@@ -2,11 +2,9 @@ package load
 
 import (
 	"encoding/binary"
-	"fmt"
 	"io"
 	"net/netip"
 	"runtime"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -14,6 +12,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/httpwire"
 	"github.com/lbbench/lbbench/internal/kattr"
+	"github.com/lbbench/lbbench/internal/poll"
 	"github.com/lbbench/lbbench/internal/rawio"
 )
 
@@ -27,7 +26,7 @@ import (
 // and blocking through the scheduler's entersyscall makes sysmon take the
 // P on every wait.
 type loop struct {
-	*epollSet
+	set   *poll.Set // with an eventfd that wakes the loop when the run ends
 	e     *engine
 	sh    *shard
 	slots []*slot
@@ -43,16 +42,6 @@ type loop struct {
 	inFlight int64
 	oldest   time.Time
 	active   int // slots with a request under way or waiting to start
-}
-
-// epollSet is a loop's epoll set, with an eventfd in it that wakes the
-// loop when the run ends.
-type epollSet struct {
-	epfd   int
-	wake   int
-	events [128]unix.EpollEvent
-	pwait2 bool // epoll_pwait2 works here
-	poked  atomic.Bool
 }
 
 // Slot states.
@@ -100,36 +89,18 @@ type slot struct {
 }
 
 func newLoop(e *engine) (*loop, error) {
-	set, err := newEpollSet()
+	set, err := poll.NewWaker(loopEvents)
 	if err != nil {
 		return nil, err
 	}
-	return &loop{epollSet: set, e: e, sh: newShard()}, nil
+	return &loop{set: set, e: e, sh: newShard()}, nil
 }
 
-func newEpollSet() (*epollSet, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
-	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
-		unix.Close(epfd)
-		unix.Close(wake)
-		return nil, fmt.Errorf("epoll_ctl: %w", err)
-	}
-	return &epollSet{epfd: epfd, wake: wake, pwait2: true}, nil
-}
+// loopEvents is how many events a loop's wait takes at most.
+const loopEvents = 128
 
 // closeSet is called once the loop has stopped (or never ran).
-func (l *epollSet) closeSet() {
-	unix.Close(l.epfd)
-	unix.Close(l.wake)
-}
+func (l *loop) closeSet() { l.set.Close() }
 
 func (l *loop) stats() *shard                { return l.sh }
 func (l *loop) cutCount() (int64, time.Time) { return l.inFlight, l.oldest }
@@ -140,11 +111,7 @@ func (l *loop) addSlot(idx int) {
 }
 
 // poke wakes the loop (the run ended).
-func (l *epollSet) poke() {
-	l.poked.Store(true)
-	one := [8]byte{1}
-	unix.Write(l.wake, one[:])
-}
+func (l *loop) poke() { l.set.Wake() }
 
 // run drives the loop's slots until the run ends, then cuts what is
 // still in flight.
@@ -172,48 +139,22 @@ func (l *loop) wait() {
 	if len(l.backoff) > 0 {
 		timeout = min(timeout, max(l.backoff[0].resumeAt.Sub(l.now), 0))
 	}
-	n, err := l.epollWait(timeout)
+	n, err := l.set.Wait(timeout)
 	if err != nil || n == 0 {
 		runtime.Gosched()
 		return
 	}
 	l.now = time.Now()
 	for i := range n {
-		ev := l.events[i]
+		ev := l.set.Events[i]
 		fd := int(ev.Fd)
-		if fd == l.wake {
-			var b [8]byte
-			unix.Read(l.wake, b[:])
+		if l.set.Woken(ev.Fd) {
 			continue
 		}
 		if fd < len(l.byFD) && l.byFD[fd] != nil {
 			l.byFD[fd].ready(ev.Events)
 		}
 	}
-}
-
-// epollWait waits with epoll_pwait2's nanoseconds where the kernel has it
-// (5.11+): open-loop arrivals are tens of microseconds apart.
-func (l *epollSet) epollWait(d time.Duration) (int, error) {
-	if l.pwait2 {
-		ts := unix.NsecToTimespec(d.Nanoseconds())
-		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT2, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
-			uintptr(len(l.events)), uintptr(unsafe.Pointer(&ts)), 0, 0)
-		if e != unix.ENOSYS {
-			if e != 0 {
-				return 0, e
-			}
-			return int(n), nil
-		}
-		l.pwait2 = false
-	}
-	ms := int((d + time.Millisecond - 1) / time.Millisecond)
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
-		uintptr(len(l.events)), uintptr(ms), 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
 }
 
 // timers starts open-loop requests whose time has come, ends backoffs,
@@ -357,9 +298,8 @@ func (s *slot) dial(local netip.Addr) error {
 		unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 		return err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-	if _, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(s.l.epfd), unix.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0); e != 0 {
-		return fail(e)
+	if err := s.l.set.Add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+		return fail(err)
 	}
 	s.fd = fd
 	for fd >= len(s.l.byFD) {

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Connection modes.
@@ -20,6 +22,9 @@ const (
 	ModeKeepAlive = "keepalive"
 	ModeClose     = "close"
 )
+
+// Modes lists the connection modes.
+var Modes = variant.List{ModeKeepAlive, ModeClose}
 
 // Options configure one run. Zero values mean the documented defaults
 // where there is one.
@@ -93,6 +98,9 @@ const (
 	ProtoUDP = "udp"
 )
 
+// Protos lists the protocols.
+var Protos = variant.List{ProtoTCP, ProtoUDP}
+
 // maxFlows bounds -flows: each flow holds a socket and a source port.
 const maxFlows = 100000
 
@@ -115,8 +123,8 @@ func (o *Options) Validate() error {
 		o.Proto = ProtoTCP
 	}
 	switch {
-	case o.Proto != ProtoTCP && o.Proto != ProtoUDP:
-		return fmt.Errorf("-proto %q: want tcp or udp", o.Proto)
+	case !Protos.Has(o.Proto):
+		return fmt.Errorf("-proto %q: want %s", o.Proto, Protos.Words())
 	case o.Proto == ProtoUDP && (err != nil || u.Scheme != "udp" || u.Host == ""):
 		return fmt.Errorf("bad URL %q: -proto udp wants udp://HOST:PORT", o.URL)
 	case o.Proto == ProtoTCP && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == ""):
@@ -132,13 +140,31 @@ func (o *Options) Validate() error {
 	if err := o.validateTLS(u.Scheme); err != nil {
 		return err
 	}
+	ip, err := o.setTarget(u)
+	if err != nil {
+		return err
+	}
+	if err := o.validateLoad(); err != nil {
+		return err
+	}
+	o.setDefaults()
+	for _, s := range o.Src {
+		if s.Is4() != ip.Is4() {
+			return fmt.Errorf("-src %v and the target %v are not the same IP family", s, ip)
+		}
+	}
+	return nil
+}
+
+// setTarget takes the target's address, port and path from u.
+func (o *Options) setTarget(u *url.URL) (netip.Addr, error) {
 	host := u.Hostname()
 	if host == "localhost" {
 		host = "127.0.0.1"
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return fmt.Errorf("bad URL %q: host must be an IP address", o.URL)
+		return ip, fmt.Errorf("bad URL %q: host must be an IP address", o.URL)
 	}
 	port := u.Port()
 	if port == "" {
@@ -148,14 +174,19 @@ func (o *Options) Validate() error {
 		}
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("bad URL %q: bad port", o.URL)
+		return ip, fmt.Errorf("bad URL %q: bad port", o.URL)
 	}
 	o.host, o.port = netip.AddrPortFrom(ip, 0).Addr().String(), port
 	if ip.Is6() {
 		o.host = "[" + o.host + "]"
 	}
 	o.path = u.RequestURI()
+	return ip, nil
+}
 
+// validateLoad checks the load's size, pacing, connections and
+// attribution.
+func (o *Options) validateLoad() error {
 	switch {
 	case o.Proto == ProtoTCP && o.Conns < 1:
 		return fmt.Errorf("-c %d: want at least 1 connection", o.Conns)
@@ -173,21 +204,26 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("-n %d: must not be negative", o.Requests)
 	case o.Duration == 0 && o.Requests == 0:
 		return errors.New("give -d DURATION or -n COUNT (a run must stop by itself)")
-	case o.Proto == ProtoTCP && o.Mode != ModeKeepAlive && o.Mode != ModeClose:
-		return fmt.Errorf("-conn %q: want keepalive or close", o.Mode)
+	case o.Proto == ProtoTCP && !Modes.Has(o.Mode):
+		return fmt.Errorf("-conn %q: want %s", o.Mode, Modes.Words())
 	case o.ReqsPerConn < 0:
 		return fmt.Errorf("-reqs-per-conn %d: must not be negative", o.ReqsPerConn)
 	case o.ReqsPerConn > 0 && o.Mode == ModeClose:
 		return errors.New("-reqs-per-conn goes with -conn keepalive")
-	case o.Attribute != "" && o.Attribute != AttrHeader && o.Attribute != AttrKernel && o.Attribute != AttrBoth:
-		return fmt.Errorf("-attribute %q: want header, kernel or both", o.Attribute)
-	case o.FairBy != "" && o.FairBy != FairProcess && o.FairBy != FairThread && o.FairBy != FairWorker:
-		return fmt.Errorf("-fair-by %q: want process, thread or worker", o.FairBy)
+	case o.Attribute != "" && !Attributions.Has(o.Attribute):
+		return fmt.Errorf("-attribute %q: want %s", o.Attribute, Attributions.Words())
+	case o.FairBy != "" && !FairBys.Has(o.FairBy):
+		return fmt.Errorf("-fair-by %q: want %s", o.FairBy, FairBys.Words())
 	case o.FairBy == FairThread && (o.Attribute == "" || o.Attribute == AttrHeader):
 		return errors.New("-fair-by thread needs -attribute kernel or both (threads are the kernel's)")
 	case o.FairBy == FairWorker && o.Attribute == AttrKernel:
 		return errors.New("-fair-by worker counts the server's -id-header: it needs -attribute header or both")
 	}
+	return nil
+}
+
+// setDefaults fills in what was left zero.
+func (o *Options) setDefaults() {
 	if o.Attribute == "" {
 		o.Attribute = AttrHeader
 	}
@@ -206,12 +242,6 @@ func (o *Options) Validate() error {
 	if o.Seed == 0 {
 		o.Seed = time.Now().UnixNano()
 	}
-	for _, s := range o.Src {
-		if s.Is4() != ip.Is4() {
-			return fmt.Errorf("-src %v and the target %v are not the same IP family", s, ip)
-		}
-	}
-	return nil
 }
 
 // validateUDP checks what only UDP has, and refuses what only TCP has.

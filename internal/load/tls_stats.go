@@ -63,13 +63,7 @@ func (t *TLSStats) Add(o *TLSStats) {
 }
 
 // TotalFailures sums the failures of every reason.
-func (t *TLSStats) TotalFailures() int64 {
-	var n int64
-	for _, v := range t.Failures {
-		n += v
-	}
-	return n
-}
+func (t *TLSStats) TotalFailures() int64 { return sumCounts(t.Failures) }
 
 // tlsShard is a loop's TLS statistics behind its own lock.
 type tlsShard struct {

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lbbench/lbbench/internal/poll"
 	"github.com/lbbench/lbbench/internal/sockets"
 	"github.com/lbbench/lbbench/internal/udpwire"
 )
@@ -107,7 +108,7 @@ type udpFlow struct {
 // sends at their intended times (open loop) or as replies come back
 // (closed loop, -window), replies read in batches.
 type udpLoop struct {
-	*epollSet
+	set        *poll.Set // with an eventfd that wakes the loop when the run ends
 	e          *engine
 	sh         *shard
 	flows      []*udpFlow
@@ -143,11 +144,11 @@ func (e *engine) makeUDPLoops() error {
 	e.targetDropsBefore, e.targetDropsSeen = e.targetSocketDrops()
 	n := min(e.o.Flows, runtime.GOMAXPROCS(0))
 	for i := range n {
-		set, err := newEpollSet()
+		set, err := poll.NewWaker(loopEvents)
 		if err != nil {
 			return err
 		}
-		l := &udpLoop{epollSet: set, e: e, sh: newShard(), byFD: map[int]*udpFlow{}, start: e.measureStart.Add(-e.o.Warmup)}
+		l := &udpLoop{set: set, e: e, sh: newShard(), byFD: map[int]*udpFlow{}, start: e.measureStart.Add(-e.o.Warmup)}
 		for k := range l.iov {
 			l.iov[k] = unix.Iovec{Base: &l.bufs[k][0]}
 			l.iov[k].SetLen(len(l.bufs[k]))
@@ -191,8 +192,11 @@ func (l *udpLoop) closeSet() {
 		}
 		f.old = nil
 	}
-	l.epollSet.closeSet()
+	l.set.Close()
 }
+
+// poke wakes the loop (the run ended).
+func (l *udpLoop) poke() { l.set.Wake() }
 
 // open gives flow f a socket of its own, connected to the target, from
 // a new source port.
@@ -213,7 +217,7 @@ func (l *udpLoop) open(f *udpFlow) error {
 		unix.Close(fd)
 		return e
 	}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+	if err := l.set.Add(fd, unix.EPOLLIN); err != nil {
 		unix.Close(fd)
 		return err
 	}
@@ -259,15 +263,12 @@ func (l *udpLoop) run() {
 		if len(l.sched) > 0 && drainUntil.IsZero() {
 			timeout = min(timeout, max(l.sched[0].next.Sub(l.now), 0))
 		}
-		n, err := l.epollWait(timeout)
+		n, err := l.set.Wait(timeout)
 		l.now = time.Now()
 		if err == nil {
 			for i := range n {
-				if fd := int(l.events[i].Fd); fd != l.wake {
-					l.read(fd)
-				} else {
-					var b [8]byte
-					unix.Read(l.wake, b[:])
+				if ev := l.set.Events[i]; !l.set.Woken(ev.Fd) {
+					l.read(int(ev.Fd))
 				}
 			}
 		} else {

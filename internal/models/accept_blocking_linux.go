@@ -34,15 +34,8 @@ func (s *blockingSource) run(serve func(fd int)) {
 		// A real system call (not Raw): it sleeps, and the scheduler
 		// must hand this worker's P to its other goroutines meanwhile.
 		r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(s.lfd), 0, 0, sockets.AcceptFlags, 0, 0)
-		if e != 0 {
-			if !s.retry(e) {
-				return
-			}
-			continue
+		if !s.took(r, e, serve) {
+			return
 		}
-		s.Accepted()
-		serve(int(r))
 	}
 }
-
-func (s *blockingSource) stop() { s.stopping.Store(true) }

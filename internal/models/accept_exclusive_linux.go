@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lbbench/lbbench/internal/poll"
 	"github.com/lbbench/lbbench/internal/shm"
 	"github.com/lbbench/lbbench/internal/sockets"
 )
@@ -16,30 +17,30 @@ import (
 // waiters are woken LIFO-like.
 type exclusiveSource struct {
 	acceptor
-	ep int
+	set *poll.Set
 }
 
 func newExclusiveSource(lfd int, ino uint64, slot *shm.Slot) (*exclusiveSource, error) {
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := poll.New(1)
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
+		return nil, err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lfd)}
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, lfd, &ev); err != nil {
-		unix.Close(ep)
+	if err := set.Add(lfd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+		set.Close()
 		return nil, fmt.Errorf("epoll_ctl EPOLLEXCLUSIVE: %w", err)
 	}
-	return &exclusiveSource{acceptor: acceptor{lfd: lfd, ino: ino, slot: slot}, ep: ep}, nil
+	return &exclusiveSource{acceptor: acceptor{lfd: lfd, ino: ino, slot: slot}, set: set}, nil
 }
 
 func (s *exclusiveSource) run(serve func(fd int)) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	defer unix.Close(s.lfd)
-	defer unix.Close(s.ep)
-	events := make([]unix.EpollEvent, 1)
+	defer s.set.Close()
 	for !s.stopping.Load() {
-		n, err := unix.EpollWait(s.ep, events, int(pollTimeout.Milliseconds()))
+		// Through the scheduler: the thread is locked and blocks for up
+		// to pollTimeout.
+		n, err := s.set.Block(int(pollTimeout.Milliseconds()))
 		if n <= 0 || err != nil {
 			continue
 		}
@@ -47,15 +48,8 @@ func (s *exclusiveSource) run(serve func(fd int)) {
 		if e == unix.EAGAIN {
 			continue // another worker was woken for the same connection
 		}
-		if e != 0 {
-			if !s.retry(e) {
-				return
-			}
-			continue
+		if !s.took(r, e, serve) {
+			return
 		}
-		s.Accepted()
-		serve(int(r))
 	}
 }
-
-func (s *exclusiveSource) stop() { s.stopping.Store(true) }

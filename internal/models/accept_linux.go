@@ -10,6 +10,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/shm"
 	"github.com/lbbench/lbbench/internal/sockets"
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Accept strategies for workers that call accept themselves (shared and
@@ -22,7 +23,7 @@ const (
 )
 
 // AcceptStrategies lists the accept strategies.
-var AcceptStrategies = []string{AcceptNetpoll, AcceptBlocking, AcceptExclusive}
+var AcceptStrategies = variant.List{AcceptNetpoll, AcceptBlocking, AcceptExclusive}
 
 // pollTimeout is how often a worker blocked in accept or epoll_wait
 // looks up to see whether it should stop.
@@ -67,6 +68,21 @@ type acceptor struct {
 }
 
 func (a *acceptor) inode() uint64 { return a.ino }
+
+// stop makes a thread-blocking strategy's loop end at its next wake-up
+// (at most pollTimeout away).
+func (a *acceptor) stop() { a.stopping.Store(true) }
+
+// took handles what one accept4 returned: the connection is served, a
+// failure counted (see retry). It returns false when the loop is to end.
+func (a *acceptor) took(r uintptr, e unix.Errno, serve func(fd int)) bool {
+	if e != 0 {
+		return a.retry(e)
+	}
+	a.Accepted()
+	serve(int(r))
+	return true
+}
 
 // FD is the listening socket (serve.Acceptor).
 func (a *acceptor) FD() int { return a.lfd }

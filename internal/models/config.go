@@ -12,12 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"time"
 
 	"github.com/lbbench/lbbench/internal/serve"
 	"github.com/lbbench/lbbench/internal/sockets"
 	"github.com/lbbench/lbbench/internal/steer"
+
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Model names.
@@ -28,7 +29,7 @@ const (
 )
 
 // Models lists the accept models.
-var Models = []string{Single, Shared, ReusePort}
+var Models = variant.List{Single, Shared, ReusePort}
 
 // Serving paths (-http): internal/serve.
 const (
@@ -37,7 +38,7 @@ const (
 )
 
 // HTTPPaths lists the serving paths.
-var HTTPPaths = []string{HTTPLean, HTTPNetHTTP}
+var HTTPPaths = variant.List{HTTPLean, HTTPNetHTTP}
 
 // MaxWorkers bounds -workers: beyond this the suite measures the
 // scheduler, not accept.
@@ -121,8 +122,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Workers < 1 || c.Workers > MaxWorkers:
 		return fmt.Errorf("-workers %d: want 1 to %d", c.Workers, MaxWorkers)
-	case !slices.Contains(AcceptStrategies, c.Accept):
-		return fmt.Errorf("unknown accept strategy %q (want netpoll, blocking or exclusive)", c.Accept)
+	case !AcceptStrategies.Has(c.Accept):
+		return fmt.Errorf("unknown accept strategy %q (want %s)", c.Accept, AcceptStrategies.Words())
 	case c.Backlog < 0:
 		return fmt.Errorf("-backlog %d: must not be negative", c.Backlog)
 	case c.GOMAXPROCS < 1 || c.GOMAXPROCS > 256:
@@ -133,18 +134,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-work and -sleep are per request: at most 1m")
 	case c.HeaderTimeout <= 0 || c.IdleTimeout <= 0:
 		return fmt.Errorf("-header-timeout and -idle-timeout must be positive")
-	case !slices.Contains(steer.Modes, c.Steer):
-		return fmt.Errorf("unknown steer %q (want hash, cpu, incoming-cpu, bpf-rr, bpf-least or bpf-flow)", c.Steer)
+	case !steer.Modes.Has(c.Steer):
+		return fmt.Errorf("unknown steer %q (want %s)", c.Steer, steer.Modes.Words())
 	case steer.UsesEBPF(c.Steer) && c.Workers > 256:
 		return fmt.Errorf("-steer %s: at most 256 workers", c.Steer)
-	case c.Restart != "" && !slices.Contains(RestartStrategies, c.Restart):
-		return fmt.Errorf("unknown restart strategy %q (want reuseport-overlap, reuseport-migrate, fd-handoff, shared-inherit or dispatch)", c.Restart)
-	case !slices.Contains(HTTPPaths, c.HTTP):
-		return fmt.Errorf("-http %q: want lean or nethttp", c.HTTP)
+	case c.Restart != "" && !RestartStrategies.Has(c.Restart):
+		return fmt.Errorf("unknown restart strategy %q (want %s)", c.Restart, RestartStrategies.Words())
+	case !HTTPPaths.Has(c.HTTP):
+		return fmt.Errorf("-http %q: want %s", c.HTTP, HTTPPaths.Words())
 	case c.HTTP == HTTPNetHTTP && c.Locality:
 		return fmt.Errorf("-locality needs -http lean (net/http does not expose the connection's descriptor)")
-	case c.Proto != ProtoTCP && c.Proto != ProtoUDP:
-		return fmt.Errorf("-proto %q: want tcp or udp", c.Proto)
+	case !Protos.Has(c.Proto):
+		return fmt.Errorf("-proto %q: want %s", c.Proto, Protos.Words())
 	case c.RcvBuf < 0:
 		return errors.New("-rcvbuf must not be negative")
 	case c.Proto == ProtoUDP && c.Model == Single:

@@ -62,5 +62,5 @@ func newModel(c *Config) (model, error) {
 	case ReusePort:
 		return newReusePort(c)
 	}
-	return nil, fmt.Errorf("unknown model %q (want single, shared or reuseport)", c.Model)
+	return nil, fmt.Errorf("unknown model %q (want %s)", c.Model, Models.Words())
 }

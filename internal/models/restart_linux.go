@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/sockets"
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Restart strategies: how a worker is replaced in a rolling restart. The
@@ -25,7 +26,7 @@ const (
 )
 
 // RestartStrategies lists the strategies.
-var RestartStrategies = []string{RestartOverlap, RestartMigrate, RestartHandoff, RestartInherit, RestartDispatch}
+var RestartStrategies = variant.List{RestartOverlap, RestartMigrate, RestartHandoff, RestartInherit, RestartDispatch}
 
 // restartModel is the model each strategy works with.
 var restartModel = map[string]string{

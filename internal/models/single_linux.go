@@ -13,6 +13,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/shm"
 	"github.com/lbbench/lbbench/internal/sockets"
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Dispatch policies of the single model.
@@ -20,6 +21,9 @@ const (
 	DispatchRR    = "rr"
 	DispatchLeast = "least"
 )
+
+// Dispatches lists the dispatch policies.
+var Dispatches = variant.List{DispatchRR, DispatchLeast}
 
 // single is the model where the supervisor is the only process that
 // accepts: it takes every connection off its one listening socket and
@@ -44,8 +48,8 @@ func newSingle(c *Config) (*single, error) {
 	switch {
 	case c.Accept != AcceptNetpoll:
 		return nil, errors.New("-accept applies to the shared and reuseport models; single uses -dispatch")
-	case c.Dispatch != DispatchRR && c.Dispatch != DispatchLeast:
-		return nil, fmt.Errorf("unknown dispatch %q (want rr or least)", c.Dispatch)
+	case !Dispatches.Has(c.Dispatch):
+		return nil, fmt.Errorf("unknown dispatch %q (want %s)", c.Dispatch, Dispatches.Words())
 	}
 	if err := checkOwn(c, Single); err != nil {
 		return nil, err

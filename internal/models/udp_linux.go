@@ -13,6 +13,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/shm"
 	"github.com/lbbench/lbbench/internal/udpwire"
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Protocols (-proto).
@@ -20,6 +21,9 @@ const (
 	ProtoTCP = "tcp" // HTTP/1.1 over TCP connections
 	ProtoUDP = "udp" // request/response datagrams (udpwire)
 )
+
+// Protos lists the protocols.
+var Protos = variant.List{ProtoTCP, ProtoUDP}
 
 // udpSource serves datagrams on a worker's UDP socket: its own with
 // reuseport, the one every worker shares with shared. It reads in

@@ -94,33 +94,10 @@ func StartForked(o ForkedOptions) (*Forked, error) {
 		}
 	}
 	f := &Forked{Kind: o.Kind, Addr: o.Addr, d: d}
-	env := []string{"LBBENCH_ADDR=" + o.Addr, "LBBENCH_WORKERS=" + strconv.Itoa(o.Workers),
-		"LBBENCH_WORK_US=" + strconv.FormatFloat(float64(o.Work)/float64(time.Microsecond), 'f', -1, 64), "PYTHONPATH=" + d.dir}
 	if o.Log {
 		f.log = filepath.Join(d.dir, "served.log")
 	}
-	var args []string
-	switch o.Kind {
-	case NodeRR, NodeNone:
-		env = append(env, "NODE_CLUSTER_SCHED_POLICY="+strings.TrimPrefix(o.Kind, "node-"))
-		args = []string{filepath.Join(d.dir, "node-cluster.js")}
-	case Gunicorn, GunicornReusePort:
-		args = []string{"-c", filepath.Join(d.dir, "lbbench_gunicorn.py"), "-w", strconv.Itoa(o.Workers), "-b", o.Addr,
-			"--chdir", d.dir, "--graceful-timeout", "2", "--backlog", "4096"}
-		if o.Kind == GunicornReusePort {
-			args = append(args, "--reuse-port")
-		}
-		if f.log != "" {
-			args = append(args, "--access-logfile", f.log, "--access-logformat", "%(p)s")
-		}
-		args = append(args, "lbbench_app:wsgi")
-	case Uvicorn:
-		args = []string{"-m", "uvicorn", "--workers", strconv.Itoa(o.Workers), "--host", strings.Trim(host, "[]"), "--port", port,
-			"--app-dir", d.dir, "--no-access-log", "--lifespan", "on", "--backlog", "4096", "lbbench_app:asgi"}
-	}
-	if f.log != "" && o.Kind != Gunicorn && o.Kind != GunicornReusePort {
-		env = append(env, "LBBENCH_LOG="+f.log)
-	}
+	env, args := forkedCommand(o, d.dir, host, port, f.log)
 	r, w, err := os.Pipe()
 	if err != nil {
 		os.RemoveAll(d.dir)
@@ -137,6 +114,46 @@ func StartForked(o ForkedOptions) (*Forked, error) {
 		r.Close()
 		return nil, err
 	}
+	if err := f.waitWorkers(r, o.Workers); err != nil {
+		return nil, err
+	}
+	slices.Sort(f.workers)
+	return f, nil
+}
+
+// forkedCommand is the environment and the arguments that start kind
+// o.Kind from its apps in dir, logging to log ("": no log).
+func forkedCommand(o ForkedOptions, dir, host, port, log string) (env, args []string) {
+	env = []string{"LBBENCH_ADDR=" + o.Addr, "LBBENCH_WORKERS=" + strconv.Itoa(o.Workers),
+		"LBBENCH_WORK_US=" + strconv.FormatFloat(float64(o.Work)/float64(time.Microsecond), 'f', -1, 64), "PYTHONPATH=" + dir}
+	switch o.Kind {
+	case NodeRR, NodeNone:
+		env = append(env, "NODE_CLUSTER_SCHED_POLICY="+strings.TrimPrefix(o.Kind, "node-"))
+		args = []string{filepath.Join(dir, "node-cluster.js")}
+	case Gunicorn, GunicornReusePort:
+		args = []string{"-c", filepath.Join(dir, "lbbench_gunicorn.py"), "-w", strconv.Itoa(o.Workers), "-b", o.Addr,
+			"--chdir", dir, "--graceful-timeout", "2", "--backlog", "4096"}
+		if o.Kind == GunicornReusePort {
+			args = append(args, "--reuse-port")
+		}
+		if log != "" {
+			args = append(args, "--access-logfile", log, "--access-logformat", "%(p)s")
+		}
+		args = append(args, "lbbench_app:wsgi")
+	case Uvicorn:
+		args = []string{"-m", "uvicorn", "--workers", strconv.Itoa(o.Workers), "--host", strings.Trim(host, "[]"), "--port", port,
+			"--app-dir", dir, "--no-access-log", "--lifespan", "on", "--backlog", "4096", "lbbench_app:asgi"}
+	}
+	if log != "" && o.Kind != Gunicorn && o.Kind != GunicornReusePort {
+		env = append(env, "LBBENCH_LOG="+log)
+	}
+	return env, args
+}
+
+// waitWorkers reads the pids the workers print on r until n of them
+// serve, else stops the server; the pids of workers restarted later are
+// read and dropped.
+func (f *Forked) waitWorkers(r *os.File, n int) error {
 	pids := make(chan int)
 	go func() {
 		sc := bufio.NewScanner(r)
@@ -149,25 +166,24 @@ func StartForked(o ForkedOptions) (*Forked, error) {
 		r.Close()
 	}()
 	timeout := time.After(10 * time.Second)
-	for len(f.workers) < o.Workers {
+	for len(f.workers) < n {
 		select {
 		case pid, ok := <-pids:
 			if !ok {
 				f.Stop()
-				return nil, fmt.Errorf("%s: %d of %d workers started: %s", o.Kind, len(f.workers), o.Workers, strings.TrimSpace(d.stderr.String()))
+				return fmt.Errorf("%s: %d of %d workers started: %s", f.Kind, len(f.workers), n, strings.TrimSpace(f.d.stderr.String()))
 			}
 			f.workers = append(f.workers, pid)
 		case <-timeout:
 			f.Stop()
-			return nil, fmt.Errorf("%s: %d of %d workers serving after 10s: %s", o.Kind, len(f.workers), o.Workers, strings.TrimSpace(d.stderr.String()))
+			return fmt.Errorf("%s: %d of %d workers serving after 10s: %s", f.Kind, len(f.workers), n, strings.TrimSpace(f.d.stderr.String()))
 		}
 	}
 	go func() {
 		for range pids { // a worker restarted after a crash; stdout must not block
 		}
 	}()
-	slices.Sort(f.workers)
-	return f, nil
+	return nil
 }
 
 // Stop stops the primary and waits for its workers (gunicorn: SIGINT,

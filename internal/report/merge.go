@@ -44,7 +44,45 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 	if len(docs) == 0 {
 		return nil, errors.New("merge: no runs")
 	}
-	first := docs[0]
+	m := newMerger(docs[0], files[0])
+	for i, d := range docs {
+		if err := m.add(d, files[i]); err != nil {
+			return nil, err
+		}
+	}
+	r := m.r
+	r.Latency, r.Uncorrected, r.Connect, r.TTFB, r.Lag = m.hists["latency"], m.hists["uncorrected"], m.hists["connect"], m.hists["ttfb"], m.hists["send_lag"]
+	if err := overlapping(docs, files); err != nil {
+		return nil, err
+	}
+	r.Duration = m.end.Sub(r.Start)
+	if m.attr.Mode != "" {
+		r.Attribution = &m.attr
+	}
+	var err error
+	if r.Series, err = mergeSeries(docs, r.Start); err != nil {
+		return nil, err
+	}
+	d := Build(name, r, m.first.Kernel, m.first.Host, m.workers, m.cores)
+	d.Inputs = m.inputs
+	return d, nil
+}
+
+// merger sums the runs of a Merge into one load.Result, run by run.
+type merger struct {
+	first     *Doc
+	firstFile string
+	r         *load.Result
+	hists     map[string]*hdrhistogram.Histogram
+	end       time.Time
+	attr      load.Attribution
+	workers   int
+	cores     int
+	inputs    []Input
+	seen      map[string]string // start time (and host) -> file
+}
+
+func newMerger(first *Doc, file string) *merger {
 	r := &load.Result{
 		Options: load.Options{URL: first.URL, Mode: first.Mode, Poisson: first.Poisson, ReqsPerConn: first.ReqsPerConn,
 			Attribute: first.Attribution.Mode, FairBy: first.Attribution.FairBy},
@@ -53,145 +91,146 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 	if r.Options.FairBy == "" {
 		r.Options.FairBy = load.FairProcess
 	}
-	hists := map[string]*hdrhistogram.Histogram{}
-	var end time.Time
-	var attr load.Attribution
-	workers, cores := 0, 0
-	var inputs []Input
-	seen := map[string]string{}
-	for i, d := range docs {
-		if !looksLikeResult(d) {
-			return nil, fmt.Errorf("merge: %s: not a loadgen result (it names no url)", files[i])
-		}
-		if err := compatible(first, d); err != nil {
-			return nil, fmt.Errorf("merge: %s: %v", files[i], err)
-		}
-		for _, n := range histogramNames {
-			h, err := decode(d.Histograms[n])
-			if err != nil {
-				return nil, fmt.Errorf("merge: %s: histogram %s: %v", files[i], n, err)
-			}
-			if hists[n] == nil {
-				hists[n] = h
-				continue
-			}
-			if !sameGeometry(hists[n], h) {
-				return nil, fmt.Errorf("merge: %s: histogram %s has other settings (range, precision) than %s's", files[i], n, files[0])
-			}
-			hists[n].Merge(h)
-		}
-		// Two generators never begin their measured parts at the same
-		// nanosecond, so an equal start is the same run read twice (the
-		// same file under two names, or a copy), which would double it.
-		key := d.StartTime.UTC().Format(time.RFC3339Nano)
-		if d.Generator != nil {
-			key += " " + d.Generator.Hostname
-		}
-		if prev, ok := seen[key]; ok {
-			return nil, fmt.Errorf("merge: %s is the same run as %s (same start time %s): %w", files[i], prev, d.StartTime.UTC().Format(time.RFC3339Nano), ErrDuplicate)
-		}
-		seen[key] = files[i]
-		r.Options.Conns += d.Conns
-		r.Options.Rate += d.Rate
-		if d.UDP != nil {
-			if r.UDP == nil {
-				r.UDP = &load.UDPStats{}
-				r.Options.Proto = load.ProtoUDP
-			}
-			r.UDP.Add(d.UDP)
-			r.Options.Flows += d.UDP.Flows
-		}
-		if d.TLS != nil {
-			h, err := decode(d.Histograms[tlsHistogram])
-			if err != nil {
-				return nil, fmt.Errorf("merge: %s: histogram %s: %v", files[i], tlsHistogram, err)
-			}
-			if r.TLS == nil {
-				r.TLS = load.NewTLSStats()
-				r.Options.TLS.Enabled, r.Options.TLS.Resume, r.Options.TLS.Version = true, d.TLS.Resume, d.TLS.Version
-			}
-			t := d.TLS.TLSStats
-			t.Handshake = h
-			r.TLS.Add(&t)
-		}
-		r.Requests += d.Requests
-		r.Connections += d.Connections
-		for k, n := range d.ErrorsByKind {
-			r.Errors[k] += n
-		}
-		if err := sumCounts(r.PerPID, d.PerPID); err != nil {
-			return nil, fmt.Errorf("merge: %s: %v", files[i], err)
-		}
-		if len(d.PerTID) > 0 {
-			if r.PerTID == nil {
-				r.PerTID = map[uint64]*load.TIDCount{}
-			}
-			if err := sumTIDCounts(r.PerTID, d.PerTID); err != nil {
-				return nil, fmt.Errorf("merge: %s: %v", files[i], err)
-			}
-		}
-		if len(d.PerWorker) > 0 {
-			if r.PerWorker == nil {
-				r.PerWorker = map[uint64]*load.PIDCount{}
-			}
-			if err := sumCounts(r.PerWorker, d.PerWorker); err != nil {
-				return nil, fmt.Errorf("merge: %s: %v", files[i], err)
-			}
-		}
-		if u := d.Unattributed; u != nil {
-			r.Unattributed.Requests += u.Requests
-			r.Unattributed.Connections += u.Connections
-			r.BadPIDValues += u.InvalidValues
-			if r.BadPIDExample == "" {
-				r.BadPIDExample = u.Example
-			}
-		}
-		if a := d.Attribution; a.Mode != load.AttrHeader && a.Mode != "" {
-			attr.Mode = a.Mode
-			attr.Recorded += a.Recorded
-			attr.Missed += a.Missed
-			attr.Unresolved.Connections += a.Unresolved
-			attr.Disagreements += a.Disagreements
-			attr.Examples = append(attr.Examples, a.Examples...)
-			if err := addServing(&attr, a); err != nil {
-				return nil, fmt.Errorf("merge: %s: %v", files[i], err)
-			}
-		}
-		r.InFlightAtEnd += d.InFlightAtEnd.Requests
-		r.OldestInFlight = max(r.OldestInFlight, time.Duration(d.InFlightAtEnd.OldestSeconds*1e9))
-		r.CPUSeconds += d.SelfCheck.CPUSeconds
-		r.Interrupted = r.Interrupted || d.Interrupted
-		r.LocalityKnown, r.LocalConnections = r.LocalityKnown+localityOf(d).Connections, r.LocalConnections+localityOf(d).Local
-		if r.Start.IsZero() || d.StartTime.Before(r.Start) {
-			r.Start = d.StartTime
-		}
-		if e := d.StartTime.Add(time.Duration(d.DurationSeconds * 1e9)); e.After(end) {
-			end = e
-		}
-		workers = max(workers, d.Workers)
-		cores += d.SelfCheck.Cores
-		in := Input{File: files[i], Started: d.StartTime, Requests: d.Requests, Errors: d.Errors,
-			RequestsPerSec: d.RequestsPerSec, P99: d.Latency.P99, Bottleneck: d.SelfCheck.Bottleneck}
-		if d.Generator != nil {
-			in.Hostname = d.Generator.Hostname
-		}
-		inputs = append(inputs, in)
+	return &merger{first: first, firstFile: file, r: r, hists: map[string]*hdrhistogram.Histogram{}, seen: map[string]string{}}
+}
+
+// add checks that d, read from file, may join the merge and adds it.
+func (m *merger) add(d *Doc, file string) error {
+	if !looksLikeResult(d) {
+		return fmt.Errorf("merge: %s: not a loadgen result (it names no url)", file)
 	}
-	r.Latency, r.Uncorrected, r.Connect, r.TTFB, r.Lag = hists["latency"], hists["uncorrected"], hists["connect"], hists["ttfb"], hists["send_lag"]
-	if err := overlapping(docs, files); err != nil {
-		return nil, err
+	if err := compatible(m.first, d); err != nil {
+		return fmt.Errorf("merge: %s: %v", file, err)
 	}
-	r.Duration = end.Sub(r.Start)
-	if attr.Mode != "" {
-		r.Attribution = &attr
+	for _, n := range histogramNames {
+		h, err := decode(d.Histograms[n])
+		if err != nil {
+			return fmt.Errorf("merge: %s: histogram %s: %v", file, n, err)
+		}
+		if m.hists[n] == nil {
+			m.hists[n] = h
+			continue
+		}
+		if !sameGeometry(m.hists[n], h) {
+			return fmt.Errorf("merge: %s: histogram %s has other settings (range, precision) than %s's", file, n, m.firstFile)
+		}
+		m.hists[n].Merge(h)
 	}
-	var err error
-	if r.Series, err = mergeSeries(docs, r.Start); err != nil {
-		return nil, err
+	// Two generators never begin their measured parts at the same
+	// nanosecond, so an equal start is the same run read twice (the
+	// same file under two names, or a copy), which would double it.
+	key := d.StartTime.UTC().Format(time.RFC3339Nano)
+	if d.Generator != nil {
+		key += " " + d.Generator.Hostname
 	}
-	d := Build(name, r, first.Kernel, first.Host, workers, cores)
-	d.Inputs = inputs
-	return d, nil
+	if prev, ok := m.seen[key]; ok {
+		return fmt.Errorf("merge: %s is the same run as %s (same start time %s): %w", file, prev, d.StartTime.UTC().Format(time.RFC3339Nano), ErrDuplicate)
+	}
+	m.seen[key] = file
+	if err := m.addCounts(d, file); err != nil {
+		return err
+	}
+	m.addRun(d, file)
+	return nil
+}
+
+// addCounts adds d's counts: load, protocol sections, per pid, thread
+// and worker, what was left unattributed and how attribution went.
+func (m *merger) addCounts(d *Doc, file string) error {
+	r := m.r
+	r.Options.Conns += d.Conns
+	r.Options.Rate += d.Rate
+	if d.UDP != nil {
+		if r.UDP == nil {
+			r.UDP = &load.UDPStats{}
+			r.Options.Proto = load.ProtoUDP
+		}
+		r.UDP.Add(d.UDP)
+		r.Options.Flows += d.UDP.Flows
+	}
+	if d.TLS != nil {
+		h, err := decode(d.Histograms[tlsHistogram])
+		if err != nil {
+			return fmt.Errorf("merge: %s: histogram %s: %v", file, tlsHistogram, err)
+		}
+		if r.TLS == nil {
+			r.TLS = load.NewTLSStats()
+			r.Options.TLS.Enabled, r.Options.TLS.Resume, r.Options.TLS.Version = true, d.TLS.Resume, d.TLS.Version
+		}
+		t := d.TLS.TLSStats
+		t.Handshake = h
+		r.TLS.Add(&t)
+	}
+	r.Requests += d.Requests
+	r.Connections += d.Connections
+	for k, n := range d.ErrorsByKind {
+		r.Errors[k] += n
+	}
+	if err := sumCounts(r.PerPID, d.PerPID); err != nil {
+		return fmt.Errorf("merge: %s: %v", file, err)
+	}
+	if len(d.PerTID) > 0 {
+		if r.PerTID == nil {
+			r.PerTID = map[uint64]*load.TIDCount{}
+		}
+		if err := sumTIDCounts(r.PerTID, d.PerTID); err != nil {
+			return fmt.Errorf("merge: %s: %v", file, err)
+		}
+	}
+	if len(d.PerWorker) > 0 {
+		if r.PerWorker == nil {
+			r.PerWorker = map[uint64]*load.PIDCount{}
+		}
+		if err := sumCounts(r.PerWorker, d.PerWorker); err != nil {
+			return fmt.Errorf("merge: %s: %v", file, err)
+		}
+	}
+	if u := d.Unattributed; u != nil {
+		r.Unattributed.Requests += u.Requests
+		r.Unattributed.Connections += u.Connections
+		r.BadPIDValues += u.InvalidValues
+		if r.BadPIDExample == "" {
+			r.BadPIDExample = u.Example
+		}
+	}
+	if a := d.Attribution; a.Mode != load.AttrHeader && a.Mode != "" {
+		attr := &m.attr
+		attr.Mode = a.Mode
+		attr.Recorded += a.Recorded
+		attr.Missed += a.Missed
+		attr.Unresolved.Connections += a.Unresolved
+		attr.Disagreements += a.Disagreements
+		attr.Examples = append(attr.Examples, a.Examples...)
+		if err := addServing(attr, a); err != nil {
+			return fmt.Errorf("merge: %s: %v", file, err)
+		}
+	}
+	return nil
+}
+
+// addRun adds what d says of its run as a whole: when it ran, what was
+// in flight at its end, the generator's CPU, and d as an input.
+func (m *merger) addRun(d *Doc, file string) {
+	r := m.r
+	r.InFlightAtEnd += d.InFlightAtEnd.Requests
+	r.OldestInFlight = max(r.OldestInFlight, time.Duration(d.InFlightAtEnd.OldestSeconds*1e9))
+	r.CPUSeconds += d.SelfCheck.CPUSeconds
+	r.Interrupted = r.Interrupted || d.Interrupted
+	r.LocalityKnown, r.LocalConnections = r.LocalityKnown+localityOf(d).Connections, r.LocalConnections+localityOf(d).Local
+	if r.Start.IsZero() || d.StartTime.Before(r.Start) {
+		r.Start = d.StartTime
+	}
+	if e := d.StartTime.Add(time.Duration(d.DurationSeconds * 1e9)); e.After(m.end) {
+		m.end = e
+	}
+	m.workers = max(m.workers, d.Workers)
+	m.cores += d.SelfCheck.Cores
+	in := Input{File: file, Started: d.StartTime, Requests: d.Requests, Errors: d.Errors,
+		RequestsPerSec: d.RequestsPerSec, P99: d.Latency.P99, Bottleneck: d.SelfCheck.Bottleneck}
+	if d.Generator != nil {
+		in.Hostname = d.Generator.Hostname
+	}
+	m.inputs = append(m.inputs, in)
 }
 
 // looksLikeResult says whether d came from a loadgen -json file at all,

@@ -419,14 +419,33 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 		d.RequestsPerSec = float64(r.Requests) / s
 		d.ConnsPerSec = float64(r.Connections) / s
 	}
-	var reqs, conns []float64
+	d.Attribution = attribution(r, fairBy)
+	reqs, conns := d.countUnits(r, fairBy)
+	d.Workers = max(workers, len(reqs))
+	for len(reqs) < d.Workers {
+		reqs, conns = append(reqs, 0), append(conns, 0)
+	}
+	d.Fairness.Requests = fairness.Compute(reqs)
+	d.Fairness.Connections = fairness.Compute(conns)
+	d.addSeries(r.Series, fairBy)
+	if u := r.Unattributed; u.Requests > 0 || u.Connections > 0 {
+		d.Unattributed = &Unattributed{Requests: u.Requests, Connections: u.Connections,
+			InvalidValues: r.BadPIDValues, Example: r.BadPIDExample}
+	}
+	d.InFlightAtEnd, d.Problems = inFlight(r)
+	d.SelfCheck = selfCheck(r, d, cores)
+	return d
+}
+
+// countUnits fills the per-pid, per-thread and per-worker tables and
+// returns the counts of the units fairBy names, one per unit.
+func (d *Doc) countUnits(r *load.Result, fairBy string) (reqs, conns []float64) {
 	for _, pid := range sortedPIDs(r.PerPID) {
 		pc := r.PerPID[pid]
 		d.PerPID[strconv.FormatUint(pid, 10)] = pc
 		reqs = append(reqs, float64(pc.Requests))
 		conns = append(conns, float64(pc.Connections))
 	}
-	d.Attribution = attribution(r, fairBy)
 	if len(r.PerTID) > 0 {
 		d.PerTID = map[string]*load.TIDCount{}
 		var treqs, tconns []float64
@@ -448,16 +467,16 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 			conns = append(conns, float64(pc.Connections))
 		}
 	}
-	d.Workers = max(workers, len(reqs))
-	for len(reqs) < d.Workers {
-		reqs, conns = append(reqs, 0), append(conns, 0)
-	}
-	d.Fairness.Requests = fairness.Compute(reqs)
-	d.Fairness.Connections = fairness.Compute(conns)
+	return reqs, conns
+}
+
+// addSeries adds the per-second series and its fairness figures; a
+// second counts d.Workers units, those that served nothing as zeros.
+func (d *Doc) addSeries(series []load.Second, fairBy string) {
 	d.Fairness.PerSecondJainMin = 1
 	var jsum float64
 	var jn int
-	for _, s := range r.Series {
+	for _, s := range series {
 		sj := SecondJSON{T: s.T, Requests: s.Requests, Connections: s.Connections, Errors: s.Errors,
 			P50: s.P50.Seconds(), P99: s.P99.Seconds(), PerPID: map[string]int64{}, Jain: 1,
 			At: s.At.UTC(), Histogram: string(s.Hist), ErrorsByKind: s.ErrorKinds}
@@ -494,13 +513,6 @@ func Build(name string, r *load.Result, obs kernel.Observation, host kernel.Host
 	if jn > 0 {
 		d.Fairness.PerSecondJainMean = jsum / float64(jn)
 	}
-	if u := r.Unattributed; u.Requests > 0 || u.Connections > 0 {
-		d.Unattributed = &Unattributed{Requests: u.Requests, Connections: u.Connections,
-			InvalidValues: r.BadPIDValues, Example: r.BadPIDExample}
-	}
-	d.InFlightAtEnd, d.Problems = inFlight(r)
-	d.SelfCheck = selfCheck(r, d, cores)
-	return d
 }
 
 // Units are the counts the fairness figures were computed over: one per

@@ -10,11 +10,26 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lbbench/lbbench/internal/kattr"
 	"github.com/lbbench/lbbench/internal/load"
 )
 
-// Summary writes a wrk-style summary for people.
+// Summary writes a wrk-style summary for people: what ran, the counts
+// and latencies, who served them, how fairly, and what else the run saw.
 func Summary(w io.Writer, d *Doc) {
+	summaryRun(w, d)
+	summaryCounts(w, d)
+	summaryShares(w, d)
+	summaryFairness(w, d)
+	if a := d.Attribution; a.Mode != "header" {
+		attributionText(w, d)
+	}
+	summaryTail(w, d)
+}
+
+// summaryRun says what ran: the loop, the generators merged, and for
+// UDP the datagrams and flows.
+func summaryRun(w io.Writer, d *Doc) {
 	loop := fmt.Sprintf("closed loop, %d connections", d.Conns)
 	if d.Rate > 0 {
 		arr := "constant"
@@ -60,6 +75,11 @@ func Summary(w io.Writer, d *Doc) {
 	if d.Interrupted {
 		fmt.Fprintf(w, "  interrupted: figures cover what ran\n")
 	}
+}
+
+// summaryCounts gives the requests, the throughput, the latency table,
+// the handshakes and what the end cut.
+func summaryCounts(w io.Writer, d *Doc) {
 	fmt.Fprintf(w, "  Requests     %d ok, %d errors%s\n", d.Requests, d.Errors, errorKinds(d))
 	if d.UDP != nil {
 		fmt.Fprintf(w, "  Throughput   %.1f replies/s\n", d.RequestsPerSec)
@@ -97,58 +117,97 @@ func Summary(w io.Writer, d *Doc) {
 		fmt.Fprintf(w, "  In flight    %d request(s) unanswered when the run ended (cut, not counted; oldest waited %s)\n",
 			f.Requests, fmtDur(f.OldestSeconds))
 	}
+}
 
+// summaryShares is the count tables: per pid, per worker id, per thread.
+func summaryShares(w io.Writer, d *Doc) {
 	conns := "connections"
 	if d.UDP != nil {
 		conns = "flows" // the flows a worker answered first
 	}
 	if len(d.PerPID) > 0 {
-		fmt.Fprintf(w, "\n  %-10s %-7s %12s %7s %12s %7s\n", "pid", "worker", "requests", "share", conns, "share")
+		t := countTable{d: d, heads: []string{"pid", "worker"}, widths: []int{10, 7}, conns: conns}
 		for _, p := range byRequests(d.PerPID) {
 			pc := d.PerPID[p]
-			fmt.Fprintf(w, "  %-10s %-7s %12d %6.1f%% %12d %6.1f%%\n", p, pc.Worker, pc.Requests,
-				pct(pc.Requests, d.Requests), pc.Connections, pct(pc.Connections, d.Connections))
+			t.rows = append(t.rows, countRow{[]string{p, pc.Worker}, pc.Requests, pc.Connections})
 		}
+		t.write(w)
 	}
 	if len(d.PerWorker) > 0 {
-		fmt.Fprintf(w, "\n  %-10s %12s %7s %12s %7s\n", "worker id", "requests", "share", "connections", "share")
+		t := countTable{d: d, heads: []string{"worker id"}, widths: []int{10}, conns: "connections"}
 		for _, id := range byRequests(d.PerWorker) {
 			pc := d.PerWorker[id]
-			fmt.Fprintf(w, "  %-10s %12d %6.1f%% %12d %6.1f%%\n", id, pc.Requests,
-				pct(pc.Requests, d.Requests), pc.Connections, pct(pc.Connections, d.Connections))
+			t.rows = append(t.rows, countRow{[]string{id}, pc.Requests, pc.Connections})
 		}
+		t.write(w)
 	}
 	if len(d.PerTID) > 0 {
-		fmt.Fprintf(w, "\n  %-10s %-10s %-16s %12s %7s %12s %7s\n", "tid", "pid", "comm", "requests", "share", "connections", "share")
-		tids := make([]string, 0, len(d.PerTID))
-		for t := range d.PerTID {
-			tids = append(tids, t)
-		}
+		tids := slices.Collect(maps.Keys(d.PerTID))
 		slices.SortFunc(tids, func(a, b string) int { return cmp.Compare(d.PerTID[b].Connections, d.PerTID[a].Connections) })
-		for _, t := range tids {
-			tc := d.PerTID[t]
-			fmt.Fprintf(w, "  %-10s %-10d %-16s %12d %6.1f%% %12d %6.1f%%\n", t, tc.PID, tc.Comm, tc.Requests,
-				pct(tc.Requests, d.Requests), tc.Connections, pct(tc.Connections, d.Connections))
+		t := countTable{d: d, heads: []string{"tid", "pid", "comm"}, widths: []int{10, 10, 16}, conns: "connections"}
+		for _, id := range tids {
+			tc := d.PerTID[id]
+			t.rows = append(t.rows, countRow{[]string{id, strconv.FormatUint(tc.PID, 10), tc.Comm}, tc.Requests, tc.Connections})
 		}
+		t.write(w)
 	}
-	if units := d.Units(); len(units) > 0 {
-		if missing := d.Workers - len(units); missing > 0 {
-			fmt.Fprintf(w, "  %d worker(s) served nothing\n", missing)
+}
+
+// countTable is one of the summary's count tables: label columns of
+// their own widths, then requests and connections (or flows), each with
+// its share of the run's.
+type countTable struct {
+	d      *Doc
+	heads  []string
+	widths []int
+	conns  string
+	rows   []countRow
+}
+
+type countRow struct {
+	labels                []string
+	requests, connections int64
+}
+
+func (t *countTable) write(w io.Writer) {
+	fmt.Fprint(w, "\n ")
+	for i, h := range t.heads {
+		fmt.Fprintf(w, " %-*s", t.widths[i], h)
+	}
+	fmt.Fprintf(w, " %12s %7s %12s %7s\n", "requests", "share", t.conns, "share")
+	for _, r := range t.rows {
+		fmt.Fprint(w, " ")
+		for i, l := range r.labels {
+			fmt.Fprintf(w, " %-*s", t.widths[i], l)
 		}
-		f := d.Fairness
-		fmt.Fprintf(w, "  Fairness by %s\n", d.Attribution.FairBy)
-		fmt.Fprintf(w, "  Fairness (requests)    max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
-			f.Requests.MaxOverMean, f.Requests.MinOverMean, f.Requests.CoV, f.Requests.Jain, f.Requests.ChiSquare, f.Requests.PValue)
-		fmt.Fprintf(w, "  Fairness (connections) max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
-			f.Connections.MaxOverMean, f.Connections.MinOverMean, f.Connections.CoV, f.Connections.Jain, f.Connections.ChiSquare, f.Connections.PValue)
-		fmt.Fprintf(w, "  Per-second Jain        mean %.4f  min %.4f\n", f.PerSecondJainMean, f.PerSecondJainMin)
-		if l := d.Locality; l != nil {
-			fmt.Fprintf(w, "  Locality               %.1f%% of %d connections handled on the CPU they arrived on\n", 100*l.Share, l.Connections)
-		}
+		fmt.Fprintf(w, " %12d %6.1f%% %12d %6.1f%%\n", r.requests, pct(r.requests, t.d.Requests), r.connections, pct(r.connections, t.d.Connections))
 	}
-	if a := d.Attribution; a.Mode != "header" {
-		attributionText(w, d)
+}
+
+// summaryFairness gives the fairness figures of the units counted.
+func summaryFairness(w io.Writer, d *Doc) {
+	units := d.Units()
+	if len(units) == 0 {
+		return
 	}
+	if missing := d.Workers - len(units); missing > 0 {
+		fmt.Fprintf(w, "  %d worker(s) served nothing\n", missing)
+	}
+	f := d.Fairness
+	fmt.Fprintf(w, "  Fairness by %s\n", d.Attribution.FairBy)
+	fmt.Fprintf(w, "  Fairness (requests)    max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
+		f.Requests.MaxOverMean, f.Requests.MinOverMean, f.Requests.CoV, f.Requests.Jain, f.Requests.ChiSquare, f.Requests.PValue)
+	fmt.Fprintf(w, "  Fairness (connections) max/mean %.3f  min/mean %.3f  CoV %.3f  Jain %.4f  chi2 %.1f (p=%.3g)\n",
+		f.Connections.MaxOverMean, f.Connections.MinOverMean, f.Connections.CoV, f.Connections.Jain, f.Connections.ChiSquare, f.Connections.PValue)
+	fmt.Fprintf(w, "  Per-second Jain        mean %.4f  min %.4f\n", f.PerSecondJainMean, f.PerSecondJainMin)
+	if l := d.Locality; l != nil {
+		fmt.Fprintf(w, "  Locality               %.1f%% of %d connections handled on the CPU they arrived on\n", 100*l.Share, l.Connections)
+	}
+}
+
+// summaryTail gives what was left unattributed, the restarts, the
+// kernel's counters, the problems and the self-check.
+func summaryTail(w io.Writer, d *Doc) {
 	if u := d.Unattributed; u != nil {
 		fmt.Fprintf(w, "\n  Unattributed %d requests (%.1f%%) on %d connections carry no usable worker pid; left out of the fairness figures\n",
 			u.Requests, pct(u.Requests, d.Requests), u.Connections)
@@ -290,23 +349,18 @@ func attributionText(w io.Writer, d *Doc) {
 	if a.Acceptors == nil || len(a.Handoffs) == 0 {
 		return
 	}
-	accPIDs, srvPIDs := map[uint64]bool{}, map[uint64]bool{}
-	var handed, total int64
-	for _, h := range a.Handoffs {
-		accPIDs[h.AcceptorPID], srvPIDs[h.ServerPID] = true, true
-		total += h.Connections
-		if h.AcceptorPID != h.ServerPID {
-			handed += h.Connections
-		}
-	}
+	accPIDs, srvPIDs, handed, total := kattr.HandoffTotals(len(a.Handoffs), func(i int) (uint64, uint64, int64) {
+		h := a.Handoffs[i]
+		return h.AcceptorPID, h.ServerPID, h.Connections
+	})
 	if handed == 0 {
 		fmt.Fprintf(w, "  Every connection was served by the process that accepted it (%d accepting, %d serving threads; %d connections served by another thread than their acceptor)\n",
 			len(a.Acceptors.PerTID), len(d.PerTID), a.HandedToThread)
 		return
 	}
 	fmt.Fprintf(w, "  Accepted by %s (%s), served by %s (%s): %d of %d connections handed to another process\n",
-		plural(len(accPIDs), "process", "processes"), plural(len(a.Acceptors.PerTID), "thread", "threads"),
-		plural(len(srvPIDs), "process", "processes"), plural(len(d.PerTID), "thread", "threads"), handed, total)
+		plural(accPIDs, "process", "processes"), plural(len(a.Acceptors.PerTID), "thread", "threads"),
+		plural(srvPIDs, "process", "processes"), plural(len(d.PerTID), "thread", "threads"), handed, total)
 	fmt.Fprintf(w, "  %-12s %-12s %12s %7s\n", "accepted by", "served by", "connections", "share")
 	for i, h := range a.Handoffs {
 		if i == maxHandoffRows {

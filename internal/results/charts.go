@@ -276,7 +276,7 @@ func (t *Table) spectrumChart(row benchproc.Key) *plot.Plot {
 					vals = append(vals, d.LatencyCDF[qi].Seconds)
 				}
 			}
-			if v := median(vals); v > 0 {
+			if v := Median(vals); v > 0 {
 				pts = append(pts, plotter.XY{X: 1 / (1 - pt.Quantile), Y: v * 1e3})
 			}
 		}
@@ -331,7 +331,7 @@ func (t *Table) scalingCharts(rows []benchproc.Key, c Chart) []titled {
 		}
 		for _, col := range t.Cols {
 			if v := t.Values[cellKey{row, col, c.Unit}]; len(v) > 0 {
-				by[g].pts[colLabel(col)] = append(by[g].pts[colLabel(col)], plotter.XY{X: x, Y: median(v)})
+				by[g].pts[colLabel(col)] = append(by[g].pts[colLabel(col)], plotter.XY{X: x, Y: Median(v)})
 			}
 		}
 	}
@@ -392,7 +392,7 @@ func (t *Table) barChart(row benchproc.Key, c Chart) *plot.Plot {
 		if len(v) == 0 {
 			continue
 		}
-		m := median(v)
+		m := Median(v)
 		if m < 1e-6 {
 			m = 0 // the 1e-9 that stands for zero in benchmark files
 		}

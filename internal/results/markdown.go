@@ -187,7 +187,7 @@ func (t *Table) metricsAsColumns(b *bytes.Buffer) {
 				b.WriteString(" |")
 				continue
 			}
-			fmt.Fprintf(b, " %s |", formatValue(median(v), m.Unit))
+			fmt.Fprintf(b, " %s |", formatValue(Median(v), m.Unit))
 		}
 		b.WriteString("\n")
 	}
@@ -253,63 +253,114 @@ func summarize(t *Table, lines []*Line) string {
 	if len(lines) == 0 {
 		return ""
 	}
-	good := make([]int, len(t.Cols)) // lines where the column is best or tied
-	alone := make([]int, len(t.Cols))
-	bestMedian := make([]int, len(t.Cols))
-	decided, tooFew := false, false
-	fewest := 0 // the fewest samples of a compared column
+	sc := scoreColumns(len(t.Cols), lines)
+	if !sc.decided {
+		if sc.tooFew {
+			return fmt.Sprintf("not decided: %d samples each are too few for any difference to be significant", sc.fewest)
+		}
+		return "not decided: no difference is significant"
+	}
+	w := sc.winner()
+	lo, hi, tieOrder := winMargins(t, lines, w)
+	var b strings.Builder
+	fmt.Fprintf(&b, "**%s**", colLabel(t.Cols[w]))
+	if n := len(lines); sc.good[w] < n {
+		fmt.Fprintf(&b, " on %d of %d lines", sc.good[w], n)
+	}
+	var notes []string
+	if !math.IsInf(lo, 0) {
+		sign := "+"
+		if !lines[0].Higher {
+			sign = "−"
+		}
+		switch {
+		case hi < 0.005:
+			notes = append(notes, "<1%")
+		case math.Round(lo*100) == math.Round(hi*100):
+			notes = append(notes, fmt.Sprintf("%s%.0f%%", sign, 100*lo))
+		default:
+			notes = append(notes, fmt.Sprintf("%s%.0f–%.0f%%", sign, 100*lo, 100*hi))
+		}
+	}
+	if len(tieOrder) > 0 {
+		notes = append(notes, "tied: "+strings.Join(tieOrder, ", "))
+	}
+	if len(notes) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(notes, "; "))
+	}
+	return b.String()
+}
+
+// columnScores count, per column, the lines where it is best or tied
+// (good), best with no tie (alone) and best by median (bestMedian).
+type columnScores struct {
+	good, alone, bestMedian []int
+	// decided: some cell is worse than its line's best; tooFew: a tie
+	// had too few samples to be judged; fewest: the fewest samples of
+	// a compared column.
+	decided, tooFew bool
+	fewest          int
+}
+
+func scoreColumns(cols int, lines []*Line) columnScores {
+	sc := columnScores{good: make([]int, cols), alone: make([]int, cols), bestMedian: make([]int, cols)}
 	for _, l := range lines {
 		if l.Best() < 0 {
 			continue // a kept line of equal values: no winner
 		}
-		bestMedian[l.Best()]++
+		sc.bestMedian[l.Best()]++
 		tied := false
 		for i, c := range l.Cells {
 			if c == nil {
 				continue
 			}
-			if fewest == 0 || len(c.Values) < fewest {
-				fewest = len(c.Values)
+			if sc.fewest == 0 || len(c.Values) < sc.fewest {
+				sc.fewest = len(c.Values)
 			}
 			if c.Best || c.Tie {
-				good[i]++
+				sc.good[i]++
 				tied = tied || c.Tie
 			} else {
-				decided = true
+				sc.decided = true
 			}
 			if c.Tie && len(c.Cmp.Warnings) > 0 {
-				tooFew = true
+				sc.tooFew = true
 			}
 		}
 		if !tied {
-			alone[l.Best()]++
+			sc.alone[l.Best()]++
 		}
 	}
-	if !decided {
-		if tooFew {
-			return fmt.Sprintf("not decided: %d samples each are too few for any difference to be significant", fewest)
-		}
-		return "not decided: no difference is significant"
-	}
+	return sc
+}
+
+// winner is the column good on most lines, then alone on most, then
+// best by median on most; the first of equals.
+func (sc columnScores) winner() int {
 	w := 0
-	for i := range t.Cols {
+	for i := range sc.good {
 		switch {
-		case good[i] != good[w]:
-			if good[i] > good[w] {
+		case sc.good[i] != sc.good[w]:
+			if sc.good[i] > sc.good[w] {
 				w = i
 			}
-		case alone[i] != alone[w]:
-			if alone[i] > alone[w] {
+		case sc.alone[i] != sc.alone[w]:
+			if sc.alone[i] > sc.alone[w] {
 				w = i
 			}
-		case bestMedian[i] > bestMedian[w]:
+		case sc.bestMedian[i] > sc.bestMedian[w]:
 			w = i
 		}
 	}
-	n := len(lines)
-	lo, hi := math.Inf(1), math.Inf(-1)
+	return w
+}
+
+// winMargins are the smallest and largest margins of column w over the
+// runner-up on the lines it is best on (±Inf: none), and the columns it
+// ties with, in the order they first tie.
+func winMargins(t *Table, lines []*Line, w int) (lo, hi float64, tieOrder []string) {
+	lo, hi = math.Inf(1), math.Inf(-1)
 	tiesWith := map[string]bool{}
-	var tieOrder []string
 	for _, l := range lines {
 		if c := l.Cells[w]; c == nil || !(c.Best || c.Tie) {
 			continue
@@ -340,33 +391,7 @@ func summarize(t *Table, lines []*Line) string {
 			lo, hi = min(lo, m), max(hi, m)
 		}
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "**%s**", colLabel(t.Cols[w]))
-	if good[w] < n {
-		fmt.Fprintf(&b, " on %d of %d lines", good[w], n)
-	}
-	var notes []string
-	if !math.IsInf(lo, 0) {
-		sign := "+"
-		if !lines[0].Higher {
-			sign = "−"
-		}
-		switch {
-		case hi < 0.005:
-			notes = append(notes, "<1%")
-		case math.Round(lo*100) == math.Round(hi*100):
-			notes = append(notes, fmt.Sprintf("%s%.0f%%", sign, 100*lo))
-		default:
-			notes = append(notes, fmt.Sprintf("%s%.0f–%.0f%%", sign, 100*lo, 100*hi))
-		}
-	}
-	if len(tieOrder) > 0 {
-		notes = append(notes, "tied: "+strings.Join(tieOrder, ", "))
-	}
-	if len(notes) > 0 {
-		fmt.Fprintf(&b, " (%s)", strings.Join(notes, "; "))
-	}
-	return b.String()
+	return lo, hi, tieOrder
 }
 
 // formatValue prints a value in its unit: seconds with SI prefixes (ms,

@@ -224,10 +224,13 @@ func (t *Table) KernelDelta(row, col benchproc.Key, counter string) (float64, bo
 	for _, d := range docs {
 		xs = append(xs, float64(d.Kernel.Delta[counter]))
 	}
-	return median(xs), true
+	return Median(xs), true
 }
 
-func median(xs []float64) float64 {
+// Median is the middle of xs (the mean of the two middle values of an
+// even count; 0 for none), the figure the report and the peers summary
+// print.
+func Median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}

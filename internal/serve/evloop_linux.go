@@ -8,10 +8,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lbbench/lbbench/internal/poll"
 	"github.com/lbbench/lbbench/internal/rawio"
 	"github.com/lbbench/lbbench/internal/shm"
 	"github.com/lbbench/lbbench/internal/sockets"
@@ -36,8 +36,7 @@ import (
 // the P.
 type evloop struct {
 	s    *Lean
-	epfd int
-	wake int // eventfd in the set
+	set  *poll.Set // with an eventfd other goroutines poke the loop through
 	f    *os.File
 	rc   syscall.RawConn
 	poll func(uintptr) bool
@@ -56,10 +55,9 @@ type evloop struct {
 	conns []*conn // by descriptor
 	open  int
 
-	events [64]unix.EpollEvent
-	now    time.Time
-	every  time.Duration // sweep interval
-	next   time.Time     // the next sweep or accept retry
+	now   time.Time
+	every time.Duration // sweep interval
+	next  time.Time     // the next sweep or accept retry
 
 	stopping, cut atomic.Bool
 	drainSeen     bool
@@ -88,27 +86,14 @@ type Acceptor interface {
 }
 
 func newEvloop(s *Lean) (*evloop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := poll.NewWaker(64)
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
+		return nil, err
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(wake)
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
-	}
-	unix.SetNonblock(epfd, true)
-	l := &evloop{s: s, epfd: epfd, wake: wake, lfd: -1, done: make(chan struct{}), unlistened: make(chan struct{})}
-	l.f = os.NewFile(uintptr(epfd), "evloop") // the netpoller waits on the set
+	l := &evloop{s: s, set: set, lfd: -1, done: make(chan struct{}), unlistened: make(chan struct{})}
+	l.f = set.File("evloop") // the netpoller waits on the set
 	if l.rc, err = l.f.SyscallConn(); err != nil {
-		l.f.Close()
-		unix.Close(wake)
+		set.Close()
 		return nil, err
 	}
 	l.poll = l.pollOnce
@@ -134,8 +119,7 @@ func (l *evloop) add(c *conn) {
 	l.conns[c.fd] = c
 	l.open++
 	l.mu.Unlock()
-	ev := unix.EpollEvent{Events: l.interest(c), Fd: int32(c.fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+	if err := l.set.Add(c.fd, l.interest(c)); err != nil {
 		l.close(c, shm.CloseError)
 	}
 }
@@ -164,8 +148,7 @@ func (l *evloop) listen(a Acceptor, serve func(fd int), shared bool) error {
 	if !l.level {
 		events |= unix.EPOLLET
 	}
-	ev := unix.EpollEvent{Events: events, Fd: int32(l.lfd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lfd, &ev); err != nil {
+	if err := l.set.Add(l.lfd, events); err != nil {
 		return fmt.Errorf("epoll_ctl listener: %w", err)
 	}
 	l.raw.Store(raw)
@@ -183,8 +166,7 @@ func (l *evloop) unlisten() {
 // poke wakes the loop: it looks at its flags and sweeps.
 func (l *evloop) poke() {
 	l.poked.Store(true)
-	one := [8]byte{1}
-	unix.Write(l.wake, one[:])
+	l.set.Wake()
 }
 
 // run takes events until stopped with no connection left. Between
@@ -199,7 +181,7 @@ func (l *evloop) run() {
 		l.now = time.Now()
 		if l.poked.Swap(false) || !l.now.Before(l.next) {
 			if l.letGo.Load() && l.lfd >= 0 {
-				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
+				l.set.Del(l.lfd)
 				unix.Close(l.lfd)
 				l.lfd = -1
 				close(l.unlistened)
@@ -230,37 +212,34 @@ func (l *evloop) run() {
 // other goroutines run.
 func (l *evloop) waitRaw() {
 	ms := min(max(int(time.Until(l.next)/time.Millisecond)+1, 0), 10)
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(ms), 0, 0)
-	if e != 0 || n == 0 {
+	n, err := l.set.WaitMillis(ms)
+	if err != nil || n == 0 {
 		runtime.Gosched()
 		return
 	}
-	l.serveEvents(int(n))
+	l.serveEvents(n)
 }
 
 // pollOnce takes the events ready now and serves them. It returns false
 // (wait in the netpoller) when there were none, and after a batch that
 // left nothing ready: a connection that gets ready later wakes the set
 // again. It returns true (back to run) on a poke or a full batch.
-func (l *evloop) pollOnce(fd uintptr) bool {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
-	if e != 0 || n == 0 {
+func (l *evloop) pollOnce(uintptr) bool {
+	n, err := l.set.WaitMillis(0)
+	if err != nil || n == 0 {
 		return false
 	}
-	l.serveEvents(int(n))
+	l.serveEvents(n)
 	return l.more || l.poked.Load()
 }
 
 // serveEvents serves the first n events of a wait.
 func (l *evloop) serveEvents(n int) {
 	l.now = time.Now()
-	l.more = n == len(l.events)
+	l.more = n == len(l.set.Events)
 	for i := range n {
-		if fd := int(l.events[i].Fd); fd == l.wake {
-			var b [8]byte
-			unix.Read(l.wake, b[:])
-		} else {
-			l.ready(fd)
+		if ev := l.set.Events[i]; !l.set.Woken(ev.Fd) {
+			l.ready(int(ev.Fd))
 		}
 	}
 }
@@ -386,8 +365,7 @@ func (l *evloop) rearm(c *conn) {
 }
 
 func (l *evloop) modify(c *conn) {
-	ev := unix.EpollEvent{Events: l.interest(c), Fd: int32(c.fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev); err != nil {
+	if err := l.set.Mod(c.fd, l.interest(c)); err != nil {
 		l.close(c, shm.CloseError)
 	}
 }

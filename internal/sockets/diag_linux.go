@@ -61,27 +61,21 @@ const tcpListen = 10
 // Listeners lists the listening TCP sockets (IPv4 and IPv6) bound to port.
 // Port 0 lists all of them.
 func Listeners(port uint16) ([]Listener, error) {
-	var out []Listener
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		ls, err := dump(fam, unix.IPPROTO_TCP, 1<<tcpListen)
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range ls {
-			if port == 0 || l.Addr.Port() == port {
-				out = append(out, l)
-			}
-		}
-	}
-	return out, nil
+	return dumpPort(unix.IPPROTO_TCP, 1<<tcpListen, port)
 }
 
 // UDPSockets lists the UDP sockets (IPv4 and IPv6) bound to port, with
 // the bytes waiting in their receive queue (Queue) and their drops.
 func UDPSockets(port uint16) ([]Listener, error) {
+	return dumpPort(unix.IPPROTO_UDP, ^uint32(0), port)
+}
+
+// dumpPort lists the sockets of proto in states (a bit per state), IPv4
+// and IPv6, bound to port (0: any).
+func dumpPort(proto uint8, states uint32, port uint16) ([]Listener, error) {
 	var out []Listener
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		ls, err := dump(fam, unix.IPPROTO_UDP, ^uint32(0))
+		ls, err := dump(fam, proto, states)
 		if err != nil {
 			return nil, err
 		}

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbbench/lbbench/internal/udpwire"
+	"github.com/lbbench/lbbench/internal/variant"
 )
 
 // Modes.
@@ -41,7 +42,7 @@ const (
 )
 
 // Modes lists the steering modes.
-var Modes = []string{Hash, CPU, IncomingCPU, BPFRR, BPFLeast, BPFFlow}
+var Modes = variant.List{Hash, CPU, IncomingCPU, BPFRR, BPFLeast, BPFFlow}
 
 // UsesEBPF reports whether mode needs the eBPF objects.
 func UsesEBPF(mode string) bool { return mode == BPFRR || mode == BPFLeast || mode == BPFFlow }
@@ -139,20 +140,8 @@ func Load(mode string, n int) (*Objects, error) {
 // Close releases the objects.
 func (o *Objects) Close() {
 	for _, c := range []interface{ Close() error }{o.Prog, o.Socks, o.Loads, o.Counter} {
-		if c != nil && !isNilCloser(c) {
-			c.Close()
-		}
+		c.Close() // a nil *ebpf.Program or *ebpf.Map closes as nothing
 	}
-}
-
-func isNilCloser(c interface{ Close() error }) bool {
-	switch v := c.(type) {
-	case *ebpf.Program:
-		return v == nil
-	case *ebpf.Map:
-		return v == nil
-	}
-	return false
 }
 
 const skPass = 1
