@@ -57,9 +57,13 @@ type evloop struct {
 	open  int
 
 	events [64]unix.EpollEvent
-	now    time.Time
-	every  time.Duration // sweep interval
-	next   time.Time     // the next sweep or accept retry
+	// sc is the buffers every connection's step borrows (conn.borrow):
+	// one read and one output buffer for the worker, not one per
+	// connection.
+	sc    scratch
+	now   time.Time
+	every time.Duration // sweep interval
+	next  time.Time     // the next sweep or accept retry
 
 	stopping, cut atomic.Bool
 	drainSeen     bool
@@ -104,7 +108,7 @@ func newEvloop(s *Lean) (*evloop, error) {
 		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
 	}
 	unix.SetNonblock(epfd, true)
-	l := &evloop{s: s, epfd: epfd, wake: wake, lfd: -1, done: make(chan struct{}), unlistened: make(chan struct{})}
+	l := &evloop{s: s, epfd: epfd, wake: wake, lfd: -1, sc: *newScratch(), done: make(chan struct{}), unlistened: make(chan struct{})}
 	l.f = os.NewFile(uintptr(epfd), "evloop") // the netpoller waits on the set
 	if l.rc, err = l.f.SyscallConn(); err != nil {
 		l.f.Close()
@@ -127,15 +131,18 @@ func (l *evloop) add(c *conn) {
 	if c.writing {
 		c.deadline = now.Add(l.s.idleTimeout).UnixNano()
 	}
+	// Read c before it is published: once in the set, the loop may
+	// serve and close it.
+	fd := c.fd
+	ev := unix.EpollEvent{Events: l.interest(c), Fd: int32(fd)}
 	l.mu.Lock()
-	if c.fd >= len(l.conns) {
-		l.conns = append(l.conns, make([]*conn, c.fd+1-len(l.conns)+len(l.conns)/2)...)
+	if fd >= len(l.conns) {
+		l.conns = append(l.conns, make([]*conn, fd+1-len(l.conns)+len(l.conns)/2)...)
 	}
-	l.conns[c.fd] = c
+	l.conns[fd] = c
 	l.open++
 	l.mu.Unlock()
-	ev := unix.EpollEvent{Events: l.interest(c), Fd: int32(c.fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		l.close(c, shm.CloseError)
 	}
 }
@@ -340,14 +347,18 @@ func (l *evloop) ready(fd int) {
 		}
 		l.modify(c)
 		if c.filled == 0 {
+			c.giveBack()
 			l.rearm(c)
 			return
 		}
 		// Requests read while writing: answer them now.
+		c.borrow(&l.sc)
 	} else {
+		c.borrow(&l.sc)
 		want := len(c.buf) - c.filled
 		n, err := rawio.TryRead(fd, c.buf[c.filled:])
 		if err == unix.EAGAIN {
+			c.giveBack()
 			return
 		}
 		if n == want {
@@ -368,6 +379,7 @@ func (l *evloop) ready(fd int) {
 			l.close(c, closeReasonFor(err))
 			return
 		}
+		c.giveBack()
 		c.writing = true
 		c.deadline = l.now.Add(l.s.idleTimeout).UnixNano() // a send timeout, as nginx's send_timeout
 		l.modify(c)
@@ -377,6 +389,7 @@ func (l *evloop) ready(fd int) {
 		l.close(c, c.closeReason)
 		return
 	}
+	c.giveBack()
 	l.rearm(c)
 }
 
