@@ -2,6 +2,7 @@
 # One round: server RSS delta (tree) under 8192 held wrk connections,
 # and client peak-RSS delta (-c8192 minus -c64), target/nginx, loadgen/wrk.
 set -u
+mkdir -p /tmp/memb # logs, nginx pid and error log
 W=/work/wt-mem; N=${N:-8192}
 treerss() { # KiB, sum over pid and descendants
   local p=$1 s=0; local all="$p $(pgrep -P $p | tr '\n' ' ')"
