@@ -42,6 +42,9 @@ type loop struct {
 	inFlight int64
 	oldest   time.Time
 	active   int // slots with a request under way or waiting to start
+	// rbuf is the loop's read buffer: every slot's receive borrows it
+	// (slot.borrow), so a connection between requests holds none.
+	rbuf []byte
 }
 
 // Slot states.
@@ -68,15 +71,18 @@ type slot struct {
 	out                          []byte // request bytes still to write
 	reqs                         int    // requests on this connection so far
 	counted                      bool   // this connection was counted for a pid
-	buf                          []byte
-	filled, head                 int
-	haveHead                     bool
-	bodyLeft                     int64 // Content-Length bytes still due
-	chunked                      httpwire.Chunked
-	parser                       *httpwire.ResponseParser
-	resp                         httpwire.Response
-	x                            sample
-	resumeAt                     time.Time // backoff: when to try again
+	// buf is the response bytes read, filled of them: during a receive
+	// the loop's read buffer; part keeps a partial head between
+	// receives (nil when there is none).
+	buf, part    []byte
+	filled, head int
+	haveHead     bool
+	bodyLeft     int64 // Content-Length bytes still due
+	chunked      httpwire.Chunked
+	parser       *httpwire.ResponseParser
+	resp         httpwire.Response
+	x            sample
+	resumeAt     time.Time // backoff: when to try again
 	// Kernel attribution: the connection as the client sees it, when it
 	// began (kernel clock), and who accepted it.
 	tuple    kattr.Tuple
@@ -93,7 +99,7 @@ func newLoop(e *engine) (*loop, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &loop{set: set, e: e, sh: newShard()}, nil
+	return &loop{set: set, e: e, sh: newShard(), rbuf: make([]byte, readBufSize)}, nil
 }
 
 // loopEvents is how many events a loop's wait takes at most.
@@ -106,7 +112,7 @@ func (l *loop) stats() *shard                { return l.sh }
 func (l *loop) cutCount() (int64, time.Time) { return l.inFlight, l.oldest }
 
 func (l *loop) addSlot(idx int) {
-	l.slots = append(l.slots, &slot{l: l, idx: idx, fd: -1, buf: make([]byte, httpwire.MaxHead+4096),
+	l.slots = append(l.slots, &slot{l: l, idx: idx, fd: -1,
 		parser: httpwire.NewResponseParser(l.e.o.PIDHeader, l.e.o.IDHeader, "X-Conn-Local")})
 }
 
@@ -250,7 +256,7 @@ func (s *slot) begin() {
 	if s.closeAfter {
 		s.out = e.reqClose
 	}
-	s.filled, s.head, s.haveHead, s.bodyLeft, s.first = 0, 0, false, 0, time.Time{}
+	s.filled, s.head, s.haveHead, s.bodyLeft, s.first, s.part = 0, 0, false, 0, time.Time{}, nil
 	if s.fd >= 0 {
 		s.send()
 		return
@@ -394,6 +400,7 @@ func (s *slot) send() {
 // response is whole. hangup says the peer closed (or failed): read on to
 // the end, since no later event will say so again.
 func (s *slot) receive(hangup bool) {
+	s.borrow(s.l.rbuf)
 	for {
 		var n int
 		var err error
@@ -403,6 +410,7 @@ func (s *slot) receive(hangup bool) {
 			n, err = rawio.TryRead(s.fd, s.buf) // body bytes: counted, not kept
 		}
 		if err == unix.EAGAIN {
+			s.giveBack()
 			return
 		}
 		if err != nil {
@@ -426,9 +434,34 @@ func (s *slot) receive(hangup bool) {
 			s.finish()
 			return
 		case n < room && !hangup:
+			s.giveBack()
 			return // the socket is empty; an edge comes with more
 		}
 	}
+}
+
+// readBufSize holds the largest head and a read's worth of body.
+const readBufSize = httpwire.MaxHead + 4096
+
+// borrow makes rb, a read buffer of the loop's (or of a TLS slot's
+// request), the slot's for one receive, with the partial head the slot
+// kept moved to its start.
+func (s *slot) borrow(rb []byte) {
+	if s.part != nil {
+		copy(rb, s.part)
+		s.part = nil
+	}
+	s.buf = rb
+}
+
+// giveBack ends a receive that left the response unfinished: a partial
+// head moves to storage of the slot's own, sized for it (body bytes are
+// counted, never kept).
+func (s *slot) giveBack() {
+	if !s.haveHead && s.filled > 0 {
+		s.part = append([]byte(nil), s.buf[:s.filled]...)
+	}
+	s.buf = nil
 }
 
 // consume takes n new bytes: the head (skipping interim 1xx responses),

@@ -70,7 +70,7 @@ func newTLSLoop(e *engine) *tlsLoop {
 }
 
 func (t *tlsLoop) addSlot(idx int) {
-	s := &slot{l: t.shell, idx: idx, fd: -1, buf: make([]byte, httpwire.MaxHead+4096),
+	s := &slot{l: t.shell, idx: idx, fd: -1,
 		parser: httpwire.NewResponseParser(t.e.o.PIDHeader, t.e.o.IDHeader, "X-Conn-Local")}
 	var cache tls.ClientSessionCache
 	if t.e.o.TLS.Resume {
@@ -182,6 +182,11 @@ func (ts *tlsSlot) sleep(d time.Duration) bool {
 // of error that ended it, or "" once the response is recorded.
 func (ts *tlsSlot) request() string {
 	s, e := ts.s, ts.t.e
+	// The read buffer is the request's, not the slot's: a connection
+	// that waits for its next request (open loop) holds none.
+	bp := readBufPool.Get().(*[]byte)
+	s.borrow(*bp)
+	defer func() { s.buf = nil; readBufPool.Put(bp) }()
 	s.x = sample{}
 	s.start = time.Now()
 	deadline := s.start.Add(e.o.Timeout)
@@ -239,6 +244,8 @@ func (ts *tlsSlot) request() string {
 		}
 	}
 }
+
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
 // dial connects and shakes hands, recording both.
 func (ts *tlsSlot) dial(deadline time.Time) string {

@@ -55,6 +55,10 @@ type evloop struct {
 	conns []*conn // by descriptor
 	open  int
 
+	// sc is the buffers every connection's step borrows (conn.borrow):
+	// one read and one output buffer for the worker, not one per
+	// connection.
+	sc    scratch
 	now   time.Time
 	every time.Duration // sweep interval
 	next  time.Time     // the next sweep or accept retry
@@ -90,7 +94,7 @@ func newEvloop(s *Lean) (*evloop, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &evloop{s: s, set: set, lfd: -1, done: make(chan struct{}), unlistened: make(chan struct{})}
+	l := &evloop{s: s, set: set, lfd: -1, sc: *newScratch(), done: make(chan struct{}), unlistened: make(chan struct{})}
 	l.f = set.File("evloop") // the netpoller waits on the set
 	if l.rc, err = l.f.SyscallConn(); err != nil {
 		set.Close()
@@ -112,14 +116,17 @@ func (l *evloop) add(c *conn) {
 	if c.writing {
 		c.deadline = now.Add(l.s.idleTimeout).UnixNano()
 	}
+	// Read c before it is published: once in the set, the loop may
+	// serve and close it.
+	fd, events := c.fd, l.interest(c)
 	l.mu.Lock()
-	if c.fd >= len(l.conns) {
-		l.conns = append(l.conns, make([]*conn, c.fd+1-len(l.conns)+len(l.conns)/2)...)
+	if fd >= len(l.conns) {
+		l.conns = append(l.conns, make([]*conn, fd+1-len(l.conns)+len(l.conns)/2)...)
 	}
-	l.conns[c.fd] = c
+	l.conns[fd] = c
 	l.open++
 	l.mu.Unlock()
-	if err := l.set.Add(c.fd, l.interest(c)); err != nil {
+	if err := l.set.Add(fd, events); err != nil {
 		l.close(c, shm.CloseError)
 	}
 }
@@ -319,14 +326,18 @@ func (l *evloop) ready(fd int) {
 		}
 		l.modify(c)
 		if c.filled == 0 {
+			c.giveBack()
 			l.rearm(c)
 			return
 		}
 		// Requests read while writing: answer them now.
+		c.borrow(&l.sc)
 	} else {
+		c.borrow(&l.sc)
 		want := len(c.buf) - c.filled
 		n, err := rawio.TryRead(fd, c.buf[c.filled:])
 		if err == unix.EAGAIN {
+			c.giveBack()
 			return
 		}
 		if n == want {
@@ -347,6 +358,7 @@ func (l *evloop) ready(fd int) {
 			l.close(c, closeReasonFor(err))
 			return
 		}
+		c.giveBack()
 		c.writing = true
 		c.deadline = l.now.Add(l.s.idleTimeout).UnixNano() // a send timeout, as nginx's send_timeout
 		l.modify(c)
@@ -356,6 +368,7 @@ func (l *evloop) ready(fd int) {
 		l.close(c, c.closeReason)
 		return
 	}
+	c.giveBack()
 	l.rearm(c)
 }
 

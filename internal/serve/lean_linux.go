@@ -93,9 +93,19 @@ func NewLean(o Options) (*Lean, error) {
 
 // conn is one connection. Whoever waits on it (the event loop, or its
 // own goroutine) is the only one that reads, writes or closes it.
+//
+// A connection that waits in the event loop holds no read or write
+// buffer, as nginx's do: each step borrows the worker's (borrow) and
+// keeps past it, in storage of its own, only what it must (giveBack): a
+// partial head and response bytes the socket did not take. A connection
+// with a goroutine of its own (wait_linux.go) keeps its buffers for as
+// long as the goroutine runs.
 type conn struct {
-	s   *Lean
-	fd  int
+	s  *Lean
+	fd int
+	// buf holds the bytes read and not yet answered, filled of them:
+	// during a step the worker's read buffer, between steps nil or the
+	// connection's own storage (bp, from bufPool or bigPool).
 	bp  *[]byte
 	buf []byte
 
@@ -105,7 +115,10 @@ type conn struct {
 	req     httpwire.Request
 	// out holds responses not yet written; responses and their
 	// durations are counted once written (pending*).
+	// outOwned: out is the connection's own (the rest of a response the
+	// socket did not take), not the worker's output buffer.
 	out                 []byte
+	outOwned            bool
 	pending2xx, pendBad int // responses in out: 200s, and an error status (0: none)
 	pendStart           time.Time
 	// closing: close once out is written, for closeReason.
@@ -125,42 +138,122 @@ type conn struct {
 	w *waiter
 }
 
+// Buffers. bufPool and bigPool hold a partial head between steps (and a
+// waiting goroutine's read buffer); scratchPool the worker-wide buffers
+// a step borrows off the event loop (an accept on another goroutine).
 var (
-	bufPool  = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
-	bigPool  = sync.Pool{New: func() any { b := make([]byte, httpwire.MaxHead+1024); return &b }}
-	connPool = sync.Pool{New: func() any { return &conn{out: make([]byte, 0, 256)} }}
+	bufPool     = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+	bigPool     = sync.Pool{New: func() any { b := make([]byte, bigSize); return &b }}
+	connPool    = sync.Pool{New: func() any { return &conn{} }}
+	scratchPool = sync.Pool{New: func() any { return newScratch() }}
 )
+
+// bigSize holds the largest head (larger ones get 431) and some more.
+const bigSize = httpwire.MaxHead + 1024
+
+// scratch is what a step borrows: a read buffer that holds any head a
+// connection may keep (so it never grows) and an output buffer.
+type scratch struct {
+	rb, ob []byte
+}
+
+func newScratch() *scratch {
+	return &scratch{rb: make([]byte, bigSize), ob: make([]byte, 0, 16<<10)}
+}
+
+// borrow lends c the worker's buffers for one step: the partial head it
+// keeps moves to the start of the read buffer (its storage goes back to
+// the pool), and responses are appended to the output buffer unless
+// some of its own are still unwritten.
+func (c *conn) borrow(sc *scratch) {
+	if c.bp != nil {
+		copy(sc.rb, c.buf[:c.filled])
+		putBuf(c.bp)
+		c.bp = nil
+	}
+	c.buf = sc.rb
+	if len(c.out) == 0 {
+		c.out, c.outOwned = sc.ob[:0], false
+	}
+}
+
+// giveBack ends a step: what c must keep past it, a partial head and
+// response bytes not yet written, moves to storage of its own, sized
+// for it; everything else is let go of, so a connection that waits for
+// its next request holds no buffer.
+func (c *conn) giveBack() {
+	if c.bp == nil {
+		rb := c.buf
+		c.buf = nil
+		if c.filled > 0 {
+			c.bp = bufPool.Get().(*[]byte)
+			if c.filled > len(*c.bp) {
+				putBuf(c.bp)
+				c.bp = bigPool.Get().(*[]byte)
+			}
+			c.buf = *c.bp
+			copy(c.buf, rb[:c.filled])
+		}
+	}
+	switch {
+	case len(c.out) == 0:
+		c.out, c.outOwned = nil, false
+	case !c.outOwned:
+		c.out, c.outOwned = append([]byte(nil), c.out...), true
+	}
+}
+
+// putBuf returns a buffer to the pool it came from.
+func putBuf(bp *[]byte) {
+	if len(*bp) > 4096 {
+		bigPool.Put(bp)
+	} else {
+		bufPool.Put(bp)
+	}
+}
 
 // ServeFD serves one accepted connection; it owns fd from here on.
 func (s *Lean) ServeFD(fd int) {
 	s.slot.Add(shm.Accepted, 1)
 	s.slot.Add(shm.Open, 1)
 	c := connPool.Get().(*conn)
-	*c = conn{s: s, fd: fd, out: c.out[:0], bp: bufPool.Get().(*[]byte)}
-	c.buf = *c.bp
+	*c = conn{s: s, fd: fd}
 	if s.locality {
 		c.local = localityOf(fd, s.slot)
 	}
-	if !s.ownGoroutines() && s.eagerRead() {
-		n, err := rawio.TryRead(fd, c.buf)
-		s.tally(err != unix.EAGAIN)
-		switch {
-		case err == unix.EAGAIN:
-		case err != nil:
-			c.finish(closeReasonFor(err))
-			return
-		default:
-			c.filled = n
-			if done := c.step(); done {
-				return
-			}
-		}
-	}
-	if !s.ownGoroutines() {
-		s.loop.add(c)
+	if s.ownGoroutines() {
+		s.wait(c)
 		return
 	}
-	s.wait(c)
+	if s.eagerRead() && !s.readAtAccept(c) {
+		return
+	}
+	s.loop.add(c)
+}
+
+// readAtAccept reads and answers what a new connection has sent, with
+// borrowed buffers: ServeFD may run on the event loop or on an accepting
+// goroutine of its own, so the buffers come from a pool rather than the
+// loop. It returns false when the connection is finished.
+func (s *Lean) readAtAccept(c *conn) bool {
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
+	c.borrow(sc)
+	n, err := rawio.TryRead(c.fd, c.buf)
+	s.tally(err != unix.EAGAIN)
+	switch {
+	case err == unix.EAGAIN:
+	case err != nil:
+		c.finish(closeReasonFor(err))
+		return false
+	default:
+		c.filled = n
+		if done := c.step(); done {
+			return false
+		}
+	}
+	c.giveBack()
+	return true
 }
 
 // ownGoroutines says whether connections wait in goroutines of their own
@@ -287,7 +380,9 @@ func (c *conn) grow() {
 	}
 	bp := bigPool.Get().(*[]byte)
 	copy(*bp, c.buf[:c.filled])
-	bufPool.Put(c.bp)
+	if c.bp != nil {
+		putBuf(c.bp)
+	}
 	c.bp, c.buf = bp, *bp
 }
 
@@ -307,13 +402,10 @@ func (c *conn) finish(reason int) {
 	if s.loads != nil {
 		atomic.AddUint64(s.loads, ^uint64(0))
 	}
-	if len(*c.bp) > 4096 {
-		bigPool.Put(c.bp)
-	} else {
-		bufPool.Put(c.bp)
+	if c.bp != nil {
+		putBuf(c.bp)
 	}
-	out := c.out
-	*c = conn{out: out[:0:cap(out)]}
+	*c = conn{}
 	connPool.Put(c)
 }
 

@@ -45,6 +45,10 @@ func (s *Lean) wait(c *conn) {
 		c.finish(shm.CloseError)
 		return
 	}
+	// The goroutine keeps its buffers while it runs: it blocks in read.
+	c.bp = bufPool.Get().(*[]byte)
+	c.buf = *c.bp
+	c.out = make([]byte, 0, 256)
 	c.w = &waiter{file: f, rw: rw, head: time.Now()}
 	if s.tls != nil {
 		c.w.tc = tls.Server(&fdConn{f: f, rw: rw, fd: c.fd}, s.tls)
