@@ -138,6 +138,9 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		}
 		f.scenarios = append(f.scenarios, sc)
 	}
+	if err := checkTLSModels(f); err != nil {
+		return nil, err
+	}
 	for _, b := range []string{"target", "loadgen"} {
 		if _, err := os.Stat(filepath.Join(f.bin, b)); err != nil {
 			return nil, fmt.Errorf("%s/%s missing: run make build first", f.bin, b)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/lbbench/lbbench/internal/results"
 	"github.com/lbbench/lbbench/internal/tlscert"
@@ -32,16 +33,36 @@ func canTLS(model string) bool {
 	return modelFlags[model] != nil && !slices.Contains(modelFlags[model], "udp")
 }
 
-// tlsModels are the -models that can terminate TLS, then the real
-// servers the scenario always compares with.
+// tlsModels are the -models, then the real servers the scenario always
+// compares with.
 func tlsModels(p Params) []string {
 	var out []string
 	for _, m := range append(slices.Clone(p.Models), tlsServerModels...) {
-		if canTLS(m) && !slices.Contains(out, m) {
+		if !slices.Contains(out, m) {
 			out = append(out, m)
 		}
 	}
 	return out
+}
+
+// checkTLSModels refuses, when the tls scenario is to run, a -models
+// entry the suite cannot make terminate TLS.
+func checkTLSModels(f *matrixFlags) error {
+	if !slices.ContainsFunc(f.scenarios, func(s Scenario) bool { return s.Name == tlsScenario.Name }) {
+		return nil
+	}
+	for _, m := range f.Models {
+		if !canTLS(m) {
+			var can []string
+			for _, n := range modelNames() {
+				if canTLS(n) {
+					can = append(can, n)
+				}
+			}
+			return usageErr("model %s: the suite cannot make it terminate TLS (the tls scenario; want %s)", m, strings.Join(can, ", "))
+		}
+	}
+	return nil
 }
 
 var tlsScenario = Scenario{

@@ -249,6 +249,14 @@ func TestTLSClientOnPlainPort(t *testing.T) {
 	if d.ErrorsByKind["tls"] == 0 || d.TLS == nil || d.TLS.Failures["not_tls"] != d.ErrorsByKind["tls"] {
 		t.Errorf("https to a plain port: errors %v, tls %+v", d.ErrorsByKind, d.TLS)
 	}
+	// The plain server's side: each ClientHello was a request it could
+	// not parse (400, closed as bad_request), and it goes on serving.
+	if bad := proctest.ByLabelWhere(tg.Metrics(t)["lbbench_target_closed_connections_total"], "reason", "reason", "bad_request")["bad_request"]; bad < float64(d.ErrorsByKind["tls"]) {
+		t.Errorf("the plain target closed %v connections as bad_request, loadgen failed %d handshakes on it", bad, d.ErrorsByKind["tls"])
+	}
+	if pid, _, err := proctest.Get(tg.Addr); err != nil || pid != strconv.Itoa(tg.Ready.Workers[0].PID) {
+		t.Errorf("plain request after the TLS clients: pid %q, %v", pid, err)
+	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
