@@ -324,3 +324,39 @@ func TestTLSNetns(t *testing.T) {
 		t.Errorf("nginx logged %d full-handshake requests, loadgen %d", full, d.Requests)
 	}
 }
+
+// TestPlainClientOnTLSPort: http:// to a port that terminates TLS (the
+// target, nginx) fails the run with the one line that says what to do,
+// not that the target seems down; the target counts each plain request
+// as a not_tls handshake failure and goes on serving TLS.
+func TestPlainClientOnTLSPort(t *testing.T) {
+	cert, key, err := tlscert.Write(t.TempDir(), tlscert.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "1", "-tls-cert", cert, "-tls-key", key)
+	ng, _ := startTLSNginx(t)
+	for _, addr := range []string{tg.Addr, ng.Addr} {
+		out := t.TempDir() + "/run.json"
+		cmd := exec.Command(proctest.Bin(t, "loadgen"), "-q", "-n", "20", "-c", "2", "-json", out, "http://"+addr+"/")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Fatalf("http:// to the TLS port %s: exit %v, want 1\n%s", addr, err, stderr.String())
+		}
+		if s := strings.TrimSpace(stderr.String()); strings.Contains(s, "\n") || !strings.Contains(s, "completes TLS handshakes: use https://"+addr+"/") {
+			t.Errorf("http:// to the TLS port %s: stderr %q, want one line saying to use https://", addr, s)
+		}
+		if d := readDoc(t, out); d.Requests != 0 || d.Errors != 20 {
+			t.Errorf("http:// to the TLS port %s: %d requests, %d errors %v", addr, d.Requests, d.Errors, d.ErrorsByKind)
+		}
+	}
+	notTLS := proctest.ByLabelWhere(tg.Metrics(t)["lbbench_target_tls_handshakes_total"], "result", "result", "not_tls")["not_tls"]
+	if notTLS != 20 {
+		t.Errorf("the target counted %v not_tls handshakes, loadgen sent 20 plain requests", notTLS)
+	}
+	if d, _ := runLoadgen(t, "-n", "10", "-c", "1", "-cacert", cert, "https://"+tg.Addr+"/"); d.Requests != 10 {
+		t.Errorf("https after the plain clients: %d requests", d.Requests)
+	}
+}
