@@ -360,3 +360,48 @@ func TestPlainClientOnTLSPort(t *testing.T) {
 		t.Errorf("https after the plain clients: %d requests", d.Requests)
 	}
 }
+
+// TestTLSSessionsMatchHAProxyLog: HAProxy's log (ssl_fc_is_resumed per
+// request) is the ground truth for the tls scenario's HAProxy: every
+// request a full handshake without -tls-resume, and loadgen's resumed
+// and full counts exactly with it.
+func TestTLSSessionsMatchHAProxyLog(t *testing.T) {
+	cert, key, err := tlscert.Write(t.TempDir(), tlscert.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
+	hp, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: addr, Threads: 2, Log: true, CertFile: cert, KeyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hp.Stop() })
+	st, err := hp.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var resumed0, full0 int
+	for _, c := range []struct {
+		name string
+		args []string
+	}{{"full", nil}, {"resumed", []string{"-tls-resume"}}} {
+		d, _ := runLoadgen(t, append(c.args, "-c", "4", "-n", "400", "-conn", "close", "-cacert", cert, "-workers", "2", "https://"+addr+"/")...)
+		var resumed, full int
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if resumed, full, err = st.SessionReuse(); err != nil {
+				t.Fatal(err)
+			}
+			if int64(resumed+full) >= int64(resumed0+full0)+d.Requests || time.Now().After(deadline) {
+				break
+			}
+		}
+		if d.Errors != 0 || d.TLS == nil || int64(resumed-resumed0) != d.TLS.Resumed || int64(full-full0) != d.TLS.Full {
+			t.Errorf("%s: HAProxy's log %d resumed, %d full; loadgen %d errors, tls %+v", c.name, resumed-resumed0, full-full0, d.Errors, d.TLS)
+		}
+		if c.name == "full" && resumed != 0 || c.name == "resumed" && d.TLS.Resumed < d.Connections*9/10 {
+			t.Errorf("%s: %d of %d handshakes resumed", c.name, d.TLS.Resumed, d.Connections)
+		}
+		resumed0, full0 = resumed, full
+	}
+}
