@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/netpath"
 	"github.com/lbbench/lbbench/internal/proctest"
 )
@@ -27,6 +29,7 @@ func TestHostileMatrixFlags(t *testing.T) {
 		{[]string{"-rfs"}, "-rfs and -xps steer the netns path"},
 		{[]string{"-xps"}, "-rfs and -xps steer the netns path"},
 		{[]string{"-src", "garbage"}, "-src garbage"},
+		{[]string{"-scenarios", "tls", "-models", "reuseport,gohttp"}, "model gohttp: the suite cannot make it terminate TLS"},
 	} {
 		dir := filepath.Join(t.TempDir(), "res")
 		cmd := exec.Command(benchBin, append([]string{"matrix", "-bin", bin, "-results", dir, "-count", "1", "-duration", "100ms"}, c.args...)...)
@@ -163,5 +166,21 @@ func TestKilledNetnsRunCleanedByLoopbackRun(t *testing.T) {
 	}
 	if st, _ := filepath.Glob("/run/lbbench/*.json"); len(st) > 0 {
 		t.Errorf("state left in /run/lbbench: %v", st)
+	}
+}
+
+// TestKTLSRowsNeedKernelTLS: on a kernel without the TLS ULP the kTLS
+// rows say so in one line, before anything starts or a folder is made:
+// OpenSSL would fall back to user space without a word, and both rows
+// would measure the same thing.
+func TestKTLSRowsNeedKernelTLS(t *testing.T) {
+	if _, err := kernel.KernelTLS(); !errors.Is(err, kernel.ErrNoKernelTLS) {
+		t.Skipf("this kernel has TLS (%v): the refusal is not reachable", err)
+	}
+	bin, benchBin := buildAll(t)
+	dir := filepath.Join(t.TempDir(), "res")
+	proctest.WantOneLine(t, exec.Command(benchBin, "peers", "-only", "ktls", "-bin", bin, "-results", dir), 1, "kernel TLS cannot be measured on this kernel")
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("the refused kTLS run created its results folder")
 	}
 }

@@ -36,7 +36,7 @@ type peerFlags struct {
 	conns    int
 	workers  int
 	fraction float64
-	only     string // "": every cell; "attribution" or "tls": those rows alone
+	only     string // "": every cell; "attribution", "tls" or "ktls": those rows alone
 }
 
 func parsePeerFlags(args []string, stderr io.Writer) (*peerFlags, error) {
@@ -49,7 +49,7 @@ func parsePeerFlags(args []string, stderr io.Writer) (*peerFlags, error) {
 	fs.IntVar(&f.conns, "c", 64, "connections")
 	fs.IntVar(&f.workers, "workers", 2, "server worker processes")
 	fs.Float64Var(&f.fraction, "equal-load", 0.6, "offered rate of the equal-load cells, as a fraction of the slower server's closed-loop rate")
-	fs.StringVar(&f.only, "only", "", "run only these rows: attribution (what kernel attribution costs) or tls (the TLS clients)")
+	fs.StringVar(&f.only, "only", "", "run only these rows: attribution (what kernel attribution costs), tls (the TLS clients and servers) or ktls (nginx with and without kernel TLS; not part of a full run)")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
 	}
@@ -65,8 +65,8 @@ func parsePeerFlags(args []string, stderr io.Writer) (*peerFlags, error) {
 		return nil, usageErr("-c and -workers must be positive")
 	case f.fraction <= 0 || f.fraction > 1:
 		return nil, usageErr("-equal-load %v: want a fraction in (0, 1]", f.fraction)
-	case f.only != "" && f.only != "attribution" && f.only != "tls":
-		return nil, usageErr("-only %q: want attribution or tls", f.only)
+	case f.only != "" && f.only != "attribution" && f.only != "tls" && f.only != "ktls":
+		return nil, usageErr("-only %q: want attribution, tls or ktls", f.only)
 	}
 	if f.dir == "" {
 		f.dir = filepath.Join(defaultResultsDir(), "peers")
@@ -112,6 +112,9 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f, err := parsePeerFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if f.only == "ktls" {
+		return cmdPeersKTLS(ctx, f, stdout, stderr)
 	}
 	budget, err := peers.SplitCPUs()
 	if err != nil {
@@ -470,6 +473,7 @@ var peerSections = []results.Section{
 	peerTLSSection,
 	peerTLSServerSection,
 	peerAttributionSection,
+	peerKTLSSection,
 }
 
 // peerTLSSection reports the TLS rows (bench peers adds them to

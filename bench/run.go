@@ -138,6 +138,9 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		}
 		f.scenarios = append(f.scenarios, sc)
 	}
+	if err := checkTLSModels(f); err != nil {
+		return nil, err
+	}
 	for _, b := range []string{"target", "loadgen"} {
 		if _, err := os.Stat(filepath.Join(f.bin, b)); err != nil {
 			return nil, fmt.Errorf("%s/%s missing: run make build first", f.bin, b)
@@ -345,7 +348,15 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		return nil, nil, err
 	}
 	addr, metricsAddr = onPath(addr), onPath(metricsAddr)
-	srv, start, err := startServer(f, c, addr, metricsAddr, ns)
+	var tf tlsFiles
+	if c.TLS {
+		if tf, err = newTLSFiles(addr); err != nil {
+			return nil, nil, err
+		}
+		defer tf.remove()
+		c.Load = append(slices.Clone(c.Load), "-cacert", tf.cert)
+	}
+	srv, start, err := startServer(f, c, addr, metricsAddr, ns, tf)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -398,6 +409,9 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		defer os.RemoveAll(tmp)
 	}
 	url := "http://" + addr + "/"
+	if c.TLS {
+		url = "https://" + addr + "/"
+	}
 	if c.Flows > 0 {
 		url = "udp://" + addr
 	}
@@ -424,10 +438,14 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 
 // startServer starts the cell's server, the target or a real one, and
 // returns it with the way to start it again (for crash cells).
-func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string) (server, func() (server, error), error) {
+// tf, unless zero, is the certificate and key it terminates TLS with.
+func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string, tf tlsFiles) (server, func() (server, error), error) {
+	if c.TLS && !canTLS(c.Model) {
+		return nil, nil, fmt.Errorf("%s: the suite cannot make %s terminate TLS", c.Name, c.Model)
+	}
 	var start func() (server, error)
 	if sm, ok := serverModels[c.Model]; ok {
-		o := serverOptions{bin: f.bin, addr: addr, workers: c.Workers, work: c.Work, netns: ns}
+		o := serverOptions{bin: f.bin, addr: addr, workers: c.Workers, work: c.Work, netns: ns, certFile: tf.cert, keyFile: tf.key}
 		if !f.plan.Shared {
 			o.cpus = f.plan.Target
 		}
@@ -436,6 +454,9 @@ func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string) (server, 
 		targs := append([]string{"-addr", addr, "-metrics-addr", metricsAddr, "-workers", strconv.Itoa(c.Workers)}, modelFlags[c.Model]...)
 		if c.Work > 0 {
 			targs = append(targs, "-work", c.Work.String())
+		}
+		if tf.cert != "" {
+			targs = append(targs, "-tls-cert", tf.cert, "-tls-key", tf.key)
 		}
 		targs = append(targs, c.Target...)
 		tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targs, f.plan, true)

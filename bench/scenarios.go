@@ -138,6 +138,9 @@ type Cell struct {
 	// Kernel attributes by the kernel (BPF), as every cell of a group
 	// with a real server is.
 	Kernel bool
+	// TLS makes the server terminate TLS with a throwaway certificate
+	// made for the sample, which loadgen verifies (https://).
+	TLS bool
 	// Flows > 0 makes a UDP cell: that many flows (loadgen -flows);
 	// RebindEvery changes their source ports.
 	Flows       int

@@ -18,6 +18,8 @@ type serverModel struct {
 	start func(o serverOptions) (server, error)
 	// fairBy is what the server's workers are: processes or threads.
 	fairBy string
+	// tls says the suite can make it terminate TLS (the tls scenario).
+	tls bool
 }
 
 // serverOptions are what a cell asks of a server.
@@ -28,6 +30,9 @@ type serverOptions struct {
 	work    time.Duration // CPU burnt per request
 	cpus    []int         // pin the server here (nil: no pinning)
 	netns   string        // run in this network namespace ("": here)
+	// certFile and keyFile, if set, make it terminate TLS (only servers
+	// whose serverModel says tls).
+	certFile, keyFile string
 }
 
 // server is a running server of a cell, the target's or a real one.
@@ -39,11 +44,11 @@ type server interface {
 }
 
 var serverModels = map[string]serverModel{
-	"nginx-mutex":     {start: nginx(false, true), fairBy: load.FairProcess},
-	"nginx-shared":    {start: nginx(false, false), fairBy: load.FairProcess},
-	"nginx-reuseport": {start: nginx(true, false), fairBy: load.FairProcess},
-	"haproxy":         {start: haproxy(false), fairBy: load.FairThread},
-	"haproxy-shards":  {start: haproxy(true), fairBy: load.FairThread},
+	"nginx-mutex":     {start: nginx(false, true), fairBy: load.FairProcess, tls: true},
+	"nginx-shared":    {start: nginx(false, false), fairBy: load.FairProcess, tls: true},
+	"nginx-reuseport": {start: nginx(true, false), fairBy: load.FairProcess, tls: true},
+	"haproxy":         {start: haproxy(false), fairBy: load.FairThread, tls: true},
+	"haproxy-shards":  {start: haproxy(true), fairBy: load.FairThread, tls: true},
 	"gohttp":          {start: startGoHTTP, fairBy: load.FairProcess},
 	// The primary forks the workers: Node's rr accepts in the primary
 	// and hands each connection over; the others share one socket.
@@ -76,7 +81,7 @@ func (f forkedServer) stallPID() int { return f.Workers()[0] }
 func nginx(reuseport, mutex bool) func(serverOptions) (server, error) {
 	return func(o serverOptions) (server, error) {
 		n, err := peers.StartNginx(peers.NginxOptions{Addr: o.addr, Workers: o.workers, ReusePort: reuseport,
-			AcceptMutex: mutex, Work: o.work, CPUs: o.cpus, NetNS: o.netns})
+			AcceptMutex: mutex, Work: o.work, CPUs: o.cpus, NetNS: o.netns, CertFile: o.certFile, KeyFile: o.keyFile})
 		if err != nil {
 			return nil, err
 		}
@@ -98,7 +103,8 @@ func (n nginxServer) stallPID() int {
 // by-thread).
 func haproxy(shards bool) func(serverOptions) (server, error) {
 	return func(o serverOptions) (server, error) {
-		h, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: o.addr, Threads: o.workers, Shards: shards, Work: o.work, CPUs: o.cpus, NetNS: o.netns})
+		h, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: o.addr, Threads: o.workers, Shards: shards, Work: o.work, CPUs: o.cpus, NetNS: o.netns,
+			CertFile: o.certFile, KeyFile: o.keyFile})
 		if err != nil {
 			return nil, err
 		}

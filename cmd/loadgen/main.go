@@ -332,6 +332,9 @@ func addAfterwards(f *flags, doc *report.Doc, res *load.Result) {
 		// another namespace answered through a route or a veth.
 		doc.Problems = append(doc.Problems, fmt.Sprintf("kernel attribution saw no accepts on the port although %d responses came: is the server in another network namespace? (give -netns)", doc.Requests))
 	}
+	if f.opts.Proto == load.ProtoTCP && !f.opts.TLS.Enabled && doc.Requests == 0 && doc.Errors > 0 && load.SpeaksTLS(&f.opts) {
+		doc.Problems = append(doc.Problems, fmt.Sprintf("the server at %s completes TLS handshakes: use https://%s/", f.opts.Addr(), f.opts.Addr()))
+	}
 	if f.restartsURL != "" {
 		strategy, events, err := fetchRestarts(f.restartsURL)
 		if err != nil {

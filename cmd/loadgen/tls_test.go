@@ -249,6 +249,14 @@ func TestTLSClientOnPlainPort(t *testing.T) {
 	if d.ErrorsByKind["tls"] == 0 || d.TLS == nil || d.TLS.Failures["not_tls"] != d.ErrorsByKind["tls"] {
 		t.Errorf("https to a plain port: errors %v, tls %+v", d.ErrorsByKind, d.TLS)
 	}
+	// The plain server's side: each ClientHello was a request it could
+	// not parse (400, closed as bad_request), and it goes on serving.
+	if bad := proctest.ByLabelWhere(tg.Metrics(t)["lbbench_target_closed_connections_total"], "reason", "reason", "bad_request")["bad_request"]; bad < float64(d.ErrorsByKind["tls"]) {
+		t.Errorf("the plain target closed %v connections as bad_request, loadgen failed %d handshakes on it", bad, d.ErrorsByKind["tls"])
+	}
+	if pid, _, err := proctest.Get(tg.Addr); err != nil || pid != strconv.Itoa(tg.Ready.Workers[0].PID) {
+		t.Errorf("plain request after the TLS clients: pid %q, %v", pid, err)
+	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -314,5 +322,86 @@ func TestTLSNetns(t *testing.T) {
 	awaitLog(t, d.Requests, func() int64 { r, _, _ := ng.LogCounts(); return sum(r) })
 	if _, full, _ := ng.SessionReuse(); int64(full) != d.Requests {
 		t.Errorf("nginx logged %d full-handshake requests, loadgen %d", full, d.Requests)
+	}
+}
+
+// TestPlainClientOnTLSPort: http:// to a port that terminates TLS (the
+// target, nginx) fails the run with the one line that says what to do,
+// not that the target seems down; the target counts each plain request
+// as a not_tls handshake failure and goes on serving TLS.
+func TestPlainClientOnTLSPort(t *testing.T) {
+	cert, key, err := tlscert.Write(t.TempDir(), tlscert.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "1", "-tls-cert", cert, "-tls-key", key)
+	ng, _ := startTLSNginx(t)
+	for _, addr := range []string{tg.Addr, ng.Addr} {
+		out := t.TempDir() + "/run.json"
+		cmd := exec.Command(proctest.Bin(t, "loadgen"), "-q", "-n", "20", "-c", "2", "-json", out, "http://"+addr+"/")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Fatalf("http:// to the TLS port %s: exit %v, want 1\n%s", addr, err, stderr.String())
+		}
+		if s := strings.TrimSpace(stderr.String()); strings.Contains(s, "\n") || !strings.Contains(s, "completes TLS handshakes: use https://"+addr+"/") {
+			t.Errorf("http:// to the TLS port %s: stderr %q, want one line saying to use https://", addr, s)
+		}
+		if d := readDoc(t, out); d.Requests != 0 || d.Errors != 20 {
+			t.Errorf("http:// to the TLS port %s: %d requests, %d errors %v", addr, d.Requests, d.Errors, d.ErrorsByKind)
+		}
+	}
+	notTLS := proctest.ByLabelWhere(tg.Metrics(t)["lbbench_target_tls_handshakes_total"], "result", "result", "not_tls")["not_tls"]
+	if notTLS != 20 {
+		t.Errorf("the target counted %v not_tls handshakes, loadgen sent 20 plain requests", notTLS)
+	}
+	if d, _ := runLoadgen(t, "-n", "10", "-c", "1", "-cacert", cert, "https://"+tg.Addr+"/"); d.Requests != 10 {
+		t.Errorf("https after the plain clients: %d requests", d.Requests)
+	}
+}
+
+// TestTLSSessionsMatchHAProxyLog: HAProxy's log (ssl_fc_is_resumed per
+// request) is the ground truth for the tls scenario's HAProxy: every
+// request a full handshake without -tls-resume, and loadgen's resumed
+// and full counts exactly with it.
+func TestTLSSessionsMatchHAProxyLog(t *testing.T) {
+	cert, key, err := tlscert.Write(t.TempDir(), tlscert.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
+	hp, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: addr, Threads: 2, Log: true, CertFile: cert, KeyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hp.Stop() })
+	st, err := hp.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var resumed0, full0 int
+	for _, c := range []struct {
+		name string
+		args []string
+	}{{"full", nil}, {"resumed", []string{"-tls-resume"}}} {
+		d, _ := runLoadgen(t, append(c.args, "-c", "4", "-n", "400", "-conn", "close", "-cacert", cert, "-workers", "2", "https://"+addr+"/")...)
+		var resumed, full int
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if resumed, full, err = st.SessionReuse(); err != nil {
+				t.Fatal(err)
+			}
+			if int64(resumed+full) >= int64(resumed0+full0)+d.Requests || time.Now().After(deadline) {
+				break
+			}
+		}
+		if d.Errors != 0 || d.TLS == nil || int64(resumed-resumed0) != d.TLS.Resumed || int64(full-full0) != d.TLS.Full {
+			t.Errorf("%s: HAProxy's log %d resumed, %d full; loadgen %d errors, tls %+v", c.name, resumed-resumed0, full-full0, d.Errors, d.TLS)
+		}
+		if c.name == "full" && resumed != 0 || c.name == "resumed" && d.TLS.Resumed < d.Connections*9/10 {
+			t.Errorf("%s: %d of %d handshakes resumed", c.name, d.TLS.Resumed, d.Connections)
+		}
+		resumed0, full0 = resumed, full
 	}
 }

@@ -21,27 +21,54 @@ func ProbeTLS(o *Options) error {
 	if !o.TLS.Enabled {
 		return nil
 	}
-	res := make(chan error, 1)
+	var err error
+	inNetNS(o.NetNS, func() { err = probe(o) })
+	return err
+}
+
+// SpeaksTLS says whether the server of a plain http:// run completes a
+// TLS handshake (certificate unchecked): asked after a run in which
+// nothing succeeded, so the user is told to use https:// rather than
+// that the target seems down.
+func SpeaksTLS(o *Options) bool {
+	ok := false
+	inNetNS(o.NetNS, func() {
+		timeout := min(o.Timeout, 2*time.Second)
+		nc, err := net.DialTimeout("tcp", o.Addr(), timeout)
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(timeout))
+		tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		ok = tc.Handshake() == nil
+	})
+	return ok
+}
+
+// inNetNS runs f on a thread in network namespace netns ("": here); if
+// the namespace cannot be entered, f does not run (the run itself says
+// why). The thread stays in the namespace and ends with its goroutine
+// (never unlocked).
+func inNetNS(netns string, f func()) {
+	done := make(chan struct{})
 	go func() {
-		if o.NetNS != "" {
-			// The thread stays in the namespace and ends with the
-			// goroutine (never unlocked).
+		defer close(done)
+		if netns != "" {
 			runtime.LockOSThread()
-			fd, err := unix.Open(NetNSPath(o.NetNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			fd, err := unix.Open(NetNSPath(netns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
-				res <- nil
 				return
 			}
 			err = unix.Setns(fd, unix.CLONE_NEWNET)
 			unix.Close(fd)
 			if err != nil {
-				res <- nil
 				return
 			}
 		}
-		res <- probe(o)
+		f()
 	}()
-	return <-res
+	<-done
 }
 
 func probe(o *Options) error {

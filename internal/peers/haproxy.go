@@ -32,7 +32,8 @@ type HAProxyOptions struct {
 	// shards by-thread); otherwise the threads share one.
 	Shards bool
 	// Log logs every request with the thread that served it (%[thread])
-	// to a ring in memory (Stats.ThreadRequests reads it).
+	// to a ring in memory (Stats.ThreadRequests reads it), and with TLS
+	// whether its session was resumed (Stats.SessionReuse).
 	Log bool
 	// SingleQueue turns off the listener's multi-queue accept (on by
 	// default): a thread then serves every connection it accepts, rather
@@ -41,6 +42,9 @@ type HAProxyOptions struct {
 	// Work, if set, burns this much CPU per request in a Lua service.
 	Work time.Duration
 	CPUs []int
+	// CertFile and KeyFile, if set, make the bind terminate TLS (HAProxy's
+	// defaults: 1.2 and 1.3, session tickets on, so clients can resume).
+	CertFile, KeyFile string
 }
 
 // StartHAProxy writes a config whose frontend answers every request
@@ -54,6 +58,20 @@ func StartHAProxy(o HAProxyOptions) (*HAProxy, error) {
 	h := &HAProxy{Addr: o.Addr, Dir: d.dir, d: d}
 	var global, sections, front []string
 	bind := "bind " + o.Addr + " backlog 4096"
+	if o.CertFile != "" {
+		// HAProxy reads the certificate and its key from one PEM file.
+		pem, err := concatFiles(o.CertFile, o.KeyFile)
+		if err != nil {
+			os.RemoveAll(d.dir)
+			return nil, fmt.Errorf("haproxy: %w", err)
+		}
+		crt := filepath.Join(d.dir, "tls.pem")
+		if err := os.WriteFile(crt, pem, 0o600); err != nil {
+			os.RemoveAll(d.dir)
+			return nil, err
+		}
+		bind += " ssl crt " + crt
+	}
 	if o.Shards {
 		bind += " shards by-thread"
 	}
@@ -62,7 +80,11 @@ func StartHAProxy(o HAProxyOptions) (*HAProxy, error) {
 		// A ring never drops a line while it has room; HAProxy's writes to
 		// stdout give up when another thread holds the file.
 		sections = append(sections, "ring requests\n  format raw\n  size 33554432")
-		front = append(front, "log ring@requests local0", `log-format "%[thread] %ci:%cp"`)
+		format := "%[thread] %ci:%cp"
+		if o.CertFile != "" {
+			format += " %[ssl_fc_is_resumed]" // 1: the session was resumed
+		}
+		front = append(front, "log ring@requests local0", `log-format "`+format+`"`)
 	}
 	if o.SingleQueue {
 		global = append(global, "tune.listener.multi-queue off")
@@ -110,6 +132,18 @@ frontend lbbench
 		return nil, err
 	}
 	return h, nil
+}
+
+func concatFiles(names ...string) ([]byte, error) {
+	var out []byte
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	return out, nil
 }
 
 // haproxyBurn is a Lua service that spins for the given microseconds,
@@ -231,9 +265,31 @@ func (s *Stats) Activity() (map[string][]int64, error) {
 	return out, nil
 }
 
-// ThreadRequests reads the log (Log): requests per HAProxy thread
-// number. It fails if HAProxy dropped any line.
-func (s *Stats) ThreadRequests() (map[int]int, error) {
+// SessionReuse reads a TLS log (Log with CertFile): requests on resumed
+// sessions and on full handshakes, by HAProxy's ssl_fc_is_resumed.
+func (s *Stats) SessionReuse() (resumed, full int, err error) {
+	lines, err := s.logLines()
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 3 {
+			return 0, 0, fmt.Errorf("haproxy log line %q: want thread, client and ssl_fc_is_resumed", l)
+		}
+		switch f[2] {
+		case "1":
+			resumed++
+		case "0":
+			full++
+		}
+	}
+	return resumed, full, nil
+}
+
+// logLines reads the request log's lines; it fails if HAProxy dropped
+// any.
+func (s *Stats) logLines() ([]string, error) {
 	info, err := s.query("show info")
 	if err != nil {
 		return nil, err
@@ -245,11 +301,18 @@ func (s *Stats) ThreadRequests() (map[int]int, error) {
 	if err != nil {
 		return nil, err
 	}
+	return slices.DeleteFunc(lines, func(l string) bool { return l == "" }), nil
+}
+
+// ThreadRequests reads the log (Log): requests per HAProxy thread
+// number. It fails if HAProxy dropped any line.
+func (s *Stats) ThreadRequests() (map[int]int, error) {
+	lines, err := s.logLines()
+	if err != nil {
+		return nil, err
+	}
 	requests := map[int]int{}
 	for _, l := range lines {
-		if l == "" {
-			continue
-		}
 		var thread int
 		var client string
 		if _, err := fmt.Sscanf(l, "%d %s", &thread, &client); err != nil {

@@ -43,6 +43,14 @@ type NginxOptions struct {
 	// (1.2 and 1.3; session tickets on, nginx's default, so clients can
 	// resume); the access log then adds $ssl_session_reused.
 	CertFile, KeyFile string
+	// KTLS asks OpenSSL to hand the record layer to the kernel after each
+	// handshake (ssl_conf_command Options KTLS), so sendfile and writes
+	// are encrypted in the kernel. OpenSSL falls back to user space
+	// without a word when the kernel has no TLS: read kernel.KernelTLS's
+	// counters to know whether it was used.
+	KTLS bool
+	// Files, if set, is a folder served under /files/ with sendfile on.
+	Files string
 }
 
 // luaModules are Debian's paths of the modules the Lua handler needs.
@@ -71,6 +79,13 @@ func StartNginx(o NginxOptions) (*Nginx, error) {
 		// names it.
 		tls = fmt.Sprintf("ssl_certificate %s;\n  ssl_certificate_key %s;\n  ssl_protocols TLSv1.2 TLSv1.3;", o.CertFile, o.KeyFile)
 		tlsLog = " $ssl_session_reused"
+		if o.KTLS {
+			tls += "\n  ssl_conf_command Options KTLS;"
+		}
+	}
+	files := ""
+	if o.Files != "" {
+		files = fmt.Sprintf("location /files/ {\n      alias %s/;\n      sendfile on;\n    }", o.Files)
 	}
 	logLine := "access_log off;"
 	if o.AccessLog {
@@ -124,9 +139,10 @@ http {
       add_header X-Worker-Pid $pid;
       %[7]s
     }
+    %[9]s
   }
 }
-`, strings.Join(head, "\n"), o.Workers, d.dir, mutex, logLine, listen, handler, tls)
+`, strings.Join(head, "\n"), o.Workers, d.dir, mutex, logLine, listen, handler, tls, files)
 	confPath := filepath.Join(d.dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		os.RemoveAll(d.dir)
