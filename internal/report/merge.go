@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -191,6 +192,14 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 	}
 	d := Build(name, r, first.Kernel, first.Host, workers, cores)
 	d.Inputs = inputs
+	// One generator that could not send limits the merged sample too,
+	// even where the others' spare CPU hides it in the sums.
+	for i, g := range docs {
+		if g.SelfCheck.Bottleneck {
+			d.SelfCheck.Bottleneck = true
+			d.SelfCheck.Reasons = append(d.SelfCheck.Reasons, "generator "+filepath.Base(files[i])+": "+strings.Join(g.SelfCheck.Reasons, ", "))
+		}
+	}
 	return d, nil
 }
 
