@@ -51,7 +51,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	fs.StringVar(&models, "models", strings.Join(defaultModels, ","), "model variants: "+strings.Join(modelNames(), ", "))
 	fs.StringVar(&workers, "workers", joinInts(f.plan.Workers), "worker counts of the matrix (default 1, N, 2N with N = the target's CPUs)")
 	fs.StringVar(&conns, "conns", "close,keepalive", "connection modes")
-	fs.IntVar(&f.Clients, "c", f.plan.Clients, "loadgen connections (over all generators; default max(50, 8 x the largest default worker count))")
+	fs.IntVar(&f.Clients, "c", f.plan.Clients, "loadgen connections (over all generators; default max(50, 8 x the largest worker count))")
 	fs.StringVar(&f.Net, "net", netLoopback, "where the traffic goes: loopback, or netns (the target in a network namespace, one loadgen per client namespace; root)")
 	fs.IntVar(&f.NetClients, "clients", 2, "-net netns: client namespaces (one loadgen each)")
 	fs.BoolVar(&f.RSS, "rss", true, "-net netns: spread received flows over every CPU by hash, as a multiqueue NIC's RSS (RPS on every receive queue)")
@@ -118,6 +118,14 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		}
 		if !slices.Contains(f.Workers, k) {
 			f.Workers = append(f.Workers, k)
+		}
+	}
+	if !flagSet(fs, "c") {
+		// Connections follow the worker counts asked for, so that
+		// -workers 64 on a small box still spreads 8 per worker.
+		f.Clients = defaultClients(f.Workers)
+		if f.Generators > f.Clients {
+			return nil, usageErr("-generators %d: more generators than connections (-c %d)", f.Generators, f.Clients)
 		}
 	}
 	for c := range strings.SplitSeq(conns, ",") {
@@ -488,4 +496,11 @@ func progressLine(doc *report.Doc) string {
 	}
 	return fmt.Sprintf("%.0f req/s, p99 %s, conn imbalance %.2f, TIME_WAIT %d",
 		doc.RequestsPerSec, fmtSec(doc.Latency.P99), doc.Fairness.Connections.MaxOverMean, doc.Kernel.TimeWaitBefore)
+}
+
+// flagSet says whether the command line gave the flag.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
