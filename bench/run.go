@@ -33,7 +33,6 @@ type matrixFlags struct {
 	bin       string
 	count     int
 	scenarios []Scenario
-	src       string
 	plan      cpuPlan
 }
 
@@ -59,7 +58,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	fs.BoolVar(&f.XPS, "xps", false, "-net netns: XPS, CPU i transmits on queue i")
 	fs.IntVar(&f.Generators, "generators", 1, "loadgen processes per sample, each with its share of -c, the rate and the -src addresses, started together and merged exactly")
 	fs.StringVar(&scens, "scenarios", "matrix", "scenarios to run, comma-separated, or all: "+scenarioNames())
-	fs.StringVar(&f.src, "src", "127.0.0.2-127.0.0.33", "loadgen source addresses (spread the 4-tuple, sidestep TIME_WAIT)")
+	fs.StringVar(&f.Src, "src", "127.0.0.2-127.0.0.33", "loadgen source addresses (spread the 4-tuple, sidestep TIME_WAIT)")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
 	}
@@ -98,8 +97,8 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	case f.Generators > f.Clients:
 		return nil, usageErr("-generators %d: more generators than connections (-c %d)", f.Generators, f.Clients)
 	}
-	if _, err := load.ParseSrc(f.src); err != nil {
-		return nil, usageErr("-src %s: %v", f.src, err)
+	if _, err := load.ParseSrc(f.Src); err != nil {
+		return nil, usageErr("-src %s: %v", f.Src, err)
 	}
 	for m := range strings.SplitSeq(models, ",") {
 		m = strings.TrimSpace(m)
@@ -210,13 +209,16 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("%s: real servers are attributed by the kernel (BPF): run as root", sc.Name)
 		}
 		plan = append(plan, planned{sc, cells})
-		total += len(cells) * f.count
+		total += len(cells) * sc.rounds(f.count)
 	}
 	p := &progress{w: stderr, n: total, start: time.Now()}
 	rates := map[string]float64{} // scenario -> open-loop rate
 	runErr := func() error {
 		for round := range f.count {
 			for _, pl := range plan {
+				if round >= pl.sc.rounds(f.count) {
+					continue
+				}
 				if needsRate(pl.cells) && rates[pl.sc.Name] == 0 {
 					r, err := calibrate(ctx, f, pl.cells, stderr)
 					if err != nil {
@@ -409,6 +411,13 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 	if c.Flows > 0 {
 		url = "udp://" + addr
 	}
+	var cr *crowd
+	if c.Hold != nil {
+		if cr, err = openCrowd(f, c, addr, srv); err != nil {
+			return nil, nil, err
+		}
+		defer cr.close()
+	}
 	doc, err := runLoad(ctx, f, c, rate, url, metricsAddr, jsonPath)
 	if err != nil {
 		return nil, nil, err
@@ -419,6 +428,9 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		// (computed, not measured).
 		exp, _ := fairness.BallsIntoBins(c.Flows, c.Workers, 100000)
 		rec.Values = append(rec.Values, benchfmt.Value{Value: exp, Unit: "hash-imbalance"})
+	}
+	if cr != nil {
+		rec.Values = append(rec.Values, cr.values()...)
 	}
 	if crash != nil {
 		vals, err := crash.values(doc)
@@ -436,6 +448,9 @@ func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string) (server, 
 	var start func() (server, error)
 	if sm, ok := serverModels[c.Model]; ok {
 		o := serverOptions{bin: f.bin, addr: addr, workers: c.Workers, work: c.Work, netns: ns}
+		if c.Hold != nil {
+			o.conns = c.Hold.Conns + f.Clients + connSpare
+		}
 		if !f.plan.Shared {
 			o.cpus = f.plan.Target
 		}

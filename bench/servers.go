@@ -28,6 +28,7 @@ type serverOptions struct {
 	work    time.Duration // CPU burnt per request
 	cpus    []int         // pin the server here (nil: no pinning)
 	netns   string        // run in this network namespace ("": here)
+	conns   int           // connections it must hold at once (0: its default)
 }
 
 // server is a running server of a cell, the target's or a real one.
@@ -76,7 +77,7 @@ func (f forkedServer) stallPID() int { return f.Workers()[0] }
 func nginx(reuseport, mutex bool) func(serverOptions) (server, error) {
 	return func(o serverOptions) (server, error) {
 		n, err := peers.StartNginx(peers.NginxOptions{Addr: o.addr, Workers: o.workers, ReusePort: reuseport,
-			AcceptMutex: mutex, Work: o.work, CPUs: o.cpus, NetNS: o.netns})
+			AcceptMutex: mutex, Work: o.work, CPUs: o.cpus, NetNS: o.netns, Connections: o.conns})
 		if err != nil {
 			return nil, err
 		}
@@ -98,7 +99,7 @@ func (n nginxServer) stallPID() int {
 // by-thread).
 func haproxy(shards bool) func(serverOptions) (server, error) {
 	return func(o serverOptions) (server, error) {
-		h, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: o.addr, Threads: o.workers, Shards: shards, Work: o.work, CPUs: o.cpus, NetNS: o.netns})
+		h, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: o.addr, Threads: o.workers, Shards: shards, Work: o.work, CPUs: o.cpus, NetNS: o.netns, MaxConn: o.conns})
 		if err != nil {
 			return nil, err
 		}

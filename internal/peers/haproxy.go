@@ -2,6 +2,7 @@ package peers
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,8 @@ type HAProxyOptions struct {
 	// Work, if set, burns this much CPU per request in a Lua service.
 	Work time.Duration
 	CPUs []int
+	// MaxConn is the process's and the frontend's maxconn (0: 8000).
+	MaxConn int
 }
 
 // StartHAProxy writes a config whose frontend answers every request
@@ -83,7 +86,8 @@ func StartHAProxy(o HAProxyOptions) (*HAProxy, error) {
 	}
 	conf := fmt.Sprintf(`global
   nbthread %d
-  maxconn 8000
+  maxconn %[6]d
+  no strict-limits
   pidfile %[2]s/haproxy.pid
   stats socket %[2]s/admin.sock level operator
   %[3]s
@@ -97,9 +101,9 @@ defaults
   option dontlognull
 %[5]s
 frontend lbbench
-  maxconn 8000
+  maxconn %[6]d
   %[4]s
-`, o.Threads, d.dir, strings.Join(global, "\n  "), strings.Join(front, "\n  "), strings.Join(sections, "\n"))
+`, o.Threads, d.dir, strings.Join(global, "\n  "), strings.Join(front, "\n  "), strings.Join(sections, "\n"), cmp.Or(o.MaxConn, 8000))
 	cfg := filepath.Join(d.dir, "haproxy.cfg")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		os.RemoveAll(d.dir)

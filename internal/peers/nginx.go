@@ -43,6 +43,10 @@ type NginxOptions struct {
 	// (1.2 and 1.3; session tickets on, nginx's default, so clients can
 	// resume); the access log then adds $ssl_session_reused.
 	CertFile, KeyFile string
+	// Connections is each worker's worker_connections (0: 16384); above
+	// the default it also sets worker_rlimit_nofile to twice it, or to
+	// the hard RLIMIT_NOFILE if that is lower.
+	Connections int
 }
 
 // luaModules are Debian's paths of the modules the Lua handler needs.
@@ -95,6 +99,16 @@ func StartNginx(o NginxOptions) (*Nginx, error) {
 		}
 		handler = fmt.Sprintf(luaBurn, o.Work.Microseconds())
 	}
+	conns := 16384
+	if o.Connections > conns {
+		conns = o.Connections
+		files := uint64(2 * conns)
+		var rl syscall.Rlimit
+		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
+			files = min(files, rl.Max)
+		}
+		head = append(head, fmt.Sprintf("worker_rlimit_nofile %d;", files))
+	}
 	mutex := "off"
 	if o.AcceptMutex {
 		mutex = "on"
@@ -106,7 +120,7 @@ master_process on;
 pid %[3]s/nginx.pid;
 error_log %[3]s/error.log;
 events {
-  worker_connections 16384;
+  worker_connections %[9]d;
   accept_mutex %[4]s;
 }
 http {
@@ -126,7 +140,7 @@ http {
     }
   }
 }
-`, strings.Join(head, "\n"), o.Workers, d.dir, mutex, logLine, listen, handler, tls)
+`, strings.Join(head, "\n"), o.Workers, d.dir, mutex, logLine, listen, handler, tls, conns)
 	confPath := filepath.Join(d.dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		os.RemoveAll(d.dir)

@@ -27,6 +27,10 @@ var units = []struct{ unit, better string }{
 	{"claimed-bind-refused", "higher"}, {"claimed-rebind-ok", "higher"}, {"claimed-ipv4-bind-ok", "higher"}, {"claimed-specific-wins", "higher"},
 	{"claimed-stray-share", "lower"}, {"claimed-copies/datagram", "higher"},
 	{BoundUnit, "lower"},
+	// The connections scenario: a crowd of idle connections.
+	{"held-imbalance", "lower"}, {"all-answered-sec", "lower"}, {"all-connected-sec", "lower"},
+	{"listen-overflows", "lower"}, {"listen-drops", "lower"}, {"syn-retrans", "lower"}, {"held-failed", "lower"},
+	{"server-B/conn", "lower"},
 }
 
 // BoundUnit marks a sample that loadgen's self-check says loadgen itself
