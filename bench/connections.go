@@ -179,7 +179,7 @@ var connectionsScenario = Scenario{
 		Name: "Connections", Title: "Many idle connections, few active",
 		About: fmt.Sprintf("A crowd of keep-alive connections (conns=) opened all at once from several source addresses, each answered once and then idle, "+
 			"beside loadgen's -c active connections at %d req/s (open loop) for the sample; N workers. The crowd's imbalance is max/mean of the connections each worker "+
-			"answered (HAProxy's threads share a pid: not counted); uniform hashing's expectation beside it. Kernel counters: their change while the crowd opened. "+
+			"answered (HAProxy's threads: the thread its show fd names); uniform hashing's expectation beside it. Kernel counters: their change while the crowd opened. "+
 			"RSS: the server's process tree, after the crowd opened minus before, per connection.", connRate),
 		Rows:    "/conns@num /backlog@num",
 		Metrics: connMetrics,
@@ -340,10 +340,42 @@ func openCrowd(f *matrixFlags, c Cell, addr string, srv server) (*crowd, error) 
 	after := kernel.Take()
 	cr.delta = kernel.Observe(before, after).Delta
 	cr.rssAfter = treeRSS(root)
+	if h, ok := srv.(haproxyServer); ok && len(cr.fds) > 0 {
+		// Its threads share a pid: HAProxy says which thread runs each.
+		if err := cr.countThreads(h); err != nil {
+			cr.close()
+			return nil, fmt.Errorf("%s: %w", c.Name, err)
+		}
+	}
 	if len(cr.fds) == 0 {
 		return nil, fmt.Errorf("%s: none of %d connections opened", c.Name, n)
 	}
 	return cr, nil
+}
+
+// countThreads replaces the per-pid counts with HAProxy's connections
+// per thread, which must be the crowd (loadgen has not started).
+func (cr *crowd) countThreads(h haproxyServer) error {
+	st, err := h.Stats()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	threads, err := st.ConnectionThreads()
+	if err != nil {
+		return err
+	}
+	total := 0
+	cr.perPID = map[int]int{}
+	for t, k := range threads {
+		cr.perPID[t] = k
+		total += k
+	}
+	if total != len(cr.fds) {
+		return fmt.Errorf("haproxy runs %d client connections, the crowd holds %d", total, len(cr.fds))
+	}
+	cr.countable = true
+	return nil
 }
 
 // crowdConnect starts connection i's connect from the i-th source

@@ -95,3 +95,25 @@ func TestCrowdOverflowCost(t *testing.T) {
 		t.Errorf("ListenOverflows +%d, TCPSynRetrans +%d: want both above 0", cr.delta["ListenOverflows"], cr.delta["TCPSynRetrans"])
 	}
 }
+
+// TestCrowdHAProxyThreads: HAProxy's threads share a pid; the crowd is
+// counted per thread from HAProxy's own "show fd", every connection of
+// it on one of the threads.
+func TestCrowdHAProxyThreads(t *testing.T) {
+	addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
+	srv, err := haproxy(false)(serverOptions{addr: addr, workers: 2, conns: 2000})
+	if err != nil {
+		t.Skip(err) // not installed: make setup
+	}
+	defer srv.Stop()
+	const n = 1000
+	c := Cell{Name: "Connections/test", Model: "haproxy", Workers: 2, Hold: &Hold{Conns: n}}
+	cr, err := openCrowd(crowdFlags(), c, addr, srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cr.close()
+	if !cr.countable || len(cr.perPID) != 2 || cr.perPID[0]+cr.perPID[1] != n || cr.failed != 0 {
+		t.Errorf("per thread %v (countable %v, %d failed), want %d over threads 0 and 1", cr.perPID, cr.countable, cr.failed, n)
+	}
+}

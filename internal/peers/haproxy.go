@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"net"
 	"os"
 	"path/filepath"
@@ -183,8 +184,11 @@ func (h *HAProxy) Stats() (*Stats, error) {
 func (s *Stats) Close() error { return s.c.Close() }
 
 // query sends a command and reads its answer, up to the prompt.
-func (s *Stats) query(cmd string) ([]string, error) {
-	s.c.SetDeadline(time.Now().Add(2 * time.Second))
+func (s *Stats) query(cmd string) ([]string, error) { return s.queryWithin(cmd, 2*time.Second) }
+
+// queryWithin is query with the answer's time limit.
+func (s *Stats) queryWithin(cmd string, d time.Duration) ([]string, error) {
+	s.c.SetDeadline(time.Now().Add(d))
 	if _, err := io.WriteString(s.c, cmd+"\n"); err != nil {
 		return nil, err
 	}
@@ -262,4 +266,29 @@ func (s *Stats) ThreadRequests() (map[int]int, error) {
 		requests[thread]++
 	}
 	return requests, nil
+}
+
+// ConnectionThreads counts the frontend's open client connections by
+// the thread that runs each ("show fd": a connection's tmask is its one
+// thread's bit), HAProxy's thread 0 first. Listeners, pipes and the stats
+// session itself are not counted.
+func (s *Stats) ConnectionThreads() (map[int]int, error) {
+	lines, err := s.queryWithin("show fd", 30*time.Second) // tens of thousands of lines
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]int{}
+	for _, l := range lines {
+		if !strings.Contains(l, "(sock_conn_iocb)") || !strings.Contains(l, " fe=lbbench ") {
+			continue
+		}
+		_, rest, ok := strings.Cut(l, " tmask=0x")
+		mask, _, _ := strings.Cut(rest, " ")
+		m, err := strconv.ParseUint(mask, 16, 64)
+		if !ok || err != nil || m == 0 || m&(m-1) != 0 {
+			return nil, fmt.Errorf("haproxy show fd: a connection not on one thread: %q", l)
+		}
+		out[bits.TrailingZeros64(m)]++
+	}
+	return out, nil
 }
