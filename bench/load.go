@@ -39,12 +39,12 @@ func (f *matrixFlags) generators(c Cell) ([]generator, error) {
 	if c.Restarts || c.Crash != nil {
 		g = 1 // their figures come from one loadgen's view of the target
 	}
-	addrs, err := load.ParseSrc(f.src)
+	addrs, err := load.ParseSrc(f.Src)
 	if err != nil {
 		return nil, err
 	}
 	if len(addrs) < g {
-		return nil, fmt.Errorf("-src %s: %d addresses for %d generators", f.src, len(addrs), g)
+		return nil, fmt.Errorf("-src %s: %d addresses for %d generators", f.Src, len(addrs), g)
 	}
 	var out []generator
 	for i := range g {

@@ -163,4 +163,17 @@ func TestPlanMatrixDefaults(t *testing.T) {
 	if !slices.Equal(f.Workers, []int{3, 1}) || f.Clients != 7 {
 		t.Errorf("explicit -workers 3,1 -c 7 gave %v and %d", f.Workers, f.Clients)
 	}
+	// -workers without -c: the connections follow the largest count.
+	for _, tc := range []struct {
+		workers string
+		clients int
+	}{{"1,64", 512}, {"2", 50}, {"16,1", 128}} {
+		f, err = parseMatrixFlags([]string{"-bin", bin, "-results", dir, "-workers", tc.workers}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Clients != tc.clients {
+			t.Errorf("-workers %s: -c %d, want %d", tc.workers, f.Clients, tc.clients)
+		}
+	}
 }

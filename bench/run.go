@@ -33,7 +33,6 @@ type matrixFlags struct {
 	bin       string
 	count     int
 	scenarios []Scenario
-	src       string
 	plan      cpuPlan
 }
 
@@ -51,7 +50,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	fs.StringVar(&models, "models", strings.Join(defaultModels, ","), "model variants: "+strings.Join(modelNames(), ", "))
 	fs.StringVar(&workers, "workers", joinInts(f.plan.Workers), "worker counts of the matrix (default 1, N, 2N with N = the target's CPUs)")
 	fs.StringVar(&conns, "conns", "close,keepalive", "connection modes")
-	fs.IntVar(&f.Clients, "c", f.plan.Clients, "loadgen connections (over all generators; default max(50, 8 x the largest default worker count))")
+	fs.IntVar(&f.Clients, "c", f.plan.Clients, "loadgen connections (over all generators; default max(50, 8 x the largest worker count))")
 	fs.StringVar(&f.Net, "net", netLoopback, "where the traffic goes: loopback, or netns (the target in a network namespace, one loadgen per client namespace; root)")
 	fs.IntVar(&f.NetClients, "clients", 2, "-net netns: client namespaces (one loadgen each)")
 	fs.BoolVar(&f.RSS, "rss", true, "-net netns: spread received flows over every CPU by hash, as a multiqueue NIC's RSS (RPS on every receive queue)")
@@ -59,7 +58,7 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	fs.BoolVar(&f.XPS, "xps", false, "-net netns: XPS, CPU i transmits on queue i")
 	fs.IntVar(&f.Generators, "generators", 1, "loadgen processes per sample, each with its share of -c, the rate and the -src addresses, started together and merged exactly")
 	fs.StringVar(&scens, "scenarios", "matrix", "scenarios to run, comma-separated, or all: "+scenarioNames())
-	fs.StringVar(&f.src, "src", "127.0.0.2-127.0.0.33", "loadgen source addresses (spread the 4-tuple, sidestep TIME_WAIT)")
+	fs.StringVar(&f.Src, "src", "127.0.0.2-127.0.0.33", "loadgen source addresses (spread the 4-tuple, sidestep TIME_WAIT)")
 	if err := cli.Parse(fs, args, stderr); err != nil {
 		return nil, err
 	}
@@ -98,8 +97,8 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	case f.Generators > f.Clients:
 		return nil, usageErr("-generators %d: more generators than connections (-c %d)", f.Generators, f.Clients)
 	}
-	if _, err := load.ParseSrc(f.src); err != nil {
-		return nil, usageErr("-src %s: %v", f.src, err)
+	if _, err := load.ParseSrc(f.Src); err != nil {
+		return nil, usageErr("-src %s: %v", f.Src, err)
 	}
 	for m := range strings.SplitSeq(models, ",") {
 		m = strings.TrimSpace(m)
@@ -118,6 +117,14 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		}
 		if !slices.Contains(f.Workers, k) {
 			f.Workers = append(f.Workers, k)
+		}
+	}
+	if !flagSet(fs, "c") {
+		// Connections follow the worker counts asked for, so that
+		// -workers 64 on a small box still spreads 8 per worker.
+		f.Clients = defaultClients(f.Workers)
+		if f.Generators > f.Clients {
+			return nil, usageErr("-generators %d: more generators than connections (-c %d)", f.Generators, f.Clients)
 		}
 	}
 	for c := range strings.SplitSeq(conns, ",") {
@@ -205,13 +212,16 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("%s: real servers are attributed by the kernel (BPF): run as root", sc.Name)
 		}
 		plan = append(plan, planned{sc, cells})
-		total += len(cells) * f.count
+		total += len(cells) * sc.rounds(f.count)
 	}
 	p := &progress{w: stderr, n: total, start: time.Now()}
 	rates := map[string]float64{} // scenario -> open-loop rate
 	runErr := func() error {
 		for round := range f.count {
 			for _, pl := range plan {
+				if round >= pl.sc.rounds(f.count) {
+					continue
+				}
 				if needsRate(pl.cells) && rates[pl.sc.Name] == 0 {
 					r, err := calibrate(ctx, f, pl.cells, stderr)
 					if err != nil {
@@ -415,6 +425,13 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 	if c.Flows > 0 {
 		url = "udp://" + addr
 	}
+	var cr *crowd
+	if c.Hold != nil {
+		if cr, err = openCrowd(f, c, addr, srv); err != nil {
+			return nil, nil, err
+		}
+		defer cr.close()
+	}
 	doc, err := runLoad(ctx, f, c, rate, url, metricsAddr, jsonPath)
 	if err != nil {
 		return nil, nil, err
@@ -425,6 +442,9 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		// (computed, not measured).
 		exp, _ := fairness.BallsIntoBins(c.Flows, c.Workers, 100000)
 		rec.Values = append(rec.Values, benchfmt.Value{Value: exp, Unit: "hash-imbalance"})
+	}
+	if cr != nil {
+		rec.Values = append(rec.Values, cr.values()...)
 	}
 	if crash != nil {
 		vals, err := crash.values(doc)
@@ -446,6 +466,9 @@ func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string, tf tlsFil
 	var start func() (server, error)
 	if sm, ok := serverModels[c.Model]; ok {
 		o := serverOptions{bin: f.bin, addr: addr, workers: c.Workers, work: c.Work, netns: ns, certFile: tf.cert, keyFile: tf.key}
+		if c.Hold != nil {
+			o.conns = c.Hold.Conns + f.Clients + connSpare
+		}
 		if !f.plan.Shared {
 			o.cpus = f.plan.Target
 		}
@@ -509,4 +532,11 @@ func progressLine(doc *report.Doc) string {
 	}
 	return fmt.Sprintf("%.0f req/s, p99 %s, conn imbalance %.2f, TIME_WAIT %d",
 		doc.RequestsPerSec, fmtSec(doc.Latency.P99), doc.Fairness.Connections.MaxOverMean, doc.Kernel.TimeWaitBefore)
+}
+
+// flagSet says whether the command line gave the flag.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

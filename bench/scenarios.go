@@ -123,6 +123,8 @@ type Params struct {
 	Net           string
 	NetClients    int
 	RSS, RFS, XPS bool
+	// Src is loadgen's -src: the source addresses of the load.
+	Src string
 }
 
 // Cell is one measured configuration: a target and a load on it.
@@ -162,6 +164,9 @@ type Cell struct {
 	// measured for the slowest model in the scenario's first round.
 	RateFraction float64
 	Duration     time.Duration
+	// Hold opens a crowd of idle connections before the load
+	// (connections.go).
+	Hold *Hold
 }
 
 // Stall is a worker paused during a run.
@@ -178,6 +183,8 @@ type Scenario struct {
 	Measure func(p Params, res *resultsFile) error
 	// Sections are how the scenario's records are reported.
 	Sections []results.Section
+	// Rounds > 0 caps the scenario's rounds below -count.
+	Rounds int
 }
 
 // The figures most sections show.

@@ -33,6 +33,7 @@ type serverOptions struct {
 	// certFile and keyFile, if set, make it terminate TLS (only servers
 	// whose serverModel says tls).
 	certFile, keyFile string
+	conns             int // connections it must hold at once (0: its default)
 }
 
 // server is a running server of a cell, the target's or a real one.
@@ -81,7 +82,7 @@ func (f forkedServer) stallPID() int { return f.Workers()[0] }
 func nginx(reuseport, mutex bool) func(serverOptions) (server, error) {
 	return func(o serverOptions) (server, error) {
 		n, err := peers.StartNginx(peers.NginxOptions{Addr: o.addr, Workers: o.workers, ReusePort: reuseport,
-			AcceptMutex: mutex, Work: o.work, CPUs: o.cpus, NetNS: o.netns, CertFile: o.certFile, KeyFile: o.keyFile})
+			AcceptMutex: mutex, Work: o.work, CPUs: o.cpus, NetNS: o.netns, CertFile: o.certFile, KeyFile: o.keyFile, Connections: o.conns})
 		if err != nil {
 			return nil, err
 		}
@@ -104,7 +105,7 @@ func (n nginxServer) stallPID() int {
 func haproxy(shards bool) func(serverOptions) (server, error) {
 	return func(o serverOptions) (server, error) {
 		h, err := peers.StartHAProxy(peers.HAProxyOptions{Addr: o.addr, Threads: o.workers, Shards: shards, Work: o.work, CPUs: o.cpus, NetNS: o.netns,
-			CertFile: o.certFile, KeyFile: o.keyFile})
+			CertFile: o.certFile, KeyFile: o.keyFile, MaxConn: o.conns})
 		if err != nil {
 			return nil, err
 		}

@@ -257,8 +257,18 @@ func TestBadInput(t *testing.T) {
 // carry is reported as the generator falling short, not hidden.
 func TestSelfCheckFlagsShortfall(t *testing.T) {
 	tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "1", "-sleep", "5ms")
-	d, out := runLoadgen(t, "-rate", "2000", "-d", "1s", "-c", "1", "-bench", filepath.Join(t.TempDir(), "b.txt"), "http://"+tg.Addr+"/")
+	bench := filepath.Join(t.TempDir(), "b.txt")
+	d, out := runLoadgen(t, "-rate", "2000", "-d", "1s", "-c", "1", "-bench", bench, "http://"+tg.Addr+"/")
 	if !d.SelfCheck.Bottleneck || !strings.Contains(out, "WARNING: loadgen may be the bottleneck") {
 		t.Errorf("self-check did not fire: %+v\n%s", d.SelfCheck, out)
+	}
+	// The sample carries the mark as data, so a report can flag it.
+	if b, _ := os.ReadFile(bench); !strings.Contains(string(b), " jain 1 loadgen-bound") {
+		t.Errorf("-bench output lacks the loadgen-bound mark:\n%s", b)
+	}
+	// A run that loadgen did not limit carries none.
+	d, _ = runLoadgen(t, "-rate", "50", "-d", "1s", "-c", "4", "-bench", bench, "http://"+tg.Addr+"/")
+	if b, _ := os.ReadFile(bench); d.SelfCheck.Bottleneck || strings.Contains(string(b), " jain 1 loadgen-bound") {
+		t.Errorf("50 req/s on 4 connections: self-check %+v, -bench:\n%s", d.SelfCheck, b)
 	}
 }

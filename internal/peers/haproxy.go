@@ -2,9 +2,11 @@ package peers
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"net"
 	"os"
 	"path/filepath"
@@ -45,6 +47,8 @@ type HAProxyOptions struct {
 	// CertFile and KeyFile, if set, make the bind terminate TLS (HAProxy's
 	// defaults: 1.2 and 1.3, session tickets on, so clients can resume).
 	CertFile, KeyFile string
+	// MaxConn is the process's and the frontend's maxconn (0: 8000).
+	MaxConn int
 }
 
 // StartHAProxy writes a config whose frontend answers every request
@@ -105,7 +109,8 @@ func StartHAProxy(o HAProxyOptions) (*HAProxy, error) {
 	}
 	conf := fmt.Sprintf(`global
   nbthread %d
-  maxconn 8000
+  maxconn %[6]d
+  no strict-limits
   pidfile %[2]s/haproxy.pid
   stats socket %[2]s/admin.sock level operator
   %[3]s
@@ -119,9 +124,9 @@ defaults
   option dontlognull
 %[5]s
 frontend lbbench
-  maxconn 8000
+  maxconn %[6]d
   %[4]s
-`, o.Threads, d.dir, strings.Join(global, "\n  "), strings.Join(front, "\n  "), strings.Join(sections, "\n"))
+`, o.Threads, d.dir, strings.Join(global, "\n  "), strings.Join(front, "\n  "), strings.Join(sections, "\n"), cmp.Or(o.MaxConn, 8000))
 	cfg := filepath.Join(d.dir, "haproxy.cfg")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		os.RemoveAll(d.dir)
@@ -213,8 +218,11 @@ func (h *HAProxy) Stats() (*Stats, error) {
 func (s *Stats) Close() error { return s.c.Close() }
 
 // query sends a command and reads its answer, up to the prompt.
-func (s *Stats) query(cmd string) ([]string, error) {
-	s.c.SetDeadline(time.Now().Add(2 * time.Second))
+func (s *Stats) query(cmd string) ([]string, error) { return s.queryWithin(cmd, 2*time.Second) }
+
+// queryWithin is query with the answer's time limit.
+func (s *Stats) queryWithin(cmd string, d time.Duration) ([]string, error) {
+	s.c.SetDeadline(time.Now().Add(d))
 	if _, err := io.WriteString(s.c, cmd+"\n"); err != nil {
 		return nil, err
 	}
@@ -321,4 +329,29 @@ func (s *Stats) ThreadRequests() (map[int]int, error) {
 		requests[thread]++
 	}
 	return requests, nil
+}
+
+// ConnectionThreads counts the frontend's open client connections by
+// the thread that runs each ("show fd": a connection's tmask is its one
+// thread's bit), HAProxy's thread 0 first. Listeners, pipes and the stats
+// session itself are not counted.
+func (s *Stats) ConnectionThreads() (map[int]int, error) {
+	lines, err := s.queryWithin("show fd", 30*time.Second) // tens of thousands of lines
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]int{}
+	for _, l := range lines {
+		if !strings.Contains(l, "(sock_conn_iocb)") || !strings.Contains(l, " fe=lbbench ") {
+			continue
+		}
+		_, rest, ok := strings.Cut(l, " tmask=0x")
+		mask, _, _ := strings.Cut(rest, " ")
+		m, err := strconv.ParseUint(mask, 16, 64)
+		if !ok || err != nil || m == 0 || m&(m-1) != 0 {
+			return nil, fmt.Errorf("haproxy show fd: a connection not on one thread: %q", l)
+		}
+		out[bits.TrailingZeros64(m)]++
+	}
+	return out, nil
 }

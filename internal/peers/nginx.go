@@ -6,8 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Nginx is a running nginx with a private prefix directory.
@@ -51,6 +52,10 @@ type NginxOptions struct {
 	KTLS bool
 	// Files, if set, is a folder served under /files/ with sendfile on.
 	Files string
+	// Connections is each worker's worker_connections (0: 16384); above
+	// the default it also sets worker_rlimit_nofile to twice it, or to
+	// the hard RLIMIT_NOFILE if that is lower.
+	Connections int
 }
 
 // luaModules are Debian's paths of the modules the Lua handler needs.
@@ -110,6 +115,16 @@ func StartNginx(o NginxOptions) (*Nginx, error) {
 		}
 		handler = fmt.Sprintf(luaBurn, o.Work.Microseconds())
 	}
+	conns := 16384
+	if o.Connections > conns {
+		conns = o.Connections
+		nofile := uint64(2 * conns)
+		var rl unix.Rlimit
+		if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+			nofile = min(nofile, rl.Max)
+		}
+		head = append(head, fmt.Sprintf("worker_rlimit_nofile %d;", nofile))
+	}
 	mutex := "off"
 	if o.AcceptMutex {
 		mutex = "on"
@@ -121,7 +136,7 @@ master_process on;
 pid %[3]s/nginx.pid;
 error_log %[3]s/error.log;
 events {
-  worker_connections 16384;
+  worker_connections %[10]d;
   accept_mutex %[4]s;
 }
 http {
@@ -142,7 +157,7 @@ http {
     %[9]s
   }
 }
-`, strings.Join(head, "\n"), o.Workers, d.dir, mutex, logLine, listen, handler, tls, files)
+`, strings.Join(head, "\n"), o.Workers, d.dir, mutex, logLine, listen, handler, tls, files, conns)
 	confPath := filepath.Join(d.dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		os.RemoveAll(d.dir)
@@ -172,7 +187,7 @@ const luaBurn = `content_by_lua_block {
       }`
 
 // Stop stops nginx (SIGQUIT: graceful) and removes its directory.
-func (n *Nginx) Stop() error { return n.d.stop(syscall.SIGQUIT) }
+func (n *Nginx) Stop() error { return n.d.stop(unix.SIGQUIT) }
 
 // Pid is the master's pid.
 func (n *Nginx) Pid() int { return n.d.pid() }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -65,6 +66,14 @@ func Merge(name string, docs []*Doc, files []string) (*Doc, error) {
 	}
 	d := Build(name, r, m.first.Kernel, m.first.Host, m.workers, m.cores)
 	d.Inputs = m.inputs
+	// One generator that could not send limits the merged sample too,
+	// even where the others' spare CPU hides it in the sums.
+	for i, g := range docs {
+		if g.SelfCheck.Bottleneck {
+			d.SelfCheck.Bottleneck = true
+			d.SelfCheck.Reasons = append(d.SelfCheck.Reasons, "generator "+filepath.Base(files[i])+": "+strings.Join(g.SelfCheck.Reasons, ", "))
+		}
+	}
 	return d, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.org/x/perf/benchproc"
+
+	"github.com/lbbench/lbbench/internal/report"
 )
 
 // Check reads the records of a results folder and says what makes it
@@ -28,6 +30,9 @@ func Check(s *Set, minSamples int, models []string) []string {
 			seen[m] = true
 		}
 		for _, v := range r.Values {
+			if v.Unit == report.BoundUnit {
+				continue // a mark on some samples, not a figure every sample has
+			}
 			k := nu{string(r.Name), v.Unit}
 			if count[k] == 0 {
 				order = append(order, k)

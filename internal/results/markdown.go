@@ -42,6 +42,9 @@ func Report(s *Set, sections []Section) (md []byte, charts []ChartFile, err erro
 		"that differs significantly; tied: models not significantly different from it on some line.\n\n")
 	for _, t := range tables {
 		if line := t.summary(); line != "" {
+			if n := t.boundCells(); n > 0 {
+				line += fmt.Sprintf(" († loadgen-bound samples in %d cells: see the table)", n)
+			}
 			fmt.Fprintf(&b, "- **%s**: %s\n", t.Section.Title, line)
 		}
 	}
@@ -151,7 +154,7 @@ func (t *Table) modelsAsColumns(b *bytes.Buffer) {
 		}
 		prev = row
 		fmt.Fprintf(b, "| %s | %s |", label, l.Metric.Label)
-		for _, c := range l.Cells {
+		for i, c := range l.Cells {
 			if c == nil {
 				b.WriteString(" |")
 				continue
@@ -163,11 +166,59 @@ func (t *Table) modelsAsColumns(b *bytes.Buffer) {
 			case c.Tie:
 				v += " ~"
 			}
+			if k := t.Bound[rowCol{l.Row, t.Cols[i]}]; k > 0 {
+				v += fmt.Sprintf(" †%d", k)
+			}
 			fmt.Fprintf(b, " %s |", v)
 		}
 		b.WriteString("\n")
 	}
 	b.WriteString("\n")
+	t.boundNote(b)
+}
+
+// boundNote lists the cells with samples that loadgen itself limited
+// (its self-check), with what the self-check saw: their figures are the
+// load generator's limit, not the server's.
+func (t *Table) boundNote(b *bytes.Buffer) {
+	var lines []string
+	for _, row := range t.Rows {
+		for _, col := range t.Cols {
+			k := t.Bound[rowCol{row, col}]
+			if k == 0 {
+				continue
+			}
+			var reasons []string
+			for _, d := range t.Docs[row][col] {
+				if d.SelfCheck.Bottleneck && len(reasons) < 3 {
+					reasons = append(reasons, strings.Join(d.SelfCheck.Reasons, ", "))
+				}
+			}
+			where := strings.TrimPrefix(strings.TrimSpace(rowLabel(row)+" "+colLabel(col)), " ")
+			line := fmt.Sprintf("- %s: %d of %d samples", where, k, t.Samples[rowCol{row, col}])
+			if len(reasons) > 0 {
+				line += " (" + strings.Join(reasons, "; ") + ")"
+			}
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	b.WriteString("†k: k of the cell's samples were limited by loadgen, not the server (loadgen's self-check: " +
+		"it could not send as asked); the cell's figures include them and measure the pair, not the server alone.\n\n")
+	b.WriteString(strings.Join(lines, "\n") + "\n\n")
+}
+
+// boundCells counts the cells with samples loadgen limited.
+func (t *Table) boundCells() int {
+	n := 0
+	for _, k := range t.Bound {
+		if k > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func (t *Table) metricsAsColumns(b *bytes.Buffer) {
@@ -192,6 +243,7 @@ func (t *Table) metricsAsColumns(b *bytes.Buffer) {
 		b.WriteString("\n")
 	}
 	b.WriteString("\n")
+	t.boundNote(b)
 }
 
 // kernelTable: the median change of each named kernel counter over a

@@ -26,7 +26,12 @@ type Table struct {
 	Docs map[benchproc.Key]map[benchproc.Key][]*report.Doc
 	// Values are every sample by row, column and unit.
 	Values map[cellKey][]float64
+	// Bound counts, by row and column, the samples loadgen's self-check
+	// says loadgen limited (report.BoundUnit), and Samples every sample.
+	Bound, Samples map[rowCol]int
 }
+
+type rowCol struct{ row, col benchproc.Key }
 
 type cellKey struct {
 	row, col benchproc.Key
@@ -84,7 +89,8 @@ func (s *Set) Table(sec *Section) (*Table, error) {
 			return nil, fmt.Errorf("section %s metric %s filter %q: %w", sec.Name, m.Unit, m.Filter, err)
 		}
 	}
-	t := &Table{Section: sec, Docs: map[benchproc.Key]map[benchproc.Key][]*report.Doc{}, Values: map[cellKey][]float64{}}
+	t := &Table{Section: sec, Docs: map[benchproc.Key]map[benchproc.Key][]*report.Doc{}, Values: map[cellKey][]float64{},
+		Bound: map[rowCol]int{}, Samples: map[rowCol]int{}}
 	seenRow, seenCol, seenName := map[benchproc.Key]bool{}, map[benchproc.Key]bool{}, map[string]bool{}
 	// metricRows notes the rows each filtered metric applies to.
 	metricRows := make([]map[benchproc.Key]bool, len(sec.Metrics))
@@ -103,6 +109,10 @@ func (s *Set) Table(sec *Section) (*Table, error) {
 		if !seenCol[col] {
 			seenCol[col] = true
 			t.Cols = append(t.Cols, col)
+		}
+		t.Samples[rowCol{row, col}]++
+		if _, ok := rec.Value(report.BoundUnit); ok {
+			t.Bound[rowCol{row, col}]++
 		}
 		for i, m := range sec.Metrics {
 			if f := mfilters[i]; f != nil {
