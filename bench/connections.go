@@ -16,6 +16,7 @@ import (
 	"github.com/lbbench/lbbench/internal/fairness"
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/load"
+	"github.com/lbbench/lbbench/internal/poll"
 	"github.com/lbbench/lbbench/internal/results"
 )
 
@@ -221,124 +222,20 @@ func openCrowd(f *matrixFlags, c Cell, addr string, srv server) (*crowd, error) 
 	if err != nil {
 		return nil, err
 	}
-	n := c.Hold.Conns
-	cr := &crowd{perPID: map[int]int{}, workers: c.Workers, n: n, countable: fairBy(c.Model) == load.FairProcess}
+	cr := &crowd{perPID: map[int]int{}, workers: c.Workers, n: c.Hold.Conns, countable: fairBy(c.Model) == load.FairProcess}
 	root := serverPID(srv)
 	cr.rssBefore = treeRSS(root)
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	set, err := poll.New(1024)
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(ep)
-	req := []byte("GET / HTTP/1.1\r\nHost: lbbench\r\n\r\n")
-	state := map[int]int{}
-	partial := map[int][]byte{}
-	fail := func(fd int) {
-		delete(state, fd)
-		delete(partial, fd)
-		unix.Close(fd)
-		cr.failed++
-	}
+	defer set.Close()
+	o := &opening{cr: cr, set: set, state: map[int]int{}, partial: map[int][]byte{}, buf: make([]byte, 4096)}
 	before := kernel.Take()
-	start := time.Now()
-	// ask sends the request on a connected socket.
-	ask := func(fd int) {
-		cr.connected = max(cr.connected, time.Since(start))
-		if _, err := unix.Write(fd, req); err != nil {
-			fail(fd)
-			return
-		}
-		state[fd] = crowdAsked
-	}
-	buf := make([]byte, 4096)
-	// hear reads what the server answered so far.
-	hear := func(fd int) {
-		for {
-			k, err := unix.Read(fd, buf)
-			if err == unix.EAGAIN {
-				return
-			}
-			if err != nil || k == 0 {
-				fail(fd)
-				return
-			}
-			partial[fd] = append(partial[fd], buf[:k]...)
-			head, _, complete := bytes.Cut(partial[fd], []byte("\r\n\r\n"))
-			if !complete {
-				if len(partial[fd]) > 16<<10 {
-					fail(fd)
-				}
-				continue
-			}
-			pid, ok := answerPID(head)
-			if !ok {
-				fail(fd)
-				return
-			}
-			delete(partial, fd)
-			state[fd] = crowdAnswered
-			unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fd, nil)
-			cr.fds = append(cr.fds, fd)
-			cr.perPID[pid]++
-			cr.answered = max(cr.answered, time.Since(start))
-			return
-		}
-	}
-	for i := range n {
-		fd, err := crowdConnect(remote, srcs, i)
-		if err != nil && err != unix.EINPROGRESS {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-			cr.failed++
-			continue
-		}
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			unix.Close(fd)
-			cr.failed++
-			continue
-		}
-		state[fd] = crowdConnecting
-	}
-	events := make([]unix.EpollEvent, 1024)
-	deadline := start.Add(connOpenTimeout)
-	for len(state) > len(cr.fds) && time.Now().Before(deadline) {
-		k, err := unix.EpollWait(ep, events, 100)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			break
-		}
-		for _, ev := range events[:k] {
-			fd := int(ev.Fd)
-			st, ok := state[fd]
-			if !ok || st == crowdAnswered {
-				continue
-			}
-			if st == crowdConnecting {
-				if soErr, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); soErr != 0 || ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-					fail(fd)
-					continue
-				}
-				if ev.Events&unix.EPOLLOUT == 0 {
-					continue
-				}
-				ask(fd)
-			}
-			if state[fd] == crowdAsked {
-				hear(fd)
-			}
-		}
-	}
-	for fd, st := range state {
-		if st != crowdAnswered {
-			fail(fd) // not answered within connOpenTimeout
-		}
-	}
-	after := kernel.Take()
-	cr.delta = kernel.Observe(before, after).Delta
+	o.start = time.Now()
+	o.dial(remote, srcs)
+	o.wait(o.start.Add(connOpenTimeout))
+	cr.delta = kernel.Observe(before, kernel.Take()).Delta
 	cr.rssAfter = treeRSS(root)
 	if h, ok := srv.(haproxyServer); ok && len(cr.fds) > 0 {
 		// Its threads share a pid: HAProxy says which thread runs each.
@@ -348,9 +245,132 @@ func openCrowd(f *matrixFlags, c Cell, addr string, srv server) (*crowd, error) 
 		}
 	}
 	if len(cr.fds) == 0 {
-		return nil, fmt.Errorf("%s: none of %d connections opened", c.Name, n)
+		return nil, fmt.Errorf("%s: none of %d connections opened", c.Name, cr.n)
 	}
 	return cr, nil
+}
+
+// opening is a crowd while its connections open: where each one is, the
+// part of an answer read so far, and the set they wait in.
+type opening struct {
+	cr      *crowd
+	set     *poll.Set
+	state   map[int]int
+	partial map[int][]byte
+	buf     []byte
+	start   time.Time
+}
+
+var crowdRequest = []byte("GET / HTTP/1.1\r\nHost: lbbench\r\n\r\n")
+
+// dial starts every connection's connect(2) without waiting for any.
+func (o *opening) dial(remote netip.AddrPort, srcs []netip.Addr) {
+	for i := range o.cr.n {
+		fd, err := crowdConnect(remote, srcs, i)
+		if err != nil && err != unix.EINPROGRESS {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			o.cr.failed++
+			continue
+		}
+		if err := o.set.Add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+			unix.Close(fd)
+			o.cr.failed++
+			continue
+		}
+		o.state[fd] = crowdConnecting
+	}
+}
+
+// wait steps the connections until all are answered or failed, or the
+// deadline passes; the ones left then count as failed.
+func (o *opening) wait(deadline time.Time) {
+	for len(o.state) > len(o.cr.fds) && time.Now().Before(deadline) {
+		k, err := o.set.Block(100)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			break
+		}
+		for _, ev := range o.set.Events[:k] {
+			o.step(int(ev.Fd), ev.Events)
+		}
+	}
+	for fd, st := range o.state {
+		if st != crowdAnswered {
+			o.fail(fd) // not answered within the deadline
+		}
+	}
+}
+
+// step moves one connection on after an event: a finished connect sends
+// the request, a readable one reads the answer.
+func (o *opening) step(fd int, events uint32) {
+	st, ok := o.state[fd]
+	if !ok || st == crowdAnswered {
+		return
+	}
+	if st == crowdConnecting {
+		if soErr, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); soErr != 0 || events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			o.fail(fd)
+			return
+		}
+		if events&unix.EPOLLOUT == 0 {
+			return
+		}
+		o.cr.connected = max(o.cr.connected, time.Since(o.start))
+		if _, err := unix.Write(fd, crowdRequest); err != nil {
+			o.fail(fd)
+			return
+		}
+		o.state[fd] = crowdAsked
+	}
+	o.hear(fd)
+}
+
+// hear reads what the server answered so far; a whole head names the
+// worker, and the connection leaves the set to idle.
+func (o *opening) hear(fd int) {
+	for {
+		k, err := unix.Read(fd, o.buf)
+		if err == unix.EAGAIN {
+			return
+		}
+		if err != nil || k == 0 {
+			o.fail(fd)
+			return
+		}
+		o.partial[fd] = append(o.partial[fd], o.buf[:k]...)
+		head, _, complete := bytes.Cut(o.partial[fd], []byte("\r\n\r\n"))
+		if !complete {
+			if len(o.partial[fd]) > 16<<10 {
+				o.fail(fd)
+				return
+			}
+			continue
+		}
+		pid, ok := answerPID(head)
+		if !ok {
+			o.fail(fd)
+			return
+		}
+		delete(o.partial, fd)
+		o.state[fd] = crowdAnswered
+		o.set.Del(fd)
+		o.cr.fds = append(o.cr.fds, fd)
+		o.cr.perPID[pid]++
+		o.cr.answered = max(o.cr.answered, time.Since(o.start))
+		return
+	}
+}
+
+func (o *opening) fail(fd int) {
+	delete(o.state, fd)
+	delete(o.partial, fd)
+	unix.Close(fd)
+	o.cr.failed++
 }
 
 // countThreads replaces the per-pid counts with HAProxy's connections

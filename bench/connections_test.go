@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"strconv"
 	"syscall"
 	"testing"
@@ -10,7 +11,7 @@ import (
 )
 
 func crowdFlags() *matrixFlags {
-	return &matrixFlags{Params: Params{Src: "127.0.0.2-127.0.0.5"}}
+	return &matrixFlags{Params: Params{Src: "127.0.0.2-127.0.0.5"}, warn: io.Discard}
 }
 
 // TestCrowdCountsEqualTarget: every connection of a crowd is opened,

@@ -34,11 +34,12 @@ type matrixFlags struct {
 	count     int
 	scenarios []Scenario
 	plan      cpuPlan
+	warn      io.Writer // where a sample's warnings go
 }
 
 func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	top := readTopology("/sys")
-	f := &matrixFlags{plan: planCPUs(top)}
+	f := &matrixFlags{plan: planCPUs(top), warn: stderr}
 	n := len(top.CPUs)
 	var models, workers, conns, scens string
 	fs := flag.NewFlagSet("matrix", flag.ContinueOnError)
@@ -100,50 +101,8 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 	if _, err := load.ParseSrc(f.Src); err != nil {
 		return nil, usageErr("-src %s: %v", f.Src, err)
 	}
-	for m := range strings.SplitSeq(models, ",") {
-		m = strings.TrimSpace(m)
-		if modelFlags[m] == nil && !isServer(m) {
-			return nil, usageErr("unknown model %q (want %s)", m, strings.Join(modelNames(), ", "))
-		}
-		if slices.Contains(modelFlags[m], "udp") {
-			return nil, usageErr("model %s is UDP's: the udp, udp-rebind and udp-resize scenarios run it", m)
-		}
-		f.Models = append(f.Models, m)
-	}
-	for w := range strings.SplitSeq(workers, ",") {
-		k, err := strconv.Atoi(strings.TrimSpace(w))
-		if err != nil || k < 1 || k > 1024 {
-			return nil, usageErr("workers %q: want whole numbers from 1 to 1024", w)
-		}
-		if !slices.Contains(f.Workers, k) {
-			f.Workers = append(f.Workers, k)
-		}
-	}
-	if !flagSet(fs, "c") {
-		// Connections follow the worker counts asked for, so that
-		// -workers 64 on a small box still spreads 8 per worker.
-		f.Clients = defaultClients(f.Workers)
-		if f.Generators > f.Clients {
-			return nil, usageErr("-generators %d: more generators than connections (-c %d)", f.Generators, f.Clients)
-		}
-	}
-	for c := range strings.SplitSeq(conns, ",") {
-		c = strings.TrimSpace(c)
-		if c != "close" && c != "keepalive" {
-			return nil, usageErr("conn %q: want close or keepalive", c)
-		}
-		f.Conns = append(f.Conns, c)
-	}
-	for s := range strings.SplitSeq(scens, ",") {
-		if s == "all" {
-			f.scenarios = scenarios
-			break
-		}
-		sc, ok := scenarioByName(strings.TrimSpace(s))
-		if !ok {
-			return nil, usageErr("unknown scenario %q (want %s or all)", s, scenarioNames())
-		}
-		f.scenarios = append(f.scenarios, sc)
+	if err := f.parseLists(models, workers, conns, scens, flagSet(fs, "c")); err != nil {
+		return nil, err
 	}
 	if err := checkTLSModels(f); err != nil {
 		return nil, err
@@ -162,6 +121,58 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// parseLists takes the comma-separated flags: models, worker counts,
+// connection modes and scenarios. Unless -c was given (cSet), the
+// connections follow the largest worker count.
+func (f *matrixFlags) parseLists(models, workers, conns, scens string, cSet bool) error {
+	for m := range strings.SplitSeq(models, ",") {
+		m = strings.TrimSpace(m)
+		if modelFlags[m] == nil && !isServer(m) {
+			return usageErr("unknown model %q (want %s)", m, strings.Join(modelNames(), ", "))
+		}
+		if slices.Contains(modelFlags[m], "udp") {
+			return usageErr("model %s is UDP's: the udp, udp-rebind and udp-resize scenarios run it", m)
+		}
+		f.Models = append(f.Models, m)
+	}
+	for w := range strings.SplitSeq(workers, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || k < 1 || k > 1024 {
+			return usageErr("workers %q: want whole numbers from 1 to 1024", w)
+		}
+		if !slices.Contains(f.Workers, k) {
+			f.Workers = append(f.Workers, k)
+		}
+	}
+	if !cSet {
+		// Connections follow the worker counts asked for, so that
+		// -workers 64 on a small box still spreads 8 per worker.
+		f.Clients = defaultClients(f.Workers)
+		if f.Generators > f.Clients {
+			return usageErr("-generators %d: more generators than connections (-c %d)", f.Generators, f.Clients)
+		}
+	}
+	for c := range strings.SplitSeq(conns, ",") {
+		c = strings.TrimSpace(c)
+		if c != "close" && c != "keepalive" {
+			return usageErr("conn %q: want close or keepalive", c)
+		}
+		f.Conns = append(f.Conns, c)
+	}
+	for s := range strings.SplitSeq(scens, ",") {
+		if s == "all" {
+			f.scenarios = scenarios
+			break
+		}
+		sc, ok := scenarioByName(strings.TrimSpace(s))
+		if !ok {
+			return usageErr("unknown scenario %q (want %s or all)", s, scenarioNames())
+		}
+		f.scenarios = append(f.scenarios, sc)
+	}
+	return nil
 }
 
 func scenarioNames() string {
@@ -194,70 +205,12 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "note: %d CPUs: target and loadgen share them (disjoint CPU sets need 4 or more)\n", f.CPUs)
 	}
 
-	type planned struct {
-		sc    Scenario
-		cells []Cell
-	}
-	var plan []planned
-	total := 0
-	for _, sc := range f.scenarios {
-		if sc.Measure != nil {
-			if err := sc.Measure(f.Params, res); err != nil {
-				return fmt.Errorf("%s: %w", sc.Name, err)
-			}
-			continue
-		}
-		cells := withKernelAttribution(sc.Cells(f.Params))
-		if len(cells) > 0 && cells[0].Kernel && os.Geteuid() != 0 {
-			return fmt.Errorf("%s: real servers are attributed by the kernel (BPF): run as root", sc.Name)
-		}
-		plan = append(plan, planned{sc, cells})
-		total += len(cells) * sc.rounds(f.count)
+	plan, total, err := planScenarios(f, res)
+	if err != nil {
+		return err
 	}
 	p := &progress{w: stderr, n: total, start: time.Now()}
-	rates := map[string]float64{} // scenario -> open-loop rate
-	runErr := func() error {
-		for round := range f.count {
-			for _, pl := range plan {
-				if round >= pl.sc.rounds(f.count) {
-					continue
-				}
-				if needsRate(pl.cells) && rates[pl.sc.Name] == 0 {
-					r, err := calibrate(ctx, f, pl.cells, stderr)
-					if err != nil {
-						return err
-					}
-					rates[pl.sc.Name] = r
-					fmt.Fprintf(stderr, "%s: open-loop rate %.0f req/s (%.0f%% of the slowest model's closed-loop rate)\n",
-						pl.sc.Name, r, 100*pl.cells[0].RateFraction)
-				}
-				for _, c := range interleave(pl.cells, round) {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					doc, rec, err := runCell(ctx, f, c, round, rates[pl.sc.Name])
-					if err != nil {
-						if ctx.Err() != nil {
-							return ctx.Err()
-						}
-						return fmt.Errorf("%s round %d: %w", c.Name, round+1, err)
-					}
-					comment := ""
-					if doc.SelfCheck.Bottleneck {
-						comment = "loadgen-bound: " + strings.Join(doc.SelfCheck.Reasons, "; ")
-					}
-					if len(doc.Problems) > 0 {
-						comment = strings.TrimPrefix(comment+"; problems: "+strings.Join(doc.Problems, "; "), "; ")
-					}
-					if err := res.add(rec, comment); err != nil {
-						return err
-					}
-					p.step("%s: %s", c.Name, progressLine(doc))
-				}
-			}
-		}
-		return nil
-	}()
+	runErr := runRounds(ctx, f, plan, res, p, stderr)
 	if res.samples == 0 {
 		return runErr
 	}
@@ -274,6 +227,86 @@ func cmdMatrix(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "results: %s (raw.txt, benchstat.txt, REPORT.md)\n", f.dir)
 	return runErr
+}
+
+// planned is a scenario and the cells it runs.
+type planned struct {
+	sc    Scenario
+	cells []Cell
+}
+
+// planScenarios lists the cells of the chosen scenarios and their number
+// of samples; a scenario that measures without cells (Measure) runs now.
+func planScenarios(f *matrixFlags, res *resultsFile) ([]planned, int, error) {
+	var plan []planned
+	total := 0
+	for _, sc := range f.scenarios {
+		if sc.Measure != nil {
+			if err := sc.Measure(f.Params, res); err != nil {
+				return nil, 0, fmt.Errorf("%s: %w", sc.Name, err)
+			}
+			continue
+		}
+		cells := withKernelAttribution(sc.Cells(f.Params))
+		if len(cells) > 0 && cells[0].Kernel && os.Geteuid() != 0 {
+			return nil, 0, fmt.Errorf("%s: real servers are attributed by the kernel (BPF): run as root", sc.Name)
+		}
+		plan = append(plan, planned{sc, cells})
+		total += len(cells) * sc.rounds(f.count)
+	}
+	return plan, total, nil
+}
+
+// runRounds runs the plan round by round, every scenario's cells
+// interleaved within a round, and adds each sample to res as it ends.
+func runRounds(ctx context.Context, f *matrixFlags, plan []planned, res *resultsFile, p *progress, stderr io.Writer) error {
+	rates := map[string]float64{} // scenario -> open-loop rate
+	for round := range f.count {
+		for _, pl := range plan {
+			if round >= pl.sc.rounds(f.count) {
+				continue
+			}
+			if needsRate(pl.cells) && rates[pl.sc.Name] == 0 {
+				r, err := calibrate(ctx, f, pl.cells, stderr)
+				if err != nil {
+					return err
+				}
+				rates[pl.sc.Name] = r
+				fmt.Fprintf(stderr, "%s: open-loop rate %.0f req/s (%.0f%% of the slowest model's closed-loop rate)\n",
+					pl.sc.Name, r, 100*pl.cells[0].RateFraction)
+			}
+			for _, c := range interleave(pl.cells, round) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				doc, rec, err := runCell(ctx, f, c, round, rates[pl.sc.Name])
+				if err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					return fmt.Errorf("%s round %d: %w", c.Name, round+1, err)
+				}
+				if err := res.add(rec, sampleComment(doc)); err != nil {
+					return err
+				}
+				p.step("%s: %s", c.Name, progressLine(doc))
+			}
+		}
+	}
+	return nil
+}
+
+// sampleComment is what raw.txt says of a sample beside its line: that
+// loadgen was the bottleneck (its self-check), and the run's problems.
+func sampleComment(doc *report.Doc) string {
+	comment := ""
+	if doc.SelfCheck.Bottleneck {
+		comment = "loadgen-bound: " + strings.Join(doc.SelfCheck.Reasons, "; ")
+	}
+	if len(doc.Problems) > 0 {
+		comment = strings.TrimPrefix(comment+"; problems: "+strings.Join(doc.Problems, "; "), "; ")
+	}
+	return comment
 }
 
 // summarize writes the benchstat tables and the report of a results
@@ -370,61 +403,28 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 	if err != nil {
 		return nil, nil, err
 	}
-	var crash *crasher
-	current := func() server { return srv }
-	if c.Crash != nil {
-		tg := srv.(targetServer).Target
-		restart := func() (*peers.Target, error) {
-			s, err := start()
-			if err != nil {
-				return nil, err
-			}
-			return s.(targetServer).Target, nil
-		}
-		crash = &crasher{c: c.Crash, addr: metricsAddr, restart: restart, tg: tg}
-		current = func() server { return targetServer{Target: crash.target()} }
-		cctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go crash.run(cctx, time.Now().Add(f.Warmup))
-		// Stop killing before the target is stopped.
-		defer func() { cancel(); time.Sleep(10 * time.Millisecond) }()
-	}
+	crash, current, stopCrash := armCrash(ctx, f, c, srv, start, metricsAddr)
 	defer func() {
+		stopCrash() // no restart may follow the stop
 		if err := current().Stop(); err != nil && ctx.Err() == nil && c.Crash == nil {
-			fmt.Fprintf(os.Stderr, "warning: %s: %s: %v\n", c.Name, c.Model, err)
+			fmt.Fprintf(f.warn, "warning: %s: %s: %v\n", c.Name, c.Model, err)
 		}
 		if ns == "" {
-			assertPortFree(addr)
+			assertPortFree(f.warn, addr)
 		}
 	}()
-	if c.Stall != nil {
-		pid := srv.stallPID()
-		if pid == 0 {
-			return nil, nil, fmt.Errorf("%s: one worker of %s cannot be paused alone", c.Name, c.Model)
-		}
-		stop := time.AfterFunc(f.Warmup+c.Stall.After, func() {
-			syscall.Kill(pid, syscall.SIGSTOP)
-			time.AfterFunc(c.Stall.For, func() { syscall.Kill(pid, syscall.SIGCONT) })
-		})
-		defer func() { stop.Stop(); syscall.Kill(pid, syscall.SIGCONT) }()
+	stopStall, err := armStall(f, c, srv)
+	if err != nil {
+		return nil, nil, err
 	}
+	defer stopStall()
 
-	jsonPath := filepath.Join(f.dir, "json", strings.NewReplacer("/", "_", "=", "-").Replace(c.Name)+fmt.Sprintf("_r%02d.json", round+1))
-	if round < 0 {
-		tmp, err := os.MkdirTemp("", "lbbench-calibrate-")
-		if err != nil {
-			return nil, nil, err
-		}
-		jsonPath = filepath.Join(tmp, "calibrate.json")
-		defer os.RemoveAll(tmp)
+	jsonPath, cleanup, err := f.samplePath(c, round)
+	if err != nil {
+		return nil, nil, err
 	}
-	url := "http://" + addr + "/"
-	if c.TLS {
-		url = "https://" + addr + "/"
-	}
-	if c.Flows > 0 {
-		url = "udp://" + addr
-	}
+	defer cleanup()
+	url := cellURL(c, addr)
 	var cr *crowd
 	if c.Hold != nil {
 		if cr, err = openCrowd(f, c, addr, srv); err != nil {
@@ -454,6 +454,71 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		rec.Values = append(rec.Values, vals...)
 	}
 	return doc, rec, nil
+}
+
+// armCrash starts c.Crash's killer on srv once the warm-up is over; the
+// target it returns follows the restarts. Stop it before stopping that
+// target. Without c.Crash it does nothing.
+func armCrash(ctx context.Context, f *matrixFlags, c Cell, srv server, start func() (server, error), metricsAddr string) (*crasher, func() server, func()) {
+	if c.Crash == nil {
+		return nil, func() server { return srv }, func() {}
+	}
+	restart := func() (*peers.Target, error) {
+		s, err := start()
+		if err != nil {
+			return nil, err
+		}
+		return s.(targetServer).Target, nil
+	}
+	crash := &crasher{c: c.Crash, addr: metricsAddr, restart: restart, tg: srv.(targetServer).Target}
+	cctx, cancel := context.WithCancel(ctx)
+	go crash.run(cctx, time.Now().Add(f.Warmup))
+	current := func() server { return targetServer{Target: crash.target()} }
+	return crash, current, func() { cancel(); time.Sleep(10 * time.Millisecond) }
+}
+
+// armStall pauses one worker of srv (SIGSTOP) c.Stall.After into the
+// sample for c.Stall.For; the func it returns cancels the pause and lets
+// the worker go on. Without c.Stall it does nothing.
+func armStall(f *matrixFlags, c Cell, srv server) (func(), error) {
+	if c.Stall == nil {
+		return func() {}, nil
+	}
+	pid := srv.stallPID()
+	if pid == 0 {
+		return nil, fmt.Errorf("%s: one worker of %s cannot be paused alone", c.Name, c.Model)
+	}
+	stop := time.AfterFunc(f.Warmup+c.Stall.After, func() {
+		syscall.Kill(pid, syscall.SIGSTOP)
+		time.AfterFunc(c.Stall.For, func() { syscall.Kill(pid, syscall.SIGCONT) })
+	})
+	return func() { stop.Stop(); syscall.Kill(pid, syscall.SIGCONT) }, nil
+}
+
+// samplePath is where loadgen writes the sample's JSON: the results
+// folder's json/, or for a calibration run (round < 0) a temporary
+// folder that cleanup removes.
+func (f *matrixFlags) samplePath(c Cell, round int) (path string, cleanup func(), err error) {
+	if round < 0 {
+		tmp, err := os.MkdirTemp("", "lbbench-calibrate-")
+		if err != nil {
+			return "", nil, err
+		}
+		return filepath.Join(tmp, "calibrate.json"), func() { os.RemoveAll(tmp) }, nil
+	}
+	name := strings.NewReplacer("/", "_", "=", "-").Replace(c.Name) + fmt.Sprintf("_r%02d.json", round+1)
+	return filepath.Join(f.dir, "json", name), func() {}, nil
+}
+
+// cellURL is what loadgen is pointed at.
+func cellURL(c Cell, addr string) string {
+	switch {
+	case c.Flows > 0:
+		return "udp://" + addr
+	case c.TLS:
+		return "https://" + addr + "/"
+	}
+	return "http://" + addr + "/"
 }
 
 // startServer starts the cell's server, the target or a real one, and
@@ -509,13 +574,13 @@ func onCPUs(bin string, args []string, p cpuPlan, target bool) (string, []string
 }
 
 // assertPortFree warns when a stopped target still has a listener bound.
-func assertPortFree(addr string) {
+func assertPortFree(w io.Writer, addr string) {
 	ap, err := sockets.ParseAddr(addr)
 	if err != nil {
 		return
 	}
 	if ls, err := sockets.Listeners(ap.Port()); err == nil && len(ls) > 0 {
-		fmt.Fprintf(os.Stderr, "warning: %s still has %d listening socket(s) after the target stopped\n", addr, len(ls))
+		fmt.Fprintf(w, "warning: %s still has %d listening socket(s) after the target stopped\n", addr, len(ls))
 	}
 }
 

@@ -73,63 +73,53 @@ func StartNginx(o NginxOptions) (*Nginx, error) {
 		return nil, err
 	}
 	n := &Nginx{Addr: o.Addr, Dir: d.dir, d: d}
-	listen := o.Addr
-	if o.ReusePort {
-		listen += " reuseport"
+	if o.AccessLog {
+		n.AccessLog = filepath.Join(d.dir, "access.log")
 	}
-	var tls, tlsLog string
-	if o.CertFile != "" {
-		listen += " ssl"
-		// Debian's nginx 1.22 offers TLS 1.3 only when ssl_protocols
-		// names it.
-		tls = fmt.Sprintf("ssl_certificate %s;\n  ssl_certificate_key %s;\n  ssl_protocols TLSv1.2 TLSv1.3;", o.CertFile, o.KeyFile)
-		tlsLog = " $ssl_session_reused"
-		if o.KTLS {
-			tls += "\n  ssl_conf_command Options KTLS;"
-		}
+	conf, err := o.conf(d.dir, n.AccessLog)
+	if err != nil {
+		os.RemoveAll(d.dir)
+		return nil, err
 	}
+	confPath := filepath.Join(d.dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		os.RemoveAll(d.dir)
+		return nil, err
+	}
+	if err := d.start(launcher(o.NetNS), o.CPUs, o.Addr, nil, "error.log", "nginx", "-c", confPath, "-p", d.dir); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// conf is nginx.conf for these options, with its files in dir and the
+// access log, unless "", at accessLog.
+func (o NginxOptions) conf(dir, accessLog string) (string, error) {
+	head, conns, err := o.head()
+	if err != nil {
+		return "", err
+	}
+	listen, tls, tlsLog := o.tls()
 	files := ""
 	if o.Files != "" {
 		files = fmt.Sprintf("location /files/ {\n      alias %s/;\n      sendfile on;\n    }", o.Files)
 	}
 	logLine := "access_log off;"
-	if o.AccessLog {
-		n.AccessLog = filepath.Join(d.dir, "access.log")
-		logLine = "log_format lb '$pid $connection $status" + tlsLog + "';\n  access_log " + n.AccessLog + " lb;"
+	if accessLog != "" {
+		logLine = "log_format lb '$pid $connection $status" + tlsLog + "';\n  access_log " + accessLog + " lb;"
 		if o.LogFormat != "" {
-			logLine = "access_log " + n.AccessLog + " " + o.LogFormat + ";"
+			logLine = "access_log " + accessLog + " " + o.LogFormat + ";"
 		}
-	}
-	var head []string
-	if os.Geteuid() == 0 {
-		head = append(head, "user root;") // the prefix directory is root's
 	}
 	handler := `return 200 "ok\n";`
 	if o.Work > 0 {
-		for _, m := range luaModules {
-			if _, err := os.Stat(m); err != nil {
-				os.RemoveAll(d.dir)
-				return nil, fmt.Errorf("nginx: %s missing: run make setup (it installs Debian's libnginx-mod-http-lua)", m)
-			}
-			head = append(head, "load_module "+m+";")
-		}
 		handler = fmt.Sprintf(luaBurn, o.Work.Microseconds())
-	}
-	conns := 16384
-	if o.Connections > conns {
-		conns = o.Connections
-		nofile := uint64(2 * conns)
-		var rl unix.Rlimit
-		if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
-			nofile = min(nofile, rl.Max)
-		}
-		head = append(head, fmt.Sprintf("worker_rlimit_nofile %d;", nofile))
 	}
 	mutex := "off"
 	if o.AcceptMutex {
 		mutex = "on"
 	}
-	conf := fmt.Sprintf(`%s
+	return fmt.Sprintf(`%s
 worker_processes %d;
 daemon off;
 master_process on;
@@ -157,16 +147,54 @@ http {
     %[9]s
   }
 }
-`, strings.Join(head, "\n"), o.Workers, d.dir, mutex, logLine, listen, handler, tls, files, conns)
-	confPath := filepath.Join(d.dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		os.RemoveAll(d.dir)
-		return nil, err
+`, strings.Join(head, "\n"), o.Workers, dir, mutex, logLine, listen, handler, tls, files, conns), nil
+}
+
+// head is the main context's directives (the user, the Lua modules of a
+// CPU-heavy handler, the descriptor limit) and worker_connections.
+func (o NginxOptions) head() ([]string, int, error) {
+	var head []string
+	if os.Geteuid() == 0 {
+		head = append(head, "user root;") // the prefix directory is root's
 	}
-	if err := d.start(launcher(o.NetNS), o.CPUs, o.Addr, nil, "error.log", "nginx", "-c", confPath, "-p", d.dir); err != nil {
-		return nil, err
+	if o.Work > 0 {
+		for _, m := range luaModules {
+			if _, err := os.Stat(m); err != nil {
+				return nil, 0, fmt.Errorf("nginx: %s missing: run make setup (it installs Debian's libnginx-mod-http-lua)", m)
+			}
+			head = append(head, "load_module "+m+";")
+		}
 	}
-	return n, nil
+	conns := 16384
+	if o.Connections > conns {
+		conns = o.Connections
+		nofile := uint64(2 * conns)
+		var rl unix.Rlimit
+		if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+			nofile = min(nofile, rl.Max)
+		}
+		head = append(head, fmt.Sprintf("worker_rlimit_nofile %d;", nofile))
+	}
+	return head, conns, nil
+}
+
+// tls is the listen directive's address and flags, the TLS directives
+// and what the access log adds under TLS (whether the session resumed).
+func (o NginxOptions) tls() (listen, tls, tlsLog string) {
+	listen = o.Addr
+	if o.ReusePort {
+		listen += " reuseport"
+	}
+	if o.CertFile == "" {
+		return listen, "", ""
+	}
+	listen += " ssl"
+	// Debian's nginx 1.22 offers TLS 1.3 only when ssl_protocols names it.
+	tls = fmt.Sprintf("ssl_certificate %s;\n  ssl_certificate_key %s;\n  ssl_protocols TLSv1.2 TLSv1.3;", o.CertFile, o.KeyFile)
+	if o.KTLS {
+		tls += "\n  ssl_conf_command Options KTLS;"
+	}
+	return listen, tls, " $ssl_session_reused"
 }
 
 // luaBurn spins on CLOCK_MONOTONIC, read through LuaJIT's FFI (ngx.now
