@@ -92,6 +92,22 @@ func fileConfig(extra ...benchfmt.Config) []benchfmt.Config {
 	return report.Config(kernel.ReadHost(), kernel.ReadSysctls(), extra...)
 }
 
+// peerBudget splits the CPUs between servers and clients and makes the
+// meter of a peer run; without the system-call counter (not root, no
+// BPF) it says so once and measures the rest. Close the meter after.
+func peerBudget(stderr io.Writer) (peers.Budget, *peers.Meter, error) {
+	budget, err := peers.SplitCPUs()
+	if err != nil {
+		return peers.Budget{}, nil, err
+	}
+	m := &peers.Meter{FS: kernel.Proc}
+	if m.Calls, err = syscount.Start(); err != nil {
+		fmt.Fprintf(stderr, "note: %v: system calls per request are not measured\n", err)
+		m.Calls = nil
+	}
+	return budget, m, nil
+}
+
 // A peer run measures, with equal CPU budgets (servers on one CPU set,
 // clients on a disjoint one, as many client threads as client CPUs):
 //
@@ -116,16 +132,11 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.only == "ktls" {
 		return cmdPeersKTLS(ctx, f, stdout, stderr)
 	}
-	budget, err := peers.SplitCPUs()
+	budget, m, err := peerBudget(stderr)
 	if err != nil {
 		return err
 	}
-	m := &peers.Meter{FS: kernel.Proc}
-	if m.Calls, err = syscount.Start(); err != nil {
-		fmt.Fprintf(stderr, "note: %v: system calls per request are not measured\n", err)
-	} else {
-		defer m.Calls.Close()
-	}
+	defer m.Close()
 	res, err := openResultsFile(f.dir, "disjoint ("+budget.String()+")")
 	if err != nil {
 		return err

@@ -15,7 +15,6 @@ import (
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/results"
-	"github.com/lbbench/lbbench/internal/syscount"
 	"github.com/lbbench/lbbench/internal/tlscert"
 )
 
@@ -55,16 +54,11 @@ func cmdPeersKTLS(ctx context.Context, f *peerFlags, stdout, stderr io.Writer) e
 	if err := checkKernelTLS(); err != nil {
 		return err
 	}
-	budget, err := peers.SplitCPUs()
+	budget, m, err := peerBudget(stderr)
 	if err != nil {
 		return err
 	}
-	m := &peers.Meter{FS: kernel.Proc}
-	if m.Calls, err = syscount.Start(); err != nil {
-		fmt.Fprintf(stderr, "note: %v: system calls per request are not measured\n", err)
-	} else {
-		defer m.Calls.Close()
-	}
+	defer m.Close()
 	dir, err := os.MkdirTemp("", "lbbench-ktls-")
 	if err != nil {
 		return err

@@ -103,12 +103,8 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	o, err := parse(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "acceptwatch: %v\n", err)
-		return 2
+	if code, stop := cli.Stop("acceptwatch", err, stderr); stop {
+		return code
 	}
 	if err := watch(o, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "acceptwatch: %v\n", err)

@@ -197,12 +197,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	f, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "loadgen: %v\n", err)
-		return 2
+	if code, stop := cli.Stop("loadgen", err, stderr); stop {
+		return code
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()

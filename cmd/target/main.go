@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,12 +28,8 @@ func main() {
 // run parses args and runs the target; it returns the exit status.
 func run(args []string, stderr io.Writer) int {
 	cfg, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "target: %v\n", err)
-		return 2
+	if code, stop := cli.Stop("target", err, stderr); stop {
+		return code
 	}
 	if err := models.Run(context.Background(), cfg, stderr); err != nil {
 		fmt.Fprintf(stderr, "target: %v\n", err)

@@ -33,3 +33,17 @@ func Set(fs *flag.FlagSet) map[string]bool {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	return set
 }
+
+// Stop says whether a command ends after parsing its flags, and with
+// which exit status: 0 after -h (usage was printed), 2 after a mistake,
+// which it prints as one line "name: err".
+func Stop(name string, err error, stderr io.Writer) (code int, stop bool) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0, true
+	case err != nil:
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 2, true
+	}
+	return 0, false
+}

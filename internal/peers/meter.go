@@ -89,3 +89,10 @@ func WatchPeak(pid int) func() int64 {
 		return peak.Load()
 	}
 }
+
+// Close stops the system-call counter, if there is one.
+func (m *Meter) Close() {
+	if m.Calls != nil {
+		m.Calls.Close()
+	}
+}
