@@ -314,7 +314,7 @@ func TestKernelAttributionBadInput(t *testing.T) {
 		{"not this host", []string{"-attribute", "kernel", "-d", "1s", "http://198.18.0.1:80/"}, 1, "the kernel sees only this host's servers"},
 		{"threads need the kernel", []string{"-fair-by", "thread", "-d", "1s", "http://" + free + "/"}, 2, "-fair-by thread needs -attribute kernel or both"},
 		{"worker ids are a header", []string{"-fair-by", "worker", "-attribute", "kernel", "-d", "1s", "http://" + free + "/"}, 2, "-fair-by worker counts the server's -id-header"},
-		{"unknown mode", []string{"-attribute", "ebpf", "-d", "1s", "http://" + free + "/"}, 2, `-attribute "ebpf": want header, kernel or both`},
+		{"unknown mode", []string{"-attribute", "ebpf", "-d", "1s", "http://" + free + "/"}, 2, `invalid value "ebpf" for flag -attribute: want header, kernel or both`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			proctest.WantOneLine(t, exec.Command(proctest.Bin(t, "loadgen"), c.args...), c.code, c.want)

@@ -233,7 +233,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"http://example.com/"}, "host must be an IP address"},
 		{[]string{"-src", "127.0.0.9-127.0.0.2", "http://127.0.0.1:1/"}, "range must go up"},
 		{[]string{"-src", "nope", "http://127.0.0.1:1/"}, "is not an IP address"},
-		{[]string{"-conn", "sometimes", "http://127.0.0.1:1/"}, "-conn \"sometimes\""},
+		{[]string{"-conn", "sometimes", "http://127.0.0.1:1/"}, `invalid value "sometimes" for flag -conn: want keepalive or close`},
 		{[]string{"-bogus", "http://127.0.0.1:1/"}, "flag provided but not defined"},
 		{[]string{}, "want exactly one URL"},
 		{[]string{"-netns", "nowhere", "-d", "1s", "http://127.0.0.1:1/"}, "-netns nowhere: no such network namespace"},

@@ -144,7 +144,7 @@ func TestUDPBadInput(t *testing.T) {
 		{"target", []string{"-proto", "udp", "-model", "single"}, "a datagram has none"},
 		{"target", []string{"-proto", "udp", "-steer", "bpf-least"}, "datagrams have none"},
 		{"target", []string{"-steer", "bpf-flow"}, "it goes with -proto udp"},
-		{"target", []string{"-proto", "sctp"}, `-proto "sctp"`},
+		{"target", []string{"-proto", "sctp"}, `invalid value "sctp" for flag -proto: want tcp or udp`},
 	} {
 		proctest.WantOneLine(t, exec.Command(proctest.Bin(t, c.bin), c.args...), 2, c.want)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/cli"
 	"github.com/lbbench/lbbench/internal/models"
+	"github.com/lbbench/lbbench/internal/steer"
 )
 
 func main() {
@@ -41,12 +42,12 @@ func run(args []string, stderr io.Writer) int {
 func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	cfg := models.DefaultConfig()
 	fs := flag.NewFlagSet("target", flag.ContinueOnError)
-	fs.StringVar(&cfg.Model, "model", cfg.Model, "accept model: "+models.Models.Words())
+	models.Models.Var(fs, &cfg.Model, "model", "accept model: "+models.Models.Words())
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes (default: one per CPU)")
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address HOST:PORT")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "Prometheus /metrics address HOST:PORT, or off")
-	fs.StringVar(&cfg.Dispatch, "dispatch", cfg.Dispatch, "single model: rr (round-robin) or least (fewest open connections)")
-	fs.StringVar(&cfg.Accept, "accept", cfg.Accept, "shared and reuseport models: netpoll, blocking or exclusive (EPOLLEXCLUSIVE)")
+	models.Dispatches.Var(fs, &cfg.Dispatch, "dispatch", "single model: rr (round-robin) or least (fewest open connections)")
+	models.AcceptStrategies.Var(fs, &cfg.Accept, "accept", "shared and reuseport models: netpoll, blocking or exclusive (EPOLLEXCLUSIVE)")
 	fs.IntVar(&cfg.Backlog, "backlog", cfg.Backlog, "listen backlog (0: net.core.somaxconn)")
 	fs.BoolVar(&cfg.MPTCP, "mptcp", cfg.MPTCP, "listen with MPTCP instead of plain TCP")
 	fs.IntVar(&cfg.GOMAXPROCS, "gomaxprocs", cfg.GOMAXPROCS, "GOMAXPROCS of each worker")
@@ -54,15 +55,15 @@ func parseFlags(args []string, stderr io.Writer) (models.Config, error) {
 	fs.DurationVar(&cfg.Work, "work", cfg.Work, "CPU busy time per request")
 	fs.DurationVar(&cfg.Sleep, "sleep", cfg.Sleep, "idle time per request")
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM/SIGINT, how long in-flight requests may take")
-	fs.StringVar(&cfg.Restart, "restart", "", "rolling-restart strategy: reuseport-overlap, reuseport-migrate, fd-handoff (reuseport), shared-inherit (shared), dispatch (single); default: the model's own")
+	models.RestartStrategies.Var(fs, &cfg.Restart, "restart", "rolling-restart strategy: reuseport-overlap, reuseport-migrate, fd-handoff (reuseport), shared-inherit (shared), dispatch (single); default: the model's own")
 	fs.DurationVar(&cfg.RestartEvery, "restart-every", 0, "replace one worker (in turn) this often; SIGHUP replaces them all once")
-	fs.StringVar(&cfg.Steer, "steer", cfg.Steer, "reuseport: hash (kernel), cpu (cBPF: receiving CPU), incoming-cpu (SO_INCOMING_CPU), bpf-rr or bpf-least (eBPF); udp: bpf-flow (by the flow id in each datagram)")
+	steer.Modes.Var(fs, &cfg.Steer, "steer", "reuseport: hash (kernel), cpu (cBPF: receiving CPU), incoming-cpu (SO_INCOMING_CPU), bpf-rr or bpf-least (eBPF); udp: bpf-flow (by the flow id in each datagram)")
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "close a connection whose request head is not complete this long after accept (or after its first byte), with 408")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a keep-alive connection idle this long")
 	fs.BoolVar(&cfg.Locality, "locality", cfg.Locality, "check every connection's arrival CPU against the worker's (X-Conn-Local; two system calls per connection; on with -steer cpu|incoming-cpu)")
-	fs.StringVar(&cfg.HTTP, "http", cfg.HTTP, "serving path: lean (raw system calls, an event loop per worker, like nginx) or nethttp (Go's net/http server, as most Go services run)")
+	models.HTTPPaths.Var(fs, &cfg.HTTP, "http", "serving path: lean (raw system calls, an event loop per worker, like nginx) or nethttp (Go's net/http server, as most Go services run)")
 	fs.BoolVar(&cfg.InProc, "inproc", cfg.InProc, "run the workers as goroutines of one process (GOMAXPROCS = workers), each with its own accept loop (shared or reuseport); they share a pid: count them with loadgen -fair-by worker")
-	fs.StringVar(&cfg.Proto, "proto", cfg.Proto, "tcp (HTTP/1.1) or udp (request/response datagrams: shared or reuseport, -accept netpoll|blocking)")
+	models.Protos.Var(fs, &cfg.Proto, "proto", "tcp (HTTP/1.1) or udp (request/response datagrams: shared or reuseport, -accept netpoll|blocking)")
 	fs.IntVar(&cfg.RcvBuf, "rcvbuf", 0, "SO_RCVBUF of each socket, bytes (0: the kernel's default)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "terminate TLS in every worker with this PEM certificate (with -tls-key)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "the PEM private key of -tls-cert")

@@ -5,6 +5,8 @@
 package variant
 
 import (
+	"flag"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -24,4 +26,33 @@ func (l List) Words() string {
 		return l[0]
 	}
 	return strings.Join(l[:len(l)-1], ", ") + " or " + l[len(l)-1]
+}
+
+// Var defines on fs the flag name, whose value must be one of the list's
+// and is stored in p (its default: *p). A value not on the list is
+// refused while the flags are parsed, in the list's words: `invalid
+// value "x" for flag -name: want a, b or c`.
+func (l List) Var(fs *flag.FlagSet, p *string, name, usage string) {
+	fs.Var(value{p: p, l: l}, name, usage)
+}
+
+// value is a flag.Value that takes only the values of its list.
+type value struct {
+	p *string
+	l List
+}
+
+func (v value) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+func (v value) Set(s string) error {
+	if !v.l.Has(s) {
+		return fmt.Errorf("want %s", v.l.Words())
+	}
+	*v.p = s
+	return nil
 }

@@ -1,6 +1,10 @@
 package variant
 
-import "testing"
+import (
+	"flag"
+	"io"
+	"testing"
+)
 
 func TestWords(t *testing.T) {
 	for _, c := range []struct {
@@ -18,5 +22,23 @@ func TestWords(t *testing.T) {
 	}
 	if l := (List{"a", "b"}); !l.Has("b") || l.Has("c") {
 		t.Errorf("Has is wrong")
+	}
+}
+
+func TestVar(t *testing.T) {
+	l := List{"lean", "nethttp"}
+	v := "lean"
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	l.Var(fs, &v, "http", "serving path")
+	if err := fs.Parse([]string{"-http", "nethttp"}); err != nil || v != "nethttp" {
+		t.Fatalf("-http nethttp: %v, value %q", err, v)
+	}
+	err := fs.Parse([]string{"-http", "fasthttp"})
+	if err == nil || err.Error() != `invalid value "fasthttp" for flag -http: want lean or nethttp` || v != "nethttp" {
+		t.Errorf("-http fasthttp: %v, value %q", err, v)
+	}
+	if d := fs.Lookup("http").DefValue; d != "lean" {
+		t.Errorf("default shown as %q", d)
 	}
 }
