@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/netpath"
-	"github.com/lbbench/lbbench/internal/report"
 	"github.com/lbbench/lbbench/internal/results"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // TestBenchQuick runs `make bench-quick` into a temporary folder and checks
@@ -73,7 +73,7 @@ func TestServersInTheMatrix(t *testing.T) {
 			t.Fatalf("%s: json %v", m, docs)
 		}
 		b, _ := os.ReadFile(docs[0])
-		var d report.Doc
+		var d rundoc.Doc
 		if err := json.Unmarshal(b, &d); err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +105,7 @@ func TestGenerators(t *testing.T) {
 		t.Fatalf("samples %v, generator runs %v", samples, gens)
 	}
 	b, _ := os.ReadFile(samples[0])
-	var d report.Doc
+	var d rundoc.Doc
 	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestNetnsMatrix(t *testing.T) {
 			t.Fatalf("%s: %v", m, docs)
 		}
 		b, _ := os.ReadFile(docs[0])
-		var d report.Doc
+		var d rundoc.Doc
 		json.Unmarshal(b, &d)
 		if len(d.Inputs) != 3 || d.Errors != 0 || !strings.Contains(d.URL, "198.19.0.1") {
 			t.Errorf("%s: %d inputs, %d errors, url %s", m, len(d.Inputs), d.Errors, d.URL)
@@ -209,7 +209,7 @@ func TestUDPScenario(t *testing.T) {
 			t.Fatalf("%s: %v", m, docs)
 		}
 		b, _ := os.ReadFile(docs[0])
-		var d report.Doc
+		var d rundoc.Doc
 		json.Unmarshal(b, &d)
 		if d.UDP == nil || d.UDP.Rebinds == 0 || (d.UDP.FirstWorkerShare == 1) != keeps {
 			t.Errorf("%s: udp %+v", m, d.UDP)

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
 	"github.com/lbbench/lbbench/internal/results"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // TestReportMarksLoadgenBound: a sample whose loadgen could not send as
@@ -43,19 +43,19 @@ func TestReportMarksLoadgenBound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var d report.Doc
+		var d rundoc.Doc
 		if err := json.Unmarshal(b, &d); err != nil {
 			t.Fatal(err)
 		}
 		if want := c.model == "reuseport"; d.SelfCheck.Bottleneck != want {
 			t.Fatalf("%s: self-check bottleneck %v, want %v: %+v", c.model, d.SelfCheck.Bottleneck, want, d.SelfCheck)
 		}
-		if err := res.add(report.Result(&d, name, fileConfig()), ""); err != nil {
+		if err := res.add(rundoc.Result(&d, name, fileConfig()), ""); err != nil {
 			t.Fatal(err)
 		}
 	}
 	raw, _ := os.ReadFile(filepath.Join(dir, "raw.txt"))
-	if n := strings.Count(string(raw), " 1 "+report.BoundUnit); n != 1 {
+	if n := strings.Count(string(raw), " 1 "+rundoc.BoundUnit); n != 1 {
 		t.Errorf("raw.txt has %d loadgen-bound marks, want 1:\n%s", n, raw)
 	}
 	if err := results.Write(dir, sections()); err != nil {

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/perf/benchfmt"
 
 	"github.com/lbbench/lbbench/internal/peers"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // Crash is a process killed with SIGKILL during a run: a worker (in
@@ -204,7 +204,7 @@ func (k *crasher) target() *peers.Target {
 
 // values are the crash figures of one sample, per crash. A zero is
 // written as 1e-9, which benchstat's geomean survives.
-func (k *crasher) values(doc *report.Doc) ([]benchfmt.Value, error) {
+func (k *crasher) values(doc *rundoc.Doc) ([]benchfmt.Value, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.err != nil {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // TestGeneratorsKeepUDP: the udp scenario split over two generators
@@ -23,12 +23,12 @@ func TestGeneratorsKeepUDP(t *testing.T) {
 		"-scenarios", "udp", "-generators", "2"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("matrix: %s%s", stdout.String(), stderr.String())
 	}
-	read := func(path string) *report.Doc {
+	read := func(path string) *rundoc.Doc {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var d report.Doc
+		var d rundoc.Doc
 		if err := json.Unmarshal(b, &d); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/load"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // generator is one loadgen process of a sample.
@@ -68,8 +68,8 @@ const startLead = 500 * time.Millisecond
 // runLoad drives the cell's load from its generators, started together
 // (-start-at) with the connections and rate split between them, and
 // returns their result, merged exactly when there are several
-// (report.Merge), written to jsonPath.
-func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, metricsAddr, jsonPath string) (*report.Doc, error) {
+// (rundoc.Merge), written to jsonPath.
+func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, metricsAddr, jsonPath string) (*rundoc.Doc, error) {
 	gens, err := f.generators(c)
 	if err != nil {
 		return nil, err
@@ -89,7 +89,7 @@ func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, met
 		startAt = time.Now().Add(startLead).UTC().Format(time.RFC3339Nano)
 	}
 	type outcome struct {
-		doc *report.Doc
+		doc *rundoc.Doc
 		err error
 	}
 	results := make([]chan outcome, len(gens))
@@ -136,7 +136,7 @@ func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, met
 			results[i] <- outcome{d, err}
 		}()
 	}
-	var docs []*report.Doc
+	var docs []*rundoc.Doc
 	var errs []error
 	for _, r := range results {
 		o := <-r
@@ -156,7 +156,7 @@ func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, met
 	}
 	doc := docs[0]
 	if len(docs) > 1 {
-		if doc, err = report.Merge(c.Name, docs, files); err != nil {
+		if doc, err = rundoc.Merge(c.Name, docs, files); err != nil {
 			return nil, err
 		}
 		b, _ := json.MarshalIndent(doc, "", "  ")
@@ -185,7 +185,7 @@ func btoi(b bool) int {
 // runLoadgen runs one loadgen and reads its JSON. Exit status 1 is a
 // run that went wrong in a way its JSON describes (problems): the sample
 // stands unless nothing was served.
-func runLoadgen(ctx context.Context, f *matrixFlags, args []string, jsonPath string) (*report.Doc, error) {
+func runLoadgen(ctx context.Context, f *matrixFlags, args []string, jsonPath string) (*rundoc.Doc, error) {
 	lbin, largs := onCPUs(filepath.Join(f.bin, "loadgen"), args, f.plan, false)
 	cmd := exec.CommandContext(ctx, lbin, largs...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -203,7 +203,7 @@ func runLoadgen(ctx context.Context, f *matrixFlags, args []string, jsonPath str
 	if rerr != nil {
 		return nil, fmt.Errorf("loadgen: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	var doc report.Doc
+	var doc rundoc.Doc
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", jsonPath, err)
 	}

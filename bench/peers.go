@@ -22,8 +22,8 @@ import (
 	"github.com/lbbench/lbbench/internal/cli"
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/peers"
-	"github.com/lbbench/lbbench/internal/report"
 	"github.com/lbbench/lbbench/internal/results"
+	"github.com/lbbench/lbbench/internal/rundoc"
 	"github.com/lbbench/lbbench/internal/syscount"
 )
 
@@ -89,7 +89,7 @@ func freeLoopbackAddr() (string, error) {
 }
 
 func fileConfig(extra ...benchfmt.Config) []benchfmt.Config {
-	return report.Config(kernel.ReadHost(), kernel.ReadSysctls(), extra...)
+	return rundoc.Config(kernel.ReadHost(), kernel.ReadSysctls(), extra...)
 }
 
 // peerBudget splits the CPUs between servers and clients and makes the
@@ -379,7 +379,7 @@ func (p *peerRun) serverEqual(ctx context.Context, s peerServer, conn string, ra
 }
 
 type loadgenRun struct {
-	doc *report.Doc
+	doc *rundoc.Doc
 	cpu float64 // user+system seconds of the whole process
 	rss float64
 	pid int
@@ -445,7 +445,7 @@ func (p *peerRun) loadgenOn(ctx context.Context, cpus []int, env []string, url, 
 	if err != nil {
 		return nil, err
 	}
-	var doc report.Doc
+	var doc rundoc.Doc
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, err
 	}

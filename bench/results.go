@@ -16,7 +16,7 @@ import (
 	"github.com/lbbench/lbbench/internal/atomicfile"
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/netpath"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // resultsFile is one results folder being written. raw.txt is rewritten
@@ -82,7 +82,7 @@ func openResultsFile(dir, cpuSets string) (*resultsFile, error) {
 	}
 	r := &resultsFile{dir: dir}
 	r.w = benchfmt.NewWriter(&r.raw)
-	if err := report.WriteUnits(r.w); err != nil {
+	if err := rundoc.WriteUnits(r.w); err != nil {
 		return nil, err
 	}
 	// Config lines go out with the first result.

@@ -21,8 +21,8 @@ import (
 	"github.com/lbbench/lbbench/internal/load"
 	"github.com/lbbench/lbbench/internal/netpath"
 	"github.com/lbbench/lbbench/internal/peers"
-	"github.com/lbbench/lbbench/internal/report"
 	"github.com/lbbench/lbbench/internal/results"
+	"github.com/lbbench/lbbench/internal/rundoc"
 	"github.com/lbbench/lbbench/internal/sockets"
 )
 
@@ -298,7 +298,7 @@ func runRounds(ctx context.Context, f *matrixFlags, plan []planned, res *results
 
 // sampleComment is what raw.txt says of a sample beside its line: that
 // loadgen was the bottleneck (its self-check), and the run's problems.
-func sampleComment(doc *report.Doc) string {
+func sampleComment(doc *rundoc.Doc) string {
 	comment := ""
 	if doc.SelfCheck.Bottleneck {
 		comment = "loadgen-bound: " + strings.Join(doc.SelfCheck.Reasons, "; ")
@@ -375,7 +375,7 @@ func calibrate(ctx context.Context, f *matrixFlags, cells []Cell, stderr io.Writ
 // runCell starts a fresh target, runs loadgen on it, stops the target and
 // returns loadgen's document and the benchmark line of the sample.
 // round < 0 is a calibration run (not kept).
-func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float64) (*report.Doc, *benchfmt.Result, error) {
+func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float64) (*rundoc.Doc, *benchfmt.Result, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, nil, err
@@ -436,7 +436,7 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 	if err != nil {
 		return nil, nil, err
 	}
-	rec := report.Result(doc, c.Name, fileConfig())
+	rec := rundoc.Result(doc, c.Name, fileConfig())
 	if c.Flows > 0 {
 		// Beside the measured spread, what uniform hashing would give
 		// (computed, not measured).
@@ -590,7 +590,7 @@ func fmtSec(s float64) string {
 
 // progressLine is a finished sample in a few figures: for UDP the loss
 // and the datagram imbalance, which has no connections or TIME_WAIT.
-func progressLine(doc *report.Doc) string {
+func progressLine(doc *rundoc.Doc) string {
 	if u := doc.UDP; u != nil {
 		return fmt.Sprintf("%.0f datagrams/s, p99 %s, loss %.4f, imbalance %.2f",
 			doc.RequestsPerSec, fmtSec(doc.Latency.P99), u.LossRatio(), doc.Fairness.Requests.MaxOverMean)

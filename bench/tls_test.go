@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // TestTLSScenario: the tls scenario's cells make the handshakes their
@@ -33,7 +33,7 @@ func TestTLSScenario(t *testing.T) {
 	}
 	for _, path := range docs {
 		b, _ := os.ReadFile(path)
-		var d report.Doc
+		var d rundoc.Doc
 		if err := json.Unmarshal(b, &d); err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // TestWatchServingSide: on the target's single model, whose supervisor
@@ -32,7 +32,7 @@ func TestWatchServingSide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d report.Doc
+	var d rundoc.Doc
 	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatal(err)
 	}

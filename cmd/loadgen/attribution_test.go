@@ -16,7 +16,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 func needRoot(t *testing.T) {
@@ -151,7 +151,7 @@ func TestKernelMatchesNginxLog(t *testing.T) {
 	}
 }
 
-func compareToLog(t *testing.T, d *report.Doc, reqs, conns map[string]int) {
+func compareToLog(t *testing.T, d *rundoc.Doc, reqs, conns map[string]int) {
 	t.Helper()
 	if len(reqs) != len(d.PerPID) {
 		t.Errorf("nginx log names pids %v, kernel %v", reqs, keysOf(d.PerPID))

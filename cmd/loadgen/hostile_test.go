@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // Hostile servers against the real loadgen: every odd answer is counted
@@ -68,7 +68,7 @@ func answerWith(resp string) func(net.Conn, *bufio.Reader) {
 }
 
 // runAny runs loadgen and returns its document, stdout+stderr and exit code.
-func runAny(t *testing.T, args ...string) (*report.Doc, string, int) {
+func runAny(t *testing.T, args ...string) (*rundoc.Doc, string, int) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "r.json")
 	cmd := exec.Command(proctest.Bin(t, "loadgen"), append([]string{"-json", out}, args...)...)
@@ -81,7 +81,7 @@ func runAny(t *testing.T, args ...string) (*report.Doc, string, int) {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	var d *report.Doc
+	var d *rundoc.Doc
 	if _, err := os.Stat(out); err == nil {
 		d = readDoc(t, out)
 	}

@@ -14,11 +14,11 @@ import (
 
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // runLoadgen runs bin/loadgen and returns its JSON document and stdout.
-func runLoadgen(t *testing.T, args ...string) (*report.Doc, string) {
+func runLoadgen(t *testing.T, args ...string) (*rundoc.Doc, string) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "run.json")
 	cmd := exec.Command(proctest.Bin(t, "loadgen"), append([]string{"-json", out}, args...)...)
@@ -30,13 +30,13 @@ func runLoadgen(t *testing.T, args ...string) (*report.Doc, string) {
 	return readDoc(t, out), stdout.String()
 }
 
-func readDoc(t *testing.T, path string) *report.Doc {
+func readDoc(t *testing.T, path string) *rundoc.Doc {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d report.Doc
+	var d rundoc.Doc
 	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -110,7 +110,7 @@ func TestCountsMatchNginxLog(t *testing.T) {
 	}
 	for pid := range reqs {
 		var r, c int64
-		for _, doc := range []*report.Doc{d, d2} {
+		for _, doc := range []*rundoc.Doc{d, d2} {
 			if pc := doc.PerPID[pid]; pc != nil {
 				r += pc.Requests
 				c += pc.Connections

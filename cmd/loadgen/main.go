@@ -32,7 +32,7 @@ import (
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/load"
 	"github.com/lbbench/lbbench/internal/metrics"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 	"github.com/lbbench/lbbench/internal/sockets"
 )
 
@@ -244,7 +244,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	gen := &report.Generator{StartAt: f.startAt.UTC(), Started: time.Now().UTC()}
+	gen := &rundoc.Generator{StartAt: f.startAt.UTC(), Started: time.Now().UTC()}
 	gen.Hostname, _ = os.Hostname()
 	start = time.Now()
 	before := kernel.Take()
@@ -253,11 +253,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 1
 	}
-	doc := report.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
+	doc := rundoc.Build(f.name, res, kernel.Observe(before, kernel.Take()), kernel.ReadHost(), f.workers, runtime.GOMAXPROCS(0))
 	doc.Generator = gen
 	addAfterwards(f, doc, res)
 	if !f.quiet {
-		report.Summary(stdout, doc)
+		rundoc.Summary(stdout, doc)
 	}
 	if err := writeOutputs(f, doc, stdout); err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
@@ -324,7 +324,7 @@ func startAttribution(f *flags, stderr io.Writer) (stop func(), err error) {
 
 // addAfterwards adds to doc what is known once the run is over: that
 // kernel attribution saw nothing, and the target's restarts.
-func addAfterwards(f *flags, doc *report.Doc, res *load.Result) {
+func addAfterwards(f *flags, doc *rundoc.Doc, res *load.Result) {
 	if f.opts.Attribute != load.AttrHeader && f.opts.NetNS == "" && doc.Requests > 0 && doc.Attribution.Recorded == 0 {
 		// The program sees accepts in every namespace, but the port's
 		// listener here is not the server that answered: a server in
@@ -344,7 +344,7 @@ func addAfterwards(f *flags, doc *report.Doc, res *load.Result) {
 	}
 }
 
-func writeOutputs(f *flags, doc *report.Doc, stdout io.Writer) error {
+func writeOutputs(f *flags, doc *rundoc.Doc, stdout io.Writer) error {
 	if f.jsonPath != "" {
 		b, err := json.MarshalIndent(doc, "", "  ")
 		if err != nil {
@@ -361,18 +361,18 @@ func writeOutputs(f *flags, doc *report.Doc, stdout io.Writer) error {
 		}
 	}
 	if f.benchPath != "" && doc.DurationSeconds > 0 {
-		err := atomicfile.Write(f.benchPath, func(w io.Writer) error { return report.WriteBench(w, doc, f.name) })
+		err := atomicfile.Write(f.benchPath, func(w io.Writer) error { return rundoc.WriteBench(w, doc, f.name) })
 		if err != nil {
 			return err
 		}
 	}
 	if f.seriesPath != "" {
-		if err := atomicfile.Write(f.seriesPath, func(w io.Writer) error { return report.SeriesCSV(w, doc) }); err != nil {
+		if err := atomicfile.Write(f.seriesPath, func(w io.Writer) error { return rundoc.SeriesCSV(w, doc) }); err != nil {
 			return err
 		}
 	}
 	if f.hdrLogPath != "" {
-		if err := atomicfile.Write(f.hdrLogPath, func(w io.Writer) error { return report.IntervalLog(w, doc) }); err != nil {
+		if err := atomicfile.Write(f.hdrLogPath, func(w io.Writer) error { return rundoc.IntervalLog(w, doc) }); err != nil {
 			return err
 		}
 	}
@@ -417,7 +417,7 @@ func isTerminal(w io.Writer) bool {
 }
 
 // fetchRestarts reads the target's /restarts list.
-func fetchRestarts(u string) (string, []report.RestartEvent, error) {
+func fetchRestarts(u string) (string, []rundoc.RestartEvent, error) {
 	c := &http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(u)
 	if err != nil {
@@ -426,7 +426,7 @@ func fetchRestarts(u string) (string, []report.RestartEvent, error) {
 	defer resp.Body.Close()
 	var body struct {
 		Strategy string                `json:"strategy"`
-		Restarts []report.RestartEvent `json:"restarts"`
+		Restarts []rundoc.RestartEvent `json:"restarts"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		return "", nil, fmt.Errorf("restarts %s: %w", u, err)

@@ -10,11 +10,11 @@ import (
 
 	"github.com/lbbench/lbbench/internal/atomicfile"
 	"github.com/lbbench/lbbench/internal/cli"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // runMerge is `loadgen merge`: one result from the -json files of runs
-// made together by several generators (report.Merge says how).
+// made together by several generators (rundoc.Merge says how).
 func runMerge(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("loadgen merge", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -43,14 +43,14 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "loadgen merge: %v\n", err)
 		return 2
 	}
-	var docs []*report.Doc
+	var docs []*rundoc.Doc
 	for _, path := range fs.Args() {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			fmt.Fprintf(stderr, "loadgen merge: %v\n", err)
 			return 1
 		}
-		var d report.Doc
+		var d rundoc.Doc
 		if err := json.Unmarshal(b, &d); err != nil {
 			fmt.Fprintf(stderr, "loadgen merge: %s: not a loadgen -json file: %v\n", path, err)
 			return 1
@@ -58,19 +58,19 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 		docs = append(docs, &d)
 	}
 	if *name == "" {
-		*name = report.MergedName(docs)
+		*name = rundoc.MergedName(docs)
 	}
-	doc, err := report.Merge(*name, docs, fs.Args())
+	doc, err := rundoc.Merge(*name, docs, fs.Args())
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen %v\n", err)
 		// A duplicate is a mistake in the command line, not in the data.
-		if errors.Is(err, report.ErrDuplicate) {
+		if errors.Is(err, rundoc.ErrDuplicate) {
 			return 2
 		}
 		return 1
 	}
 	if !*quiet {
-		report.Summary(stdout, doc)
+		rundoc.Summary(stdout, doc)
 	}
 	f := &flags{jsonPath: *jsonPath, benchPath: *benchPath, name: *name}
 	if err := writeOutputs(f, doc, stdout); err != nil {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // TestMergeUDPMatchesTargetCounters: two UDP generators started together
@@ -57,7 +57,7 @@ func TestMergeUDPMatchesTargetCounters(t *testing.T) {
 	if m.UDP == nil {
 		t.Fatalf("the merge has no udp section:\n%s", stdout.String())
 	}
-	var gens []*report.Doc
+	var gens []*rundoc.Doc
 	for _, f := range files {
 		gens = append(gens, readDoc(t, f))
 	}

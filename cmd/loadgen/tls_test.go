@@ -17,7 +17,7 @@ import (
 	"github.com/lbbench/lbbench/internal/netpath"
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 	"github.com/lbbench/lbbench/internal/tlscert"
 )
 
@@ -46,8 +46,8 @@ func TestTLSSessionsMatchNginxLog(t *testing.T) {
 	ng, cert := startTLSNginx(t)
 	url := "https://" + ng.Addr + "/"
 	var total int64
-	var docs []*report.Doc
-	check := func(name string, d *report.Doc, wantResumed bool) {
+	var docs []*rundoc.Doc
+	check := func(name string, d *rundoc.Doc, wantResumed bool) {
 		t.Helper()
 		docs = append(docs, d)
 		total += d.Requests
@@ -281,7 +281,7 @@ func TestTLSClientOnPlainPort(t *testing.T) {
 
 // runFailing runs loadgen on a run that must fail (exit 1: nothing
 // answered) and returns its document.
-func runFailing(t *testing.T, args ...string) *report.Doc {
+func runFailing(t *testing.T, args ...string) *rundoc.Doc {
 	t.Helper()
 	out := t.TempDir() + "/run.json"
 	cmd := exec.Command(proctest.Bin(t, "loadgen"), append([]string{"-json", out}, args...)...)

@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // churn runs connection-per-request load at a fixed rate while the target
 // replaces a worker every 20ms, and returns loadgen's document and the
 // number of restarts.
-func churn(t *testing.T, args ...string) (*report.Doc, int) {
+func churn(t *testing.T, args ...string) (*rundoc.Doc, int) {
 	t.Helper()
 	tg := proctest.StartTarget(t, append(args, "-workers", "2", "-restart-every", "20ms")...)
 	out := filepath.Join(t.TempDir(), "r.json")
@@ -38,9 +38,9 @@ func churn(t *testing.T, args ...string) (*report.Doc, int) {
 	return d, len(rs.Restarts)
 }
 
-func readJSON(t *testing.T, path string) *report.Doc {
+func readJSON(t *testing.T, path string) *rundoc.Doc {
 	t.Helper()
-	var d report.Doc
+	var d rundoc.Doc
 	b, err := exec.Command("cat", path).Output()
 	if err != nil {
 		t.Fatal(err)

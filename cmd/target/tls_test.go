@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 	"github.com/lbbench/lbbench/internal/tlscert"
 )
 
@@ -40,7 +40,7 @@ func tlsTarget(t *testing.T, args ...string) (*proctest.Target, string) {
 }
 
 // loadgenDoc runs bin/loadgen and returns its JSON document.
-func loadgenDoc(t *testing.T, args ...string) *report.Doc {
+func loadgenDoc(t *testing.T, args ...string) *rundoc.Doc {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "run.json")
 	cmd := exec.Command(proctest.Bin(t, "loadgen"), append([]string{"-json", out}, args...)...)
@@ -53,7 +53,7 @@ func loadgenDoc(t *testing.T, args ...string) *report.Doc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d report.Doc
+	var d rundoc.Doc
 	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatalf("%s: %v", out, err)
 	}
@@ -110,7 +110,7 @@ func TestTLSHandshakesCounted(t *testing.T) {
 				workerPIDs[strconv.Itoa(w.PID)] = true
 			}
 			var conns, full int64
-			for _, d := range []*report.Doc{closeRun, keepRun} {
+			for _, d := range []*rundoc.Doc{closeRun, keepRun} {
 				if d.Errors != 0 || d.Requests != 200 || d.TLS == nil {
 					t.Fatalf("loadgen: %d requests, %d errors, tls %+v; want 200 and none", d.Requests, d.Errors, d.TLS)
 				}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/lbbench/lbbench/internal/proctest"
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 func repoFile(t *testing.T, rel string) string {
@@ -56,7 +56,7 @@ func waitFor(t *testing.T, p *Prometheus, expr string, timeout time.Duration, ch
 	return nil
 }
 
-func loadgen(t *testing.T, args ...string) *report.Doc {
+func loadgen(t *testing.T, args ...string) *rundoc.Doc {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "r.json")
 	cmd := exec.Command(proctest.Bin(t, "loadgen"), append([]string{"-q", "-json", out}, args...)...)
@@ -64,7 +64,7 @@ func loadgen(t *testing.T, args ...string) *report.Doc {
 		t.Fatalf("loadgen: %v\n%s", err, b)
 	}
 	b, _ := os.ReadFile(out)
-	var d report.Doc
+	var d rundoc.Doc
 	if err := json.Unmarshal(b, &d); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/perf/benchproc"
 
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // Check reads the records of a results folder and says what makes it
@@ -30,7 +30,7 @@ func Check(s *Set, minSamples int, models []string) []string {
 			seen[m] = true
 		}
 		for _, v := range r.Values {
-			if v.Unit == report.BoundUnit {
+			if v.Unit == rundoc.BoundUnit {
 				continue // a mark on some samples, not a figure every sample has
 			}
 			k := nu{string(r.Name), v.Unit}

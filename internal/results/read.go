@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/perf/benchfmt"
 
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // Set is one results folder as read: every benchmark record of raw.txt,
@@ -28,13 +28,13 @@ type Set struct {
 	// "Unit X better=..." lines).
 	Higher map[string]bool
 	// Docs are loadgen's documents by benchmark name, in file order.
-	Docs map[string][]*report.Doc
+	Docs map[string][]*rundoc.Doc
 	Env  []byte
 }
 
 // Read reads dir/raw.txt, dir/json/*.json and dir/env.txt.
 func Read(dir string) (*Set, error) {
-	s := &Set{Dir: dir, Higher: map[string]bool{}, Docs: map[string][]*report.Doc{}}
+	s := &Set{Dir: dir, Higher: map[string]bool{}, Docs: map[string][]*rundoc.Doc{}}
 	raw, err := os.ReadFile(filepath.Join(dir, "raw.txt"))
 	if err != nil {
 		return nil, err
@@ -49,7 +49,7 @@ func Read(dir string) (*Set, error) {
 		if err != nil {
 			return nil, err
 		}
-		var d report.Doc
+		var d rundoc.Doc
 		if err := json.Unmarshal(b, &d); err != nil {
 			return nil, fmt.Errorf("%s: %w", fn, err)
 		}

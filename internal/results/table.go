@@ -11,7 +11,7 @@ import (
 	"golang.org/x/perf/benchmath"
 	"golang.org/x/perf/benchproc"
 
-	"github.com/lbbench/lbbench/internal/report"
+	"github.com/lbbench/lbbench/internal/rundoc"
 )
 
 // A Table is one section's figures, grouped by benchproc projections:
@@ -23,11 +23,11 @@ type Table struct {
 	Cols    []benchproc.Key
 	Lines   []*Line
 	// Docs are the samples' loadgen documents by row and column.
-	Docs map[benchproc.Key]map[benchproc.Key][]*report.Doc
+	Docs map[benchproc.Key]map[benchproc.Key][]*rundoc.Doc
 	// Values are every sample by row, column and unit.
 	Values map[cellKey][]float64
 	// Bound counts, by row and column, the samples loadgen's self-check
-	// says loadgen limited (report.BoundUnit), and Samples every sample.
+	// says loadgen limited (rundoc.BoundUnit), and Samples every sample.
 	Bound, Samples map[rowCol]int
 }
 
@@ -89,7 +89,7 @@ func (s *Set) Table(sec *Section) (*Table, error) {
 			return nil, fmt.Errorf("section %s metric %s filter %q: %w", sec.Name, m.Unit, m.Filter, err)
 		}
 	}
-	t := &Table{Section: sec, Docs: map[benchproc.Key]map[benchproc.Key][]*report.Doc{}, Values: map[cellKey][]float64{},
+	t := &Table{Section: sec, Docs: map[benchproc.Key]map[benchproc.Key][]*rundoc.Doc{}, Values: map[cellKey][]float64{},
 		Bound: map[rowCol]int{}, Samples: map[rowCol]int{}}
 	seenRow, seenCol, seenName := map[benchproc.Key]bool{}, map[benchproc.Key]bool{}, map[string]bool{}
 	// metricRows notes the rows each filtered metric applies to.
@@ -111,7 +111,7 @@ func (s *Set) Table(sec *Section) (*Table, error) {
 			t.Cols = append(t.Cols, col)
 		}
 		t.Samples[rowCol{row, col}]++
-		if _, ok := rec.Value(report.BoundUnit); ok {
+		if _, ok := rec.Value(rundoc.BoundUnit); ok {
 			t.Bound[rowCol{row, col}]++
 		}
 		for i, m := range sec.Metrics {
@@ -129,7 +129,7 @@ func (s *Set) Table(sec *Section) (*Table, error) {
 		if name := string(rec.Name); !seenName[name] {
 			seenName[name] = true
 			if t.Docs[row] == nil {
-				t.Docs[row] = map[benchproc.Key][]*report.Doc{}
+				t.Docs[row] = map[benchproc.Key][]*rundoc.Doc{}
 			}
 			t.Docs[row][col] = append(t.Docs[row][col], s.Docs[name]...)
 		}

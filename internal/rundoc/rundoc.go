@@ -1,7 +1,9 @@
-// Package report turns a load.Result into what people and tools read: the
-// JSON document, a wrk-style summary, Go benchmark-format lines and a
-// per-second CSV.
-package report
+// Package rundoc is the document of one loadgen run: it turns a
+// load.Result into what people and tools read (the JSON document, a
+// wrk-style summary, Go benchmark-format lines and a per-second CSV) and
+// merges the documents of generators run together. A results folder's
+// REPORT.md, made from many runs, is internal/results'.
+package rundoc
 
 import (
 	"cmp"
