@@ -1,6 +1,28 @@
 package models
 
-import "fmt"
+import (
+	"fmt"
+	"log"
+
+	"github.com/lbbench/lbbench/internal/shm"
+)
+
+// host is what a model may use of the supervisor that runs it, and no
+// more: the supervisor's process table, spawning, restarts and teardown
+// stay its own.
+type host interface {
+	logger() *log.Logger
+	// allowedCPUs are the CPUs the workers are pinned to, round-robin.
+	allowedCPUs() []int
+	// ownSlot is the supervisor's own counter slot (its accepts).
+	ownSlot() *shm.Slot
+	// withWorkers runs fn with the supervisor's lock held, on the
+	// current process of each worker id (nil while one is replaced)
+	// and whether the supervisor is stopping. fn must not block.
+	withWorkers(fn func(procs []*proc, stopping bool))
+	// slot is worker process p's counter slot.
+	slot(p *proc) *shm.Slot
+}
 
 // A model is one way for worker processes to get their connections. It
 // is everything that differs between the accept models; the supervisor
@@ -11,14 +33,14 @@ import "fmt"
 type model interface {
 	// listen sets up, in the supervisor and before any worker starts,
 	// the sockets and objects the supervisor owns for the model.
-	listen(s *Supervisor) error
+	listen(h host) error
 	// files are the files worker id inherits, by name, beyond the
 	// counters and the control socket every worker gets. The caller
 	// closes them once the worker has started.
 	files(id int) ([]namedFile, error)
 	// serve runs in the supervisor once every worker is up (single:
 	// its accept loop). It returns at once for models without one.
-	serve(s *Supervisor)
+	serve(h host)
 	// stopAccepting is the first step of stopping: the supervisor's side
 	// takes no more connections.
 	stopAccepting()

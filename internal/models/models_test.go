@@ -1,6 +1,8 @@
 package models
 
 import (
+	"bytes"
+	"log"
 	"os"
 	"slices"
 	"strings"
@@ -118,7 +120,7 @@ func TestDispatchOrder(t *testing.T) {
 	rr := &single{cfg: &Config{Dispatch: DispatchRR}}
 	var firsts []int
 	for range 4 {
-		firsts = append(firsts, rr.dispatchOrder(s)[0])
+		firsts = append(firsts, rr.dispatchOrder(s, s.procs)[0])
 	}
 	if !slices.Equal(firsts, []int{0, 1, 2, 0}) {
 		t.Errorf("round-robin firsts %v", firsts)
@@ -128,7 +130,74 @@ func TestDispatchOrder(t *testing.T) {
 	s.procs[1].handed = 3 // sent three, received none: 4 in use
 	region.Slot(2).Add(shm.Open, 2)
 	least := &single{cfg: &Config{Dispatch: DispatchLeast}}
-	if o := least.dispatchOrder(s); o[0] != 2 || len(o) != 3 {
+	if o := least.dispatchOrder(s, s.procs); o[0] != 2 || len(o) != 3 {
 		t.Errorf("least order %v, want worker 2 first", o)
+	}
+}
+
+// fakeHost is a supervisor reduced to what a model may use of it.
+type fakeHost struct {
+	region *shm.Region
+	procs  []*proc
+	logs   bytes.Buffer
+}
+
+func (h *fakeHost) logger() *log.Logger                { return log.New(&h.logs, "", 0) }
+func (h *fakeHost) allowedCPUs() []int                 { return []int{0} }
+func (h *fakeHost) ownSlot() *shm.Slot                 { return h.region.Slot(h.region.Slots() - 1) }
+func (h *fakeHost) slot(p *proc) *shm.Slot             { return h.region.Slot(p.slot) }
+func (h *fakeHost) withWorkers(fn func([]*proc, bool)) { fn(h.procs, false) }
+
+// TestHandOffSkipsFullWorkers: the single model's dispatcher passes a
+// connection to the next worker with room, skipping one at its
+// descriptor capacity and one gone (nil), and counts what it handed.
+func TestHandOffSkipsFullWorkers(t *testing.T) {
+	region, f, err := shm.Create(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := &fakeHost{region: region}
+	var workerEnds []int
+	for i := range 3 {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fds[0])
+		defer unix.Close(fds[1])
+		workerEnds = append(workerEnds, fds[1])
+		h.procs = append(h.procs, &proc{id: i, slot: i, ctl: fds[0]})
+		region.Slot(i).Add(shm.Capacity, 10)
+	}
+	region.Slot(0).Add(shm.Open, 10) // at capacity
+	gone := h.procs[2]
+	h.procs[2] = nil
+	m := &single{cfg: &Config{Dispatch: DispatchRR}}
+	conn, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(conn)
+	for range 2 {
+		m.handOff(h, conn)
+	}
+	if h.procs[1].handed != 2 || h.procs[0].handed != 0 || gone.handed != 0 {
+		t.Errorf("handed %d, %d, %d; want 0, 2, 0", h.procs[0].handed, h.procs[1].handed, gone.handed)
+	}
+	if !m.roomFor(h) {
+		t.Error("no room seen though worker 1 has 8 places")
+	}
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	for range 2 {
+		if _, oobn, _, _, err := unix.Recvmsg(workerEnds[1], buf, oob, unix.MSG_DONTWAIT); err != nil || oobn == 0 {
+			t.Fatalf("worker 1 received no descriptor: %v", err)
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob)
+		fds, _ := unix.ParseUnixRights(&msgs[0])
+		unix.Close(fds[0])
+	}
+	if h.logs.Len() > 0 {
+		t.Errorf("logged %q", h.logs.String())
 	}
 }

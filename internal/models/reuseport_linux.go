@@ -40,16 +40,16 @@ func newReusePort(c *Config) (*reusePort, error) {
 func (m *reusePort) acceptName() string   { return m.cfg.Accept }
 func (m *reusePort) dispatchName() string { return "none" }
 
-func (m *reusePort) listen(s *Supervisor) error {
+func (m *reusePort) listen(h host) error {
 	if m.cfg.Restart == RestartMigrate {
-		was, err := enableMigration(s.log)
+		was, err := enableMigration(h.logger())
 		m.migrateWas = was
 		if err != nil {
 			return err
 		}
 	}
 	var err error
-	if m.steer, err = loadSteering(m.cfg, s.cpus); err != nil {
+	if m.steer, err = loadSteering(m.cfg, h.allowedCPUs()); err != nil {
 		return err
 	}
 	if m.cfg.Restart != RestartHandoff {
@@ -89,7 +89,7 @@ func (m *reusePort) files(id int) ([]namedFile, error) {
 	return out, nil
 }
 
-func (m *reusePort) serve(*Supervisor) {}
+func (m *reusePort) serve(host) {}
 
 // stopAccepting: each worker closes its own socket as it stops; held
 // sockets close now, so that none outlives the workers that drain.

@@ -34,7 +34,7 @@ func (m *shared) dispatchName() string { return "none" }
 // listen opens the one socket. It stays blocking in the supervisor,
 // which never accepts on it; each worker sets O_NONBLOCK as its strategy
 // needs.
-func (m *shared) listen(*Supervisor) error {
+func (m *shared) listen(host) error {
 	fd, err := sockets.Listen(m.cfg.Addr, sockets.ListenOptions{Backlog: m.cfg.Backlog, MPTCP: m.cfg.MPTCP, Blocking: true,
 		UDP: m.cfg.Proto == ProtoUDP, RcvBuf: m.cfg.RcvBuf})
 	if err != nil {
@@ -49,7 +49,7 @@ func (m *shared) files(int) ([]namedFile, error) {
 	return []namedFile{{fileListener, m.lfd}}, nil
 }
 
-func (m *shared) serve(*Supervisor) {}
+func (m *shared) serve(host) {}
 
 // stopAccepting closes the supervisor's reference, so the socket closes
 // as soon as the workers close theirs: a connection that arrives while

@@ -60,7 +60,7 @@ func newSingle(c *Config) (*single, error) {
 func (m *single) acceptName() string   { return "supervisor" }
 func (m *single) dispatchName() string { return m.cfg.Dispatch }
 
-func (m *single) listen(s *Supervisor) error {
+func (m *single) listen(host) error {
 	fd, err := sockets.Listen(m.cfg.Addr, sockets.ListenOptions{Backlog: m.cfg.Backlog, MPTCP: m.cfg.MPTCP})
 	if err != nil {
 		return err
@@ -78,7 +78,7 @@ func (m *single) listen(s *Supervisor) error {
 // control socket, and nothing else.
 func (m *single) files(int) ([]namedFile, error) { return nil, nil }
 
-func (m *single) serve(s *Supervisor) { go m.acceptLoop(s) }
+func (m *single) serve(h host) { go m.acceptLoop(h) }
 
 func (m *single) stopAccepting() {
 	if m.f == nil {
@@ -99,11 +99,11 @@ func (m *single) close() {
 
 // acceptLoop takes connections off the listening socket while some
 // worker can hold one more, and hands each over.
-func (m *single) acceptLoop(s *Supervisor) {
-	a := acceptor{lfd: m.lfd, ino: m.ino, slot: s.ownSlot()}
+func (m *single) acceptLoop(h host) {
+	a := acceptor{lfd: m.lfd, ino: m.ino, slot: h.ownSlot()}
 	waiting := false
 	for !m.stop.Load() {
-		if !m.roomFor(s) {
+		if !m.roomFor(h) {
 			// Every worker is at its descriptor limit: leave the
 			// connections queued in the kernel until one has room,
 			// counted and logged as an accept that met the limit.
@@ -125,7 +125,7 @@ func (m *single) acceptLoop(s *Supervisor) {
 		})
 		if err != nil {
 			if !m.stop.Load() {
-				s.log.Printf("accept: %v; the supervisor stops accepting", err)
+				h.logger().Printf("accept: %v; the supervisor stops accepting", err)
 			}
 			return
 		}
@@ -136,27 +136,37 @@ func (m *single) acceptLoop(s *Supervisor) {
 			continue
 		}
 		a.Accepted()
-		m.handOff(s, nfd)
+		m.handOff(h, nfd)
 		unix.Close(nfd) // the worker holds its own reference now, or the connection is dropped
 	}
 }
 
 // roomFor reports whether some worker can take one more connection.
-func (m *single) roomFor(s *Supervisor) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range s.procs {
-		if p != nil && p.ctl >= 0 && m.inUse(s, p) < s.region.Slot(p.slot).Load(shm.Capacity) {
-			return true
+func (m *single) roomFor(h host) bool {
+	room := false
+	h.withWorkers(func(procs []*proc, _ bool) {
+		for _, p := range procs {
+			if m.hasRoom(h, p) {
+				room = true
+				return
+			}
 		}
-	}
-	return false
+	})
+	return room
 }
 
-// inUse is what worker process p holds or is about to: its open
-// connections plus those sent but not yet received. s.mu is held.
-func (m *single) inUse(s *Supervisor, p *proc) uint64 {
-	slot := s.region.Slot(p.slot)
+// hasRoom says whether worker process p can take one more connection:
+// what it holds or is about to (its open connections plus those sent but
+// not yet received) is under its descriptor capacity. The supervisor's
+// lock is held.
+func (m *single) hasRoom(h host, p *proc) bool {
+	return p != nil && p.ctl >= 0 && m.inUse(h, p) < h.slot(p).Load(shm.Capacity)
+}
+
+// inUse is what worker process p holds or is about to. The supervisor's
+// lock is held.
+func (m *single) inUse(h host, p *proc) uint64 {
+	slot := h.slot(p)
 	return slot.Load(shm.Open) + p.handed - slot.Load(shm.Accepted)
 }
 
@@ -165,47 +175,49 @@ func (m *single) inUse(s *Supervisor, p *proc) uint64 {
 // skipped, as its queue would be in any real dispatcher; when all are,
 // it waits. The lock is held while sending so a worker's control
 // descriptor cannot be closed (and its number reused) under the send.
-func (m *single) handOff(s *Supervisor, fd int) {
+func (m *single) handOff(h host, fd int) {
 	oob := unix.UnixRights(fd)
 	data := []byte{0}
 	for attempt := 0; ; attempt++ {
-		s.mu.Lock()
-		for _, id := range m.dispatchOrder(s) {
-			p := s.procs[id]
-			if p == nil || p.ctl < 0 || m.inUse(s, p) >= s.region.Slot(p.slot).Load(shm.Capacity) {
-				continue
+		sent, stopping := false, false
+		h.withWorkers(func(procs []*proc, stop bool) {
+			stopping = stop
+			for _, id := range m.dispatchOrder(h, procs) {
+				p := procs[id]
+				if !m.hasRoom(h, p) {
+					continue
+				}
+				err := unix.Sendmsg(p.ctl, data, oob, nil, unix.MSG_DONTWAIT)
+				if err == nil {
+					p.handed++
+					sent = true
+					return
+				}
+				if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNREFUSED) {
+					h.logger().Printf("pass connection to worker %d: %v", id, err)
+				}
 			}
-			err := unix.Sendmsg(p.ctl, data, oob, nil, unix.MSG_DONTWAIT)
-			if err == nil {
-				p.handed++
-				s.mu.Unlock()
-				return
-			}
-			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNREFUSED) {
-				s.log.Printf("pass connection to worker %d: %v", id, err)
-			}
-		}
-		stopping := s.stopping
-		s.mu.Unlock()
-		if stopping || attempt > 5000 {
-			return // dropped: the connection closes with the caller's descriptor
+		})
+		if sent || stopping || attempt > 5000 {
+			return // unless sent, dropped: the connection closes with the caller's descriptor
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
 // dispatchOrder returns worker ids in the order to try: round-robin from
-// the next one, or fewest open connections first. s.mu is held.
-func (m *single) dispatchOrder(s *Supervisor) []int {
-	n := len(s.procs)
+// the next one, or fewest open connections first. The supervisor's lock
+// is held.
+func (m *single) dispatchOrder(h host, procs []*proc) []int {
+	n := len(procs)
 	order := m.order[:0]
 	start := m.next
 	if m.cfg.Dispatch == DispatchLeast {
 		best, bestOpen := start, ^uint64(0)
 		for i := range n {
 			id := (start + i) % n
-			if p := s.procs[id]; p != nil {
-				if open := m.inUse(s, p); open < bestOpen {
+			if p := procs[id]; p != nil {
+				if open := m.inUse(h, p); open < bestOpen {
 					best, bestOpen = id, open
 				}
 			}

@@ -253,6 +253,17 @@ func (s *Supervisor) onTeardown(f func()) { s.closers = append(s.closers, f) }
 // accept errors).
 func (s *Supervisor) ownSlot() *shm.Slot { return s.region.Slot(s.region.Slots() - 1) }
 
+// The rest of what a model may use of the supervisor (host).
+
+func (s *Supervisor) logger() *log.Logger    { return s.log }
+func (s *Supervisor) allowedCPUs() []int     { return s.cpus }
+func (s *Supervisor) slot(p *proc) *shm.Slot { return s.region.Slot(p.slot) }
+func (s *Supervisor) withWorkers(fn func([]*proc, bool)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s.procs, s.stopping)
+}
+
 // notifyReady writes the Ready document to -ready-fd and closes it.
 func (s *Supervisor) notifyReady() error {
 	if s.cfg.ReadyFD <= 0 {
