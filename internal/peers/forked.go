@@ -103,12 +103,7 @@ func StartForked(o ForkedOptions) (*Forked, error) {
 		os.RemoveAll(d.dir)
 		return nil, err
 	}
-	launch := func(c *exec.Cmd) error {
-		c.Env = append(os.Environ(), env...)
-		c.Dir = d.dir
-		return launcher(o.NetNS)(c)
-	}
-	err = d.start(launch, o.CPUs, o.Addr, w, "", bin, args...)
+	err = d.start(launch{netns: o.NetNS, cpus: o.CPUs, addr: o.Addr, stdout: w, argv: append([]string{bin}, args...), env: env, dir: d.dir})
 	w.Close()
 	if err != nil {
 		r.Close()

@@ -133,7 +133,7 @@ frontend lbbench
 		return nil, err
 	}
 	// -db: stay in the foreground.
-	if err := d.start(launcher(o.NetNS), o.CPUs, o.Addr, nil, "", "haproxy", "-db", "-f", cfg); err != nil {
+	if err := d.start(launch{netns: o.NetNS, cpus: o.CPUs, addr: o.Addr, argv: []string{"haproxy", "-db", "-f", cfg}}); err != nil {
 		return nil, err
 	}
 	return h, nil

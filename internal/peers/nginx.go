@@ -86,7 +86,7 @@ func StartNginx(o NginxOptions) (*Nginx, error) {
 		os.RemoveAll(d.dir)
 		return nil, err
 	}
-	if err := d.start(launcher(o.NetNS), o.CPUs, o.Addr, nil, "error.log", "nginx", "-c", confPath, "-p", d.dir); err != nil {
+	if err := d.start(launch{netns: o.NetNS, cpus: o.CPUs, addr: o.Addr, errLog: "error.log", argv: []string{"nginx", "-c", confPath, "-p", d.dir}}); err != nil {
 		return nil, err
 	}
 	return n, nil

@@ -40,24 +40,40 @@ func newDaemon(name string) (*daemon, error) {
 	return &daemon{name: name, dir: dir, stderr: &SyncBuffer{}, done: make(chan error, 1)}, nil
 }
 
-// start runs bin with args (pinned to cpus if any), with stdout going to
-// stdout if not nil, and waits up to 5 s until addr accepts connections.
-// On failure it returns what the server said (its stderr, or the file
-// errLog in its directory) and removes the directory.
-func (d *daemon) start(launch func(*exec.Cmd) error, cpus []int, addr string, stdout *os.File, errLog string, bin string, args ...string) error {
-	if launch == nil {
-		launch = (*exec.Cmd).Start
+// launch is how a daemon's process is started and when it is up.
+type launch struct {
+	netns string // the network namespace to start it in ("": ours)
+	cpus  []int  // pin it (and what it forks) to these, if any
+	addr  string // it is up once this accepts connections
+	// stdout, if not nil, gets its standard output; errLog names a file
+	// in its directory with what it says when it fails to start.
+	stdout *os.File
+	errLog string
+	argv   []string // the command and its arguments
+	env    []string // added to our environment
+	dir    string   // its working directory ("": ours)
+}
+
+// start runs l.argv as l says and waits up to 5 s until l.addr accepts
+// connections. On failure it returns what the server said (its stderr,
+// or the file errLog in its directory) and removes the directory.
+func (d *daemon) start(l launch) error {
+	bin, args := l.argv[0], l.argv[1:]
+	if len(l.cpus) > 0 {
+		bin, args = Pin(l.cpus, bin, args...)
 	}
-	if len(cpus) > 0 {
-		bin, args = Pin(cpus, bin, args...)
-	}
+	addr, stdout, errLog := l.addr, l.stdout, l.errLog
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Stderr = d.stderr
+	if l.env != nil {
+		d.cmd.Env = append(os.Environ(), l.env...)
+	}
+	d.cmd.Dir = l.dir
 	if stdout != nil {
 		d.cmd.Stdout = stdout
 	}
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := launch(d.cmd); err != nil {
+	if err := launcher(l.netns)(d.cmd); err != nil {
 		os.RemoveAll(d.dir)
 		return fmt.Errorf("start %s: %w", d.name, err)
 	}
