@@ -156,7 +156,7 @@ var connectionsScenario = Scenario{
 				Rate: connRate, Net: netLoopback, Hold: &Hold{Conns: n},
 			}
 			if !isServer(m) {
-				c.Target = []string{"-backlog", strconv.Itoa(backlog)}
+				c.Backlog = backlog
 			}
 			return c
 		}

@@ -42,9 +42,9 @@ func crashCells(p Params) []Cell {
 			c := Cell{
 				Name:  fmt.Sprintf("Crash/model=%s/victim=%s/workers=%d/conn=close", m, v, p.CPUs),
 				Model: m, Workers: p.CPUs, Conn: "close", Duration: max(3*crashEvery, p.Duration),
-				Crash: &Crash{Every: crashEvery, Victim: v},
-				Rate:  crashRate,
-				Load:  []string{"-c", "300", "-timeout", "2s"},
+				Crash:   &Crash{Every: crashEvery, Victim: v},
+				Rate:    crashRate,
+				Clients: 300, Timeout: 2 * time.Second,
 			}
 			out = append(out, c)
 		}

@@ -9,8 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -69,24 +67,13 @@ const startLead = 500 * time.Millisecond
 // (-start-at) with the connections and rate split between them, and
 // returns their result, merged exactly when there are several
 // (rundoc.Merge), written to jsonPath.
-func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, metricsAddr, jsonPath string) (*rundoc.Doc, error) {
+func runLoad(ctx context.Context, f *matrixFlags, c Cell, s sampleLoad, jsonPath string) (*rundoc.Doc, error) {
 	gens, err := f.generators(c)
 	if err != nil {
 		return nil, err
 	}
-	clients, extra := f.Clients, slices.Clone(c.Load)
-	if i := slices.Index(extra, "-c"); i >= 0 && i+1 < len(extra) {
-		clients, _ = strconv.Atoi(extra[i+1])
-		extra = slices.Delete(extra, i, i+2)
-	}
-	if c.Rate > 0 {
-		rate = c.Rate
-	} else if c.RateFraction == 0 {
-		rate = 0
-	}
-	startAt := ""
 	if len(gens) > 1 {
-		startAt = time.Now().Add(startLead).UTC().Format(time.RFC3339Nano)
+		s.startAt = time.Now().Add(startLead).UTC().Format(time.RFC3339Nano)
 	}
 	type outcome struct {
 		doc *rundoc.Doc
@@ -94,7 +81,7 @@ func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, met
 	}
 	results := make([]chan outcome, len(gens))
 	var files []string
-	for i, g := range gens {
+	for i := range gens {
 		out := jsonPath
 		if len(gens) > 1 {
 			// Each generator's own run, beside the merged sample (not in
@@ -106,30 +93,7 @@ func runLoad(ctx context.Context, f *matrixFlags, c Cell, rate float64, url, met
 			out = filepath.Join(dir, strings.TrimSuffix(filepath.Base(jsonPath), ".json")+fmt.Sprintf("_g%d.json", i+1))
 		}
 		files = append(files, out)
-		args := []string{"-q", "-d", c.Duration.String(), "-warmup", f.Warmup.String(),
-			"-workers", strconv.Itoa(c.Workers), "-src", g.src, "-json", out, "-name", c.Name}
-		if c.Flows > 0 {
-			args = append(args, "-flows", strconv.Itoa(share(c.Flows, len(gens), i)))
-			if c.RebindEvery > 0 {
-				args = append(args, "-rebind-every", c.RebindEvery.String())
-			}
-		} else {
-			args = append(args, "-c", strconv.Itoa(share(clients, len(gens), i)), "-conn", c.Conn)
-			args = append(args, attributionArgs(c.Model, c.Kernel)...)
-		}
-		if rate > 0 {
-			args = append(args, "-rate", strconv.FormatFloat(rate/float64(len(gens)), 'f', 0, 64))
-		}
-		if c.Restarts {
-			args = append(args, "-restarts", "http://"+metricsAddr+"/restarts")
-		}
-		if startAt != "" {
-			args = append(args, "-start-at", startAt)
-		}
-		if g.netns != "" {
-			args = append(args, "-netns", g.netns)
-		}
-		args = append(append(args, extra...), url)
+		args := loadgenArgs(f, c, s, gens, i, out)
 		results[i] = make(chan outcome, 1)
 		go func() {
 			d, err := runLoadgen(ctx, f, args, out)

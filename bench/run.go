@@ -355,7 +355,9 @@ func calibrate(ctx context.Context, f *matrixFlags, cells []Cell, stderr io.Writ
 	for _, c := range cells {
 		cc := c
 		cc.RateFraction, cc.Stall = 0, nil
-		cc.Load = nil
+		// loadgen's own settings too: the capacity is the closed loop's
+		// at the -c flag's connections.
+		cc.Clients, cc.Timeout, cc.Poisson, cc.TLSResume = 0, 0, false, false
 		cc.Duration = time.Second
 		fmt.Fprintf(stderr, "calibrating %s\n", c.Name)
 		doc, _, err := runCell(ctx, f, cc, -1, 0)
@@ -397,7 +399,6 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 			return nil, nil, err
 		}
 		defer tf.remove()
-		c.Load = append(slices.Clone(c.Load), "-cacert", tf.cert)
 	}
 	srv, start, err := startServer(f, c, addr, metricsAddr, ns, tf)
 	if err != nil {
@@ -424,7 +425,6 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		return nil, nil, err
 	}
 	defer cleanup()
-	url := cellURL(c, addr)
 	var cr *crowd
 	if c.Hold != nil {
 		if cr, err = openCrowd(f, c, addr, srv); err != nil {
@@ -432,7 +432,7 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 		}
 		defer cr.close()
 	}
-	doc, err := runLoad(ctx, f, c, rate, url, metricsAddr, jsonPath)
+	doc, err := runLoad(ctx, f, c, sampleLoad{addr: addr, metricsAddr: metricsAddr, cacert: tf.cert, rate: rate}, jsonPath)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -510,17 +510,6 @@ func (f *matrixFlags) samplePath(c Cell, round int) (path string, cleanup func()
 	return filepath.Join(f.dir, "json", name), func() {}, nil
 }
 
-// cellURL is what loadgen is pointed at.
-func cellURL(c Cell, addr string) string {
-	switch {
-	case c.Flows > 0:
-		return "udp://" + addr
-	case c.TLS:
-		return "https://" + addr + "/"
-	}
-	return "http://" + addr + "/"
-}
-
 // startServer starts the cell's server, the target or a real one, and
 // returns it with the way to start it again (for crash cells).
 // tf, unless zero, is the certificate and key it terminates TLS with.
@@ -539,15 +528,7 @@ func startServer(f *matrixFlags, c Cell, addr, metricsAddr, ns string, tf tlsFil
 		}
 		start = func() (server, error) { return sm.start(o) }
 	} else {
-		targs := append([]string{"-addr", addr, "-metrics-addr", metricsAddr, "-workers", strconv.Itoa(c.Workers)}, modelFlags[c.Model]...)
-		if c.Work > 0 {
-			targs = append(targs, "-work", c.Work.String())
-		}
-		if tf.cert != "" {
-			targs = append(targs, "-tls-cert", tf.cert, "-tls-key", tf.key)
-		}
-		targs = append(targs, c.Target...)
-		tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targs, f.plan, true)
+		tbin, targs := onCPUs(filepath.Join(f.bin, "target"), targetArgs(c, addr, metricsAddr, tf), f.plan, true)
 		start = func() (server, error) {
 			tg, err := peers.StartTargetIn(ns, tbin, targs...)
 			if err != nil {

@@ -133,8 +133,18 @@ type Cell struct {
 	Model   string
 	Workers int
 	Conn    string
-	Target  []string // extra bin/target flags
-	Load    []string // extra bin/loadgen flags
+	// Backlog > 0 is the target's listen backlog (0: the target's default).
+	Backlog int
+	// RestartEvery > 0 makes the target replace one worker, in turn, that often.
+	RestartEvery time.Duration
+	// Clients > 0 is loadgen's connections over all generators (0: the -c flag's).
+	Clients int
+	// Timeout > 0 is loadgen's connect and response timeout (0: loadgen's default).
+	Timeout time.Duration
+	// Poisson spaces an open loop's requests as Poisson arrivals.
+	Poisson bool
+	// TLSResume makes loadgen resume the last TLS session by ticket.
+	TLSResume bool
 	// Work is CPU burnt per request by the server's handler.
 	Work time.Duration
 	// Kernel attributes by the kernel (BPF), as every cell of a group
@@ -320,8 +330,8 @@ var scenarios = []Scenario{
 			var out []Cell
 			for _, m := range churnStrategies {
 				c := cell("Churn", m, p.TargetCPUs, "close", max(3*time.Second, p.Duration))
-				c.Target = []string{"-restart-every", churnEvery.String()}
-				c.Load = []string{"-c", "300", "-timeout", "2s"}
+				c.RestartEvery = churnEvery
+				c.Clients, c.Timeout = 300, 2*time.Second
 				c.Rate = churnRate
 				c.Restarts = true
 				out = append(out, c)
@@ -589,7 +599,7 @@ var scenarios = []Scenario{
 			for _, m := range p.Models {
 				c := cell("OpenLoop", m, p.CPUs, "close", max(2*time.Second, p.Duration))
 				c.RateFraction = openFraction
-				c.Load = []string{"-poisson", "-c", "500"}
+				c.Poisson, c.Clients = true, 500
 				out = append(out, c)
 			}
 			return out
@@ -646,7 +656,7 @@ func stalledCells(prefix string, models []string, workers int, d time.Duration) 
 		}
 		c := cell(prefix, m, workers, "close", d)
 		c.Stall = &Stall{After: d / stallFractions, For: d / stallFractions}
-		c.Load = []string{"-timeout", "2s"}
+		c.Timeout = 2 * time.Second
 		out = append(out, c)
 	}
 	return out

@@ -79,7 +79,7 @@ var tlsScenario = Scenario{
 				c.Name = fmt.Sprintf("TLS/model=%s/handshake=%s/workers=%d/conn=%s", m, mode.handshake, p.CPUs, mode.conn)
 				c.TLS = true
 				if mode.handshake == handshakeResumed {
-					c.Load = []string{"-tls-resume"}
+					c.TLSResume = true
 				}
 				out = append(out, c)
 			}
