@@ -11,7 +11,7 @@ import (
 // targetArgs are bin/target's flags for cell c: listening on addr, its
 // metrics on metricsAddr, terminating TLS with tf unless tf is zero.
 func targetArgs(c Cell, addr, metricsAddr string, tf tlsFiles) []string {
-	args := append([]string{"-addr", addr, "-metrics-addr", metricsAddr, "-workers", strconv.Itoa(c.Workers)}, modelFlags[c.Model]...)
+	args := append([]string{"-addr", addr, "-metrics-addr", metricsAddr, "-workers", strconv.Itoa(c.Workers)}, targetVariants[c.Model].flags()...)
 	if c.Work > 0 {
 		args = append(args, "-work", c.Work.String())
 	}

@@ -129,10 +129,10 @@ func parseMatrixFlags(args []string, stderr io.Writer) (*matrixFlags, error) {
 func (f *matrixFlags) parseLists(models, workers, conns, scens string, cSet bool) error {
 	for m := range strings.SplitSeq(models, ",") {
 		m = strings.TrimSpace(m)
-		if modelFlags[m] == nil && !isServer(m) {
+		if _, ok := targetVariants[m]; !ok && !isServer(m) {
 			return usageErr("unknown model %q (want %s)", m, strings.Join(modelNames(), ", "))
 		}
-		if slices.Contains(modelFlags[m], "udp") {
+		if targetVariants[m].UDP {
 			return usageErr("model %s is UDP's: the udp, udp-rebind and udp-resize scenarios run it", m)
 		}
 		f.Models = append(f.Models, m)

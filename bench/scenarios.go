@@ -13,41 +13,75 @@ import (
 // This file is the scenario table: the one place to read what `make bench`
 // measures, how each scenario is reported, and to add a scenario.
 
-// modelFlags maps each model variant a scenario can name to bin/target
-// flags. The variant is the benchmark's /model= key.
-var modelFlags = map[string][]string{
-	"single":           {"-model", "single", "-dispatch", "rr"},
-	"single-least":     {"-model", "single", "-dispatch", "least"},
-	"shared-netpoll":   {"-model", "shared", "-accept", "netpoll"},
-	"shared-blocking":  {"-model", "shared", "-accept", "blocking"},
-	"shared-exclusive": {"-model", "shared", "-accept", "exclusive"},
-	"reuseport":        {"-model", "reuseport"},
+// A targetVariant is one way to run bin/target: what a scenario names
+// by the benchmark's /model= key. Empty settings leave the target's
+// defaults.
+type targetVariant struct {
+	Model                                  string // -model
+	Dispatch, Accept, Steer, Restart, HTTP string
+	UDP                                    bool // -proto udp
+	InProc, Pin, Locality                  bool
+}
+
+// flags are bin/target's flags for the variant.
+func (v targetVariant) flags() []string {
+	var args []string
+	if v.UDP {
+		args = append(args, "-proto", "udp")
+	}
+	args = append(args, "-model", v.Model)
+	for _, f := range []struct{ name, value string }{
+		{"-dispatch", v.Dispatch}, {"-accept", v.Accept}, {"-steer", v.Steer}, {"-restart", v.Restart}, {"-http", v.HTTP},
+	} {
+		if f.value != "" {
+			args = append(args, f.name, f.value)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		on   bool
+	}{{"-inproc", v.InProc}, {"-pin", v.Pin}, {"-locality", v.Locality}} {
+		if f.on {
+			args = append(args, f.name)
+		}
+	}
+	return args
+}
+
+// targetVariants are the target's variants a scenario can name.
+var targetVariants = map[string]targetVariant{
+	"single":           {Model: "single", Dispatch: "rr"},
+	"single-least":     {Model: "single", Dispatch: "least"},
+	"shared-netpoll":   {Model: "shared", Accept: "netpoll"},
+	"shared-blocking":  {Model: "shared", Accept: "blocking"},
+	"shared-exclusive": {Model: "shared", Accept: "exclusive"},
+	"reuseport":        {Model: "reuseport"},
 	// Steered reuseport (eBPF variants need root). Locality is measured
 	// for all of them, the kernel's hash included.
-	"reuseport-cpu":          {"-model", "reuseport", "-steer", "cpu"},
-	"reuseport-incoming-cpu": {"-model", "reuseport", "-steer", "incoming-cpu"},
-	"reuseport-bpf-rr":       {"-model", "reuseport", "-steer", "bpf-rr", "-locality"},
-	"reuseport-bpf-least":    {"-model", "reuseport", "-steer", "bpf-least", "-locality"},
-	"reuseport-hash":         {"-model", "reuseport", "-locality"},
-	"reuseport-hash-pin":     {"-model", "reuseport", "-pin", "-locality"},
+	"reuseport-cpu":          {Model: "reuseport", Steer: "cpu"},
+	"reuseport-incoming-cpu": {Model: "reuseport", Steer: "incoming-cpu"},
+	"reuseport-bpf-rr":       {Model: "reuseport", Steer: "bpf-rr", Locality: true},
+	"reuseport-bpf-least":    {Model: "reuseport", Steer: "bpf-least", Locality: true},
+	"reuseport-hash":         {Model: "reuseport", Locality: true},
+	"reuseport-hash-pin":     {Model: "reuseport", Pin: true, Locality: true},
 	// Rolling-restart strategies (the churn scenario).
-	"reuseport-overlap": {"-model", "reuseport", "-restart", "reuseport-overlap"},
-	"reuseport-migrate": {"-model", "reuseport", "-restart", "reuseport-migrate"},
-	"fd-handoff":        {"-model", "reuseport", "-restart", "fd-handoff"},
-	"shared-inherit":    {"-model", "shared", "-restart", "shared-inherit"},
-	"single-dispatch":   {"-model", "single", "-restart", "dispatch"},
+	"reuseport-overlap": {Model: "reuseport", Restart: "reuseport-overlap"},
+	"reuseport-migrate": {Model: "reuseport", Restart: "reuseport-migrate"},
+	"fd-handoff":        {Model: "reuseport", Restart: "fd-handoff"},
+	"shared-inherit":    {Model: "shared", Restart: "shared-inherit"},
+	"single-dispatch":   {Model: "single", Restart: "dispatch"},
 	// Served by Go's net/http, and in-process workers (goroutines of one
 	// process, GOMAXPROCS = workers).
-	"reuseport-nethttp":        {"-model", "reuseport", "-http", "nethttp"},
-	"shared-nethttp":           {"-model", "shared", "-http", "nethttp"},
-	"inproc-reuseport":         {"-model", "reuseport", "-inproc"},
-	"inproc-shared":            {"-model", "shared", "-inproc"},
-	"inproc-reuseport-nethttp": {"-model", "reuseport", "-inproc", "-http", "nethttp"},
+	"reuseport-nethttp":        {Model: "reuseport", HTTP: "nethttp"},
+	"shared-nethttp":           {Model: "shared", HTTP: "nethttp"},
+	"inproc-reuseport":         {Model: "reuseport", InProc: true},
+	"inproc-shared":            {Model: "shared", InProc: true},
+	"inproc-reuseport-nethttp": {Model: "reuseport", HTTP: "nethttp", InProc: true},
 	// UDP (the udp scenarios).
-	"udp-reuseport":       {"-proto", "udp", "-model", "reuseport"},
-	"udp-shared-netpoll":  {"-proto", "udp", "-model", "shared", "-accept", "netpoll"},
-	"udp-shared-blocking": {"-proto", "udp", "-model", "shared", "-accept", "blocking"},
-	"udp-bpf-flow":        {"-proto", "udp", "-model", "reuseport", "-steer", "bpf-flow"},
+	"udp-reuseport":       {Model: "reuseport", UDP: true},
+	"udp-shared-netpoll":  {Model: "shared", Accept: "netpoll", UDP: true},
+	"udp-shared-blocking": {Model: "shared", Accept: "blocking", UDP: true},
+	"udp-bpf-flow":        {Model: "reuseport", Steer: "bpf-flow", UDP: true},
 }
 
 // udpModels are what the udp scenario compares.
@@ -77,7 +111,7 @@ var serverScenarioModels = []string{"reuseport", "nginx-shared", "nginx-mutex", 
 // variants and the real servers.
 func modelNames() []string {
 	return slices.Sorted(func(yield func(string) bool) {
-		for m := range modelFlags {
+		for m := range targetVariants {
 			if !yield(m) {
 				return
 			}

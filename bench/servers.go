@@ -148,7 +148,7 @@ func (t targetServer) stallPID() int {
 func isServer(model string) bool { _, ok := serverModels[model]; return ok }
 
 // inProc says whether a target model runs its workers in one process.
-func inProc(model string) bool { return slices.Contains(modelFlags[model], "-inproc") }
+func inProc(model string) bool { return targetVariants[model].InProc }
 
 // canStall says whether one worker of the model can be paused alone.
 func canStall(model string) bool {

@@ -30,7 +30,8 @@ func canTLS(model string) bool {
 	if sm, ok := serverModels[model]; ok {
 		return sm.tls
 	}
-	return modelFlags[model] != nil && !slices.Contains(modelFlags[model], "udp")
+	v, ok := targetVariants[model]
+	return ok && !v.UDP
 }
 
 // tlsModels are the -models, then the real servers the scenario always
