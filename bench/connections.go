@@ -223,7 +223,7 @@ func openCrowd(f *matrixFlags, c Cell, addr string, srv server) (*crowd, error) 
 		return nil, err
 	}
 	cr := &crowd{perPID: map[int]int{}, workers: c.Workers, n: c.Hold.Conns, countable: fairBy(c.Model) == load.FairProcess}
-	root := serverPID(srv)
+	root := srv.Pid()
 	cr.rssBefore = treeRSS(root)
 	set, err := poll.New(1024)
 	if err != nil {
@@ -237,7 +237,7 @@ func openCrowd(f *matrixFlags, c Cell, addr string, srv server) (*crowd, error) 
 	o.wait(o.start.Add(connOpenTimeout))
 	cr.delta = kernel.Observe(before, kernel.Take()).Delta
 	cr.rssAfter = treeRSS(root)
-	if h, ok := srv.(haproxyServer); ok && len(cr.fds) > 0 {
+	if h, ok := srv.(threadCounter); ok && len(cr.fds) > 0 {
 		// Its threads share a pid: HAProxy says which thread runs each.
 		if err := cr.countThreads(h); err != nil {
 			cr.close()
@@ -375,13 +375,8 @@ func (o *opening) fail(fd int) {
 
 // countThreads replaces the per-pid counts with HAProxy's connections
 // per thread, which must be the crowd (loadgen has not started).
-func (cr *crowd) countThreads(h haproxyServer) error {
-	st, err := h.Stats()
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	threads, err := st.ConnectionThreads()
+func (cr *crowd) countThreads(h threadCounter) error {
+	threads, err := h.connectionThreads()
 	if err != nil {
 		return err
 	}
@@ -482,17 +477,6 @@ func (cr *crowd) values() []benchfmt.Value {
 			benchfmt.Value{Value: exp, Unit: "hash-imbalance"})
 	}
 	return vals
-}
-
-// serverPID is the main process of a cell's server.
-func serverPID(s server) int {
-	switch s := s.(type) {
-	case targetServer:
-		return s.Cmd.Process.Pid
-	case interface{ Pid() int }:
-		return s.Pid()
-	}
-	return 0
 }
 
 // treeRSS is the resident memory of root and its descendants, in bytes

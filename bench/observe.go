@@ -32,7 +32,7 @@ func cmdObserve(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	defer tg.Stop(10 * time.Second)
+	defer tg.Stop()
 	dir, err := os.MkdirTemp("", "lbbench-prometheus-")
 	if err != nil {
 		return err

@@ -157,7 +157,7 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	defer tg.Stop(10 * time.Second)
+	defer tg.Stop()
 	ng, err := peers.StartNginx(peers.NginxOptions{Addr: nAddr, Workers: f.workers, ReusePort: true,
 		AccessLog: true, LogFormat: "combined", CPUs: budget.Servers})
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"time"
 
 	"golang.org/x/perf/benchfmt"
 
@@ -66,7 +65,7 @@ func startTLSPeer(budget peers.Budget, workers int, bin string) (*tlsPeer, error
 
 func (t *tlsPeer) stop() {
 	if t.tg != nil {
-		t.tg.Stop(10 * time.Second)
+		t.tg.Stop()
 	}
 	t.ng.Stop()
 	os.RemoveAll(t.dir)

@@ -38,7 +38,7 @@ type serverOptions struct {
 
 // server is a running server of a cell, the target's or a real one.
 type server interface {
-	Stop() error
+	peers.Server
 	// stallPID is the process to pause to stall one worker, 0 when one
 	// worker cannot be paused alone (threads, goroutines).
 	stallPID() int
@@ -117,6 +117,23 @@ type haproxyServer struct{ *peers.HAProxy }
 
 func (haproxyServer) stallPID() int { return 0 } // SIGSTOP stops every thread
 
+// threadCounter is a server whose workers are threads of one process
+// and which says how many client connections each thread runs.
+type threadCounter interface {
+	connectionThreads() (map[int]int, error)
+}
+
+// connectionThreads are HAProxy's client connections per thread, from
+// its own "show fd".
+func (h haproxyServer) connectionThreads() (map[int]int, error) {
+	st, err := h.Stats()
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return st.ConnectionThreads()
+}
+
 func startGoHTTP(o serverOptions) (server, error) {
 	g, err := peers.StartGoHTTP(peers.GoHTTPOptions{Bin: filepath.Join(o.bin, "gohttp"), Addr: o.addr, Procs: o.workers, Work: o.work, CPUs: o.cpus, NetNS: o.netns})
 	if err != nil {
@@ -134,8 +151,6 @@ type targetServer struct {
 	*peers.Target
 	inproc bool
 }
-
-func (t targetServer) Stop() error { return t.Target.Stop(10 * time.Second) }
 
 func (t targetServer) stallPID() int {
 	if t.inproc {

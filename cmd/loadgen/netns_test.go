@@ -34,7 +34,7 @@ func TestNetnsClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tg.Stop(10e9)
+	defer tg.Stop()
 	dir := t.TempDir()
 	var files []string
 	var wg sync.WaitGroup

@@ -18,6 +18,23 @@ import (
 	"github.com/lbbench/lbbench/internal/netpath"
 )
 
+// A Server is any server the suite starts and measures: the target,
+// nginx, HAProxy, Go net/http processes, Node's cluster, gunicorn and
+// uvicorn. Stop ends it and waits until all of its processes are gone;
+// Pid is its main process, the root of its process tree.
+type Server interface {
+	Stop() error
+	Pid() int
+}
+
+var (
+	_ Server = (*Target)(nil)
+	_ Server = (*Nginx)(nil)
+	_ Server = (*HAProxy)(nil)
+	_ Server = (*GoHTTP)(nil)
+	_ Server = (*Forked)(nil)
+)
+
 // daemon is a server process the suite started in the foreground, with a
 // private directory for its configuration, pid file and logs.
 type daemon struct {

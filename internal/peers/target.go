@@ -70,9 +70,12 @@ func StartTargetIn(netns, bin string, args ...string) (*Target, error) {
 	return tg, nil
 }
 
-// Stop sends SIGTERM and waits up to timeout for the exit status; then it
+// Stop sends SIGTERM and waits up to 10 s for the exit status; then it
 // kills.
-func (tg *Target) Stop(timeout time.Duration) error {
+func (tg *Target) Stop() error { return tg.StopWithin(10 * time.Second) }
+
+// StopWithin is Stop with another wait than 10 s.
+func (tg *Target) StopWithin(timeout time.Duration) error {
 	tg.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-tg.done:
@@ -82,6 +85,10 @@ func (tg *Target) Stop(timeout time.Duration) error {
 		return fmt.Errorf("target still running %v after SIGTERM; killed", timeout)
 	}
 }
+
+// Pid is the supervisor's pid (the process bench started, or the
+// wrapper that exec'd it).
+func (tg *Target) Pid() int { return tg.Cmd.Process.Pid }
 
 // Kill kills the target and waits for it.
 func (tg *Target) Kill() {

@@ -103,7 +103,7 @@ func StartTargetWith(t testing.TB, wrapper []string, args ...string) *Target {
 	tg.Target = pt
 	t.Cleanup(func() {
 		// SIGTERM first: the target restores what it changed (sysctls).
-		if err := pt.Stop(5 * time.Second); err != nil {
+		if err := pt.StopWithin(5 * time.Second); err != nil {
 			t.Logf("target: %v", err)
 		}
 		if t.Failed() {
