@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/perf/benchfmt"
 
+	"github.com/lbbench/lbbench/internal/budget"
 	"github.com/lbbench/lbbench/internal/cli"
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/peers"
@@ -95,17 +96,17 @@ func fileConfig(extra ...benchfmt.Config) []benchfmt.Config {
 // peerBudget splits the CPUs between servers and clients and makes the
 // meter of a peer run; without the system-call counter (not root, no
 // BPF) it says so once and measures the rest. Close the meter after.
-func peerBudget(stderr io.Writer) (peers.Budget, *peers.Meter, error) {
-	budget, err := peers.SplitCPUs()
+func peerBudget(stderr io.Writer) (budget.Budget, *budget.Meter, error) {
+	split, err := budget.SplitCPUs()
 	if err != nil {
-		return peers.Budget{}, nil, err
+		return budget.Budget{}, nil, err
 	}
-	m := &peers.Meter{FS: kernel.Proc}
+	m := &budget.Meter{FS: kernel.Proc}
 	if m.Calls, err = syscount.Start(); err != nil {
 		fmt.Fprintf(stderr, "note: %v: system calls per request are not measured\n", err)
 		m.Calls = nil
 	}
-	return budget, m, nil
+	return split, m, nil
 }
 
 // A peer run measures, with equal CPU budgets (servers on one CPU set,
@@ -132,16 +133,16 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.only == "ktls" {
 		return cmdPeersKTLS(ctx, f, stdout, stderr)
 	}
-	budget, m, err := peerBudget(stderr)
+	split, m, err := peerBudget(stderr)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	res, err := openResultsFile(f.dir, "disjoint ("+budget.String()+")")
+	res, err := openResultsFile(f.dir, "disjoint ("+split.String()+")")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "results in %s; %s, %d client thread(s)\n", f.dir, budget, budget.Threads())
+	fmt.Fprintf(stderr, "results in %s; %s, %d client thread(s)\n", f.dir, split, split.Threads())
 
 	tAddr, err := freeLoopbackAddr()
 	if err != nil {
@@ -151,7 +152,7 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	tbin, targs := peers.Pin(budget.Servers, filepath.Join(f.bin, "target"), "-model", "reuseport",
+	tbin, targs := budget.Pin(split.Servers, filepath.Join(f.bin, "target"), "-model", "reuseport",
 		"-workers", strconv.Itoa(f.workers), "-addr", tAddr, "-metrics-addr", "off")
 	tg, err := peers.StartTarget(tbin, targs...)
 	if err != nil {
@@ -159,19 +160,19 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer tg.Stop()
 	ng, err := peers.StartNginx(peers.NginxOptions{Addr: nAddr, Workers: f.workers, ReusePort: true,
-		AccessLog: true, LogFormat: "combined", CPUs: budget.Servers})
+		AccessLog: true, LogFormat: "combined", CPUs: split.Servers})
 	if err != nil {
 		return err
 	}
 	defer ng.Stop()
 	servers := []peerServer{{"target", tAddr, tg.Cmd.Process.Pid}, {"nginx", nAddr, ng.Pid()}}
-	tlsPeer, err := startTLSPeer(budget, f.workers, f.bin)
+	tlsPeer, err := startTLSPeer(split, f.workers, f.bin)
 	if err != nil {
 		return err
 	}
 	defer tlsPeer.stop()
 
-	p := peerRun{f: f, budget: budget, m: m, res: res, config: fileConfig(), stderr: stderr}
+	p := peerRun{f: f, budget: split, m: m, res: res, config: fileConfig(), stderr: stderr}
 	cells := map[string]int{"": 12 + len(tlsClientCells) + 4 + 2*len(attributionCells), "tls": len(tlsClientCells) + 4, "attribution": 2 * len(attributionCells)}
 	p.progress = &progress{w: stderr, n: f.rounds * cells[f.only], start: time.Now()}
 	for round := range f.rounds {
@@ -262,8 +263,8 @@ type peerServer struct {
 
 type peerRun struct {
 	f        *peerFlags
-	budget   peers.Budget
-	m        *peers.Meter
+	budget   budget.Budget
+	m        *budget.Meter
 	res      *resultsFile
 	config   []benchfmt.Config
 	progress *progress
@@ -275,7 +276,7 @@ func (p *peerRun) add(name string, iters int64, vals ...benchfmt.Value) error {
 }
 
 // perReq divides a usage by a request count.
-func perReq(u peers.Usage, n int64) (cpu, calls float64) {
+func perReq(u budget.Usage, n int64) (cpu, calls float64) {
 	if n <= 0 {
 		return 0, 0
 	}
@@ -354,7 +355,7 @@ func (p *peerRun) runClient(ctx context.Context, tool, url, conn string, cpus []
 		}
 		c.rate, cpu, c.n, pid, c.rss = run.doc.RequestsPerSec, run.cpu, run.doc.Requests, run.pid, run.rss
 	}
-	c.cpuReq, c.calls = perReq(peers.Usage{CPU: cpu, Calls: p.m.Process(pid)}, c.n)
+	c.cpuReq, c.calls = perReq(budget.Usage{CPU: cpu, Calls: p.m.Process(pid)}, c.n)
 	return c, nil
 }
 
@@ -389,7 +390,7 @@ type loadgenRun struct {
 // client CPUs; rate > 0 is an open loop.
 // metered runs a client through run and returns what the server's
 // process tree (from root) used meanwhile.
-func metered[R any](m *peers.Meter, root int, run func() (R, error)) (r R, used peers.Usage, err error) {
+func metered[R any](m *budget.Meter, root int, run func() (R, error)) (r R, used budget.Usage, err error) {
 	before, err := m.Tree(root)
 	if err != nil {
 		return r, used, err
@@ -423,7 +424,7 @@ func (p *peerRun) loadgenOn(ctx context.Context, cpus []int, env []string, url, 
 		args = append(args, "-rate", strconv.FormatFloat(rate, 'f', 0, 64))
 	}
 	args = append(append(args, extra...), url)
-	bin, args := peers.Pin(cpus, filepath.Join(p.f.bin, "loadgen"), args...)
+	bin, args := budget.Pin(cpus, filepath.Join(p.f.bin, "loadgen"), args...)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(len(cpus))), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -432,7 +433,7 @@ func (p *peerRun) loadgenOn(ctx context.Context, cpus []int, env []string, url, 
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	peak := peers.WatchPeak(cmd.Process.Pid)
+	peak := budget.WatchPeak(cmd.Process.Pid)
 	err = cmd.Wait()
 	rss := peak()
 	if ctx.Err() != nil {

@@ -54,7 +54,7 @@ func cmdPeersKTLS(ctx context.Context, f *peerFlags, stdout, stderr io.Writer) e
 	if err := checkKernelTLS(); err != nil {
 		return err
 	}
-	budget, m, err := peerBudget(stderr)
+	split, m, err := peerBudget(stderr)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func cmdPeersKTLS(ctx context.Context, f *peerFlags, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		ng, err := peers.StartNginx(peers.NginxOptions{Addr: addr, Workers: f.workers, ReusePort: true, CPUs: budget.Servers,
+		ng, err := peers.StartNginx(peers.NginxOptions{Addr: addr, Workers: f.workers, ReusePort: true, CPUs: split.Servers,
 			CertFile: cert, KeyFile: key, KTLS: on, Files: files})
 		if err != nil {
 			return err
@@ -93,12 +93,12 @@ func cmdPeersKTLS(ctx context.Context, f *peerFlags, stdout, stderr io.Writer) e
 		}
 		servers = append(servers, peerServer{name, addr, ng.Pid()})
 	}
-	res, err := openResultsFile(f.dir, "disjoint ("+budget.String()+")")
+	res, err := openResultsFile(f.dir, "disjoint ("+split.String()+")")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "results in %s; %s, %d client thread(s)\n", f.dir, budget, budget.Threads())
-	p := peerRun{f: f, budget: budget, m: m, res: res, config: fileConfig(), stderr: stderr}
+	fmt.Fprintf(stderr, "results in %s; %s, %d client thread(s)\n", f.dir, split, split.Threads())
+	p := peerRun{f: f, budget: split, m: m, res: res, config: fileConfig(), stderr: stderr}
 	p.progress = &progress{w: stderr, n: f.rounds * len(ktlsCells) * len(servers), start: time.Now()}
 	for round := range f.rounds {
 		order := slices.Clone(servers)

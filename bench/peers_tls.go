@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/perf/benchfmt"
 
+	"github.com/lbbench/lbbench/internal/budget"
 	"github.com/lbbench/lbbench/internal/peers"
 	"github.com/lbbench/lbbench/internal/tlscert"
 )
@@ -28,7 +29,7 @@ type tlsPeer struct {
 	tgAddr string
 }
 
-func startTLSPeer(budget peers.Budget, workers int, bin string) (*tlsPeer, error) {
+func startTLSPeer(split budget.Budget, workers int, bin string) (*tlsPeer, error) {
 	dir, err := os.MkdirTemp("", "lbbench-peers-tls-")
 	if err != nil {
 		return nil, err
@@ -44,7 +45,7 @@ func startTLSPeer(budget peers.Budget, workers int, bin string) (*tlsPeer, error
 		return nil, err
 	}
 	ng, err := peers.StartNginx(peers.NginxOptions{Addr: addr, Workers: workers, ReusePort: true,
-		AccessLog: true, CPUs: budget.Servers, CertFile: cert, KeyFile: key})
+		AccessLog: true, CPUs: split.Servers, CertFile: cert, KeyFile: key})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -54,7 +55,7 @@ func startTLSPeer(budget peers.Budget, workers int, bin string) (*tlsPeer, error
 		t.stop()
 		return nil, err
 	}
-	tbin, targs := peers.Pin(budget.Servers, filepath.Join(bin, "target"), "-model", "reuseport", "-workers", strconv.Itoa(workers),
+	tbin, targs := budget.Pin(split.Servers, filepath.Join(bin, "target"), "-model", "reuseport", "-workers", strconv.Itoa(workers),
 		"-addr", t.tgAddr, "-metrics-addr", "off", "-tls-cert", cert, "-tls-key", key)
 	if t.tg, err = peers.StartTarget(tbin, targs...); err != nil {
 		t.stop()

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/lbbench/lbbench/internal/budget"
 )
 
 // ABResult is what ab (ApacheBench) printed.
@@ -46,7 +48,7 @@ func RunAB(ctx context.Context, url string, o ABOptions) (*ABResult, error) {
 	args := []string{"-q", "-c", strconv.Itoa(o.Conns), "-t", strconv.Itoa(int(o.Duration.Seconds())), "-n", "100000000"}
 	bin := "ab"
 	if len(o.CPUs) > 0 {
-		bin, args = Pin(o.CPUs, bin, args...)
+		bin, args = budget.Pin(o.CPUs, bin, args...)
 	}
 	cmd := exec.CommandContext(ctx, bin, append(args, url)...)
 	var out bytes.Buffer
@@ -54,7 +56,7 @@ func RunAB(ctx context.Context, url string, o ABOptions) (*ABResult, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("ab: %v", err)
 	}
-	peak := WatchPeak(cmd.Process.Pid)
+	peak := budget.WatchPeak(cmd.Process.Pid)
 	err := cmd.Wait()
 	r := &ABResult{PID: cmd.Process.Pid, MaxRSSBytes: peak()}
 	if err != nil {

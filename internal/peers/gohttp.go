@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lbbench/lbbench/internal/budget"
 	"github.com/lbbench/lbbench/internal/sockets"
 )
 
@@ -49,7 +50,7 @@ func StartGoHTTP(o GoHTTPOptions) (*GoHTTP, error) {
 			args = append(args, "-join") // the first one's group
 		}
 		if len(o.CPUs) > 0 {
-			bin, args = Pin(o.CPUs, bin, args...)
+			bin, args = budget.Pin(o.CPUs, bin, args...)
 		}
 		p := &goProc{cmd: exec.Command(bin, args...), stderr: &SyncBuffer{}, done: make(chan error, 1)}
 		p.cmd.Stderr = p.stderr

@@ -1,6 +1,9 @@
-// Package peers runs the tools lbbench is measured against and the real
-// servers it measures: nginx (with its own access log as ground truth),
-// HAProxy, plain Go net/http processes, and wrk as a load generator.
+// Package peers starts what lbbench measures and is measured against:
+// the servers (bin/target, nginx with its own access log as ground
+// truth, HAProxy, plain Go net/http processes, Node's cluster, gunicorn
+// and uvicorn), each a Server, and the peer load generators wrk and ab.
+// What makes a comparison fair (the CPU budget) and the meters are
+// internal/budget's.
 package peers
 
 import (
@@ -14,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lbbench/lbbench/internal/budget"
 	"github.com/lbbench/lbbench/internal/kernel"
 	"github.com/lbbench/lbbench/internal/netpath"
 )
@@ -77,7 +81,7 @@ type launch struct {
 func (d *daemon) start(l launch) error {
 	bin, args := l.argv[0], l.argv[1:]
 	if len(l.cpus) > 0 {
-		bin, args = Pin(l.cpus, bin, args...)
+		bin, args = budget.Pin(l.cpus, bin, args...)
 	}
 	addr, stdout, errLog := l.addr, l.stdout, l.errLog
 	d.cmd = exec.Command(bin, args...)

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/lbbench/lbbench/internal/budget"
 )
 
 // WrkResult is what wrk printed.
@@ -54,7 +56,7 @@ func RunWrk(ctx context.Context, url string, o WrkOptions) (*WrkResult, error) {
 	}
 	bin := "wrk"
 	if len(o.CPUs) > 0 {
-		bin, args = Pin(o.CPUs, bin, args...)
+		bin, args = budget.Pin(o.CPUs, bin, args...)
 	}
 	cmd := exec.CommandContext(ctx, bin, append(args, url)...)
 	var stdout bytes.Buffer
@@ -62,7 +64,7 @@ func RunWrk(ctx context.Context, url string, o WrkOptions) (*WrkResult, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("wrk: %v", err)
 	}
-	peak := WatchPeak(cmd.Process.Pid)
+	peak := budget.WatchPeak(cmd.Process.Pid)
 	err := cmd.Wait()
 	r := &WrkResult{PID: cmd.Process.Pid, MaxRSSBytes: peak()}
 	if err != nil {

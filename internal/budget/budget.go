@@ -1,4 +1,8 @@
-package peers
+// Package budget is what makes a comparison with a peer fair and what it
+// measures of each side: the CPU budget (servers on one CPU set, their
+// load generators on a disjoint one, equal threads), pinning, and the
+// meters of a process tree's CPU time, system calls and peak memory.
+package budget
 
 import (
 	"fmt"
@@ -29,6 +33,12 @@ func SplitCPUs() (Budget, error) {
 			cpus = append(cpus, i)
 		}
 	}
+	return split(cpus)
+}
+
+// split gives the first half of cpus to the servers, the rest to the
+// clients.
+func split(cpus []int) (Budget, error) {
 	if len(cpus) < 2 {
 		return Budget{}, fmt.Errorf("%d CPU(s): a fair comparison needs at least 2, one for the servers and one for the clients", len(cpus))
 	}
