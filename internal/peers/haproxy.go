@@ -60,21 +60,41 @@ func StartHAProxy(o HAProxyOptions) (*HAProxy, error) {
 		return nil, err
 	}
 	h := &HAProxy{Addr: o.Addr, Dir: d.dir, d: d}
+	conf, files, err := o.conf(d.dir)
+	if err != nil {
+		os.RemoveAll(d.dir)
+		return nil, err
+	}
+	files["haproxy.cfg"] = []byte(conf)
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(d.dir, name), b, 0o600); err != nil {
+			os.RemoveAll(d.dir)
+			return nil, err
+		}
+	}
+	cfg := filepath.Join(d.dir, "haproxy.cfg")
+	// -db: stay in the foreground.
+	if err := d.start(launch{netns: o.NetNS, cpus: o.CPUs, addr: o.Addr, argv: []string{"haproxy", "-db", "-f", cfg}}); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// conf is haproxy.cfg for these options, with its files in dir, and the
+// other files it names there (the certificate and key in one PEM, the
+// Lua handler), by name.
+func (o HAProxyOptions) conf(dir string) (string, map[string][]byte, error) {
+	files := map[string][]byte{}
 	var global, sections, front []string
 	bind := "bind " + o.Addr + " backlog 4096"
 	if o.CertFile != "" {
 		// HAProxy reads the certificate and its key from one PEM file.
 		pem, err := concatFiles(o.CertFile, o.KeyFile)
 		if err != nil {
-			os.RemoveAll(d.dir)
-			return nil, fmt.Errorf("haproxy: %w", err)
+			return "", nil, fmt.Errorf("haproxy: %w", err)
 		}
-		crt := filepath.Join(d.dir, "tls.pem")
-		if err := os.WriteFile(crt, pem, 0o600); err != nil {
-			os.RemoveAll(d.dir)
-			return nil, err
-		}
-		bind += " ssl crt " + crt
+		files["tls.pem"] = pem
+		bind += " ssl crt " + filepath.Join(dir, "tls.pem")
 	}
 	if o.Shards {
 		bind += " shards by-thread"
@@ -94,11 +114,8 @@ func StartHAProxy(o HAProxyOptions) (*HAProxy, error) {
 		global = append(global, "tune.listener.multi-queue off")
 	}
 	if o.Work > 0 {
-		lua := filepath.Join(d.dir, "burn.lua")
-		if err := os.WriteFile(lua, fmt.Appendf(nil, haproxyBurn, o.Work.Microseconds()), 0o644); err != nil {
-			os.RemoveAll(d.dir)
-			return nil, err
-		}
+		lua := filepath.Join(dir, "burn.lua")
+		files["burn.lua"] = fmt.Appendf(nil, haproxyBurn, o.Work.Microseconds())
 		// A state per thread (lua-load shares one, behind a lock), and no
 		// forced yield in the middle of a spin: the other servers do not
 		// yield either.
@@ -107,7 +124,7 @@ func StartHAProxy(o HAProxyOptions) (*HAProxy, error) {
 	} else {
 		front = append(front, `http-request return status 200 content-type text/plain string "ok\n" hdr X-Worker-Pid "%pid"`)
 	}
-	conf := fmt.Sprintf(`global
+	return fmt.Sprintf(`global
   nbthread %d
   maxconn %[6]d
   no strict-limits
@@ -126,17 +143,7 @@ defaults
 frontend lbbench
   maxconn %[6]d
   %[4]s
-`, o.Threads, d.dir, strings.Join(global, "\n  "), strings.Join(front, "\n  "), strings.Join(sections, "\n"), cmp.Or(o.MaxConn, 8000))
-	cfg := filepath.Join(d.dir, "haproxy.cfg")
-	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
-		os.RemoveAll(d.dir)
-		return nil, err
-	}
-	// -db: stay in the foreground.
-	if err := d.start(launch{netns: o.NetNS, cpus: o.CPUs, addr: o.Addr, argv: []string{"haproxy", "-db", "-f", cfg}}); err != nil {
-		return nil, err
-	}
-	return h, nil
+`, o.Threads, dir, strings.Join(global, "\n  "), strings.Join(front, "\n  "), strings.Join(sections, "\n"), cmp.Or(o.MaxConn, 8000)), files, nil
 }
 
 func concatFiles(names ...string) ([]byte, error) {
