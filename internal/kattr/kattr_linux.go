@@ -24,6 +24,8 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +98,10 @@ type probe struct {
 	baseTime time.Time
 	baseMono int64
 	port     uint16 // the first port watched
+	typed    bool   // the program is tp_btf, not a raw tracepoint
+	// tcomms are the command names of the threads whose events carry
+	// none (sends), read from /proc once per thread.
+	tcomms map[uint32]string
 }
 
 // ringSize is the ring buffer's size: at 80 bytes an event, room for
@@ -123,16 +129,25 @@ const eventSize = int(unsafe.Sizeof(event{}))
 // Start loads the accept program, attaches it and starts reading; ports
 // are the server ports watched (at least one).
 func Start(ports ...uint16) (*Tracer, error) {
-	p, err := startProbe("accept", "sys_exit", program, ports)
+	p, err := startProbe("accept", hook{"sys_exit", acceptTyped, acceptRaw}, ports)
 	if err != nil {
 		return nil, err
 	}
 	return &Tracer{probe: p, table: map[Tuple]entry{}}, nil
 }
 
-// startProbe loads the program prog makes as name and attaches it to the
-// raw tracepoint tp.
-func startProbe(name, tp string, prog func(l layout, ports, events, missed int) asm.Instructions, ports []uint16) (*probe, error) {
+// A hook is a tracepoint and the two programs for it: typed, attached
+// as tp_btf (Linux 5.5+), loads from the tracepoint's arguments as BTF
+// pointers; raw, attached as a raw tracepoint (4.17+), reads through
+// bpf_probe_read_kernel, a helper call per read. The typed one is tried
+// first, and a kernel that refuses it gets the raw one.
+type hook struct {
+	tp         string
+	typed, raw func(l layout, ports, events, missed int) asm.Instructions
+}
+
+// startProbe loads h's program as name, with its maps, and attaches it.
+func startProbe(name string, h hook, ports []uint16) (*probe, error) {
 	if len(ports) == 0 {
 		return nil, errors.New("kernel attribution: no port to watch")
 	}
@@ -140,7 +155,7 @@ func startProbe(name, tp string, prog func(l layout, ports, events, missed int) 
 	if err != nil {
 		return nil, err
 	}
-	t := &probe{comms: map[[16]byte]string{}, port: ports[0]}
+	t := &probe{comms: map[[16]byte]string{}, tcomms: map[uint32]string{}, port: ports[0]}
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	t.baseTime, t.baseMono = time.Now(), ts.Nano()
@@ -162,15 +177,16 @@ func startProbe(name, tp string, prog func(l layout, ports, events, missed int) 
 	if t.objs.missed, err = ebpf.NewMap(&ebpf.MapSpec{Name: "lbb_" + name + "_miss", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
 		return fail(privilege(err))
 	}
-	t.objs.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "lbb_" + name, Type: ebpf.RawTracepoint, License: "GPL",
-		Instructions: prog(offs, t.objs.ports.FD(), t.objs.events.FD(), t.objs.missed.FD()),
-	})
-	if err != nil {
-		return fail(fmt.Errorf("%w: %v", ErrNoTracing, privilege(err)))
+	// LBBENCH_KATTR_RAW=1 skips the typed program, so a test can run the
+	// raw one on a kernel that takes both.
+	err = errors.New("typed programs off")
+	if os.Getenv("LBBENCH_KATTR_RAW") == "" {
+		err = t.attach(name, h.tp, true, h.typed(offs, t.objs.ports.FD(), t.objs.events.FD(), t.objs.missed.FD()))
 	}
-	if t.link, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: t.objs.prog}); err != nil {
-		return fail(fmt.Errorf("%w: attach to %s: %v", ErrNoTracing, tp, err))
+	if err != nil {
+		if err := t.attach(name, h.tp, false, h.raw(offs, t.objs.ports.FD(), t.objs.events.FD(), t.objs.missed.FD())); err != nil {
+			return fail(err)
+		}
 	}
 	if t.reader, err = ringbuf.NewReader(t.objs.events); err != nil {
 		return fail(err)
@@ -180,6 +196,31 @@ func startProbe(name, tp string, prog func(l layout, ports, events, missed int) 
 	// for one: a deadline in the past makes it look and return.
 	t.reader.SetDeadline(time.Unix(1, 0))
 	return t, nil
+}
+
+// attach loads insns as the program of tracepoint tp, typed (tp_btf)
+// or raw, and attaches it.
+func (t *probe) attach(name, tp string, typed bool, insns asm.Instructions) error {
+	spec := &ebpf.ProgramSpec{Name: "lbb_" + name, Type: ebpf.RawTracepoint, License: "GPL", Instructions: insns}
+	if typed {
+		spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceRawTp, tp
+	}
+	prog, err := ebpf.NewProgram(spec)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoTracing, privilege(err))
+	}
+	var l link.Link
+	if typed {
+		l, err = link.AttachTracing(link.TracingOptions{Program: prog})
+	} else {
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: prog})
+	}
+	if err != nil {
+		prog.Close()
+		return fmt.Errorf("%w: attach to %s: %v", ErrNoTracing, tp, err)
+	}
+	t.objs.prog, t.link, t.typed = prog, l, typed
+	return nil
 }
 
 // next reads the next event on the ring, if there is one now.
@@ -317,24 +358,10 @@ var (
 	offLen    = int16(unsafe.Offsetof(event{}.Len))
 )
 
-// program runs on every system call's exit. r6: context, r7: the new
-// sock, r8: the reserved event, r9: the returned descriptor.
-func program(l layout, ports, events, missed int) asm.Instructions {
-	// deref: *(u64 *)(r7 + off) into r7, through the stack; a null or a
-	// failed read ends the program.
-	deref := func(off uint32) asm.Instructions {
-		return asm.Instructions{
-			asm.Mov.Reg(asm.R1, asm.RFP),
-			asm.Add.Imm(asm.R1, -8),
-			asm.Mov.Imm(asm.R2, 8),
-			asm.Mov.Reg(asm.R3, asm.R7),
-			asm.Add.Imm(asm.R3, int32(off)),
-			asm.FnProbeReadKernel.Call(),
-			asm.JNE.Imm(asm.R0, 0, "out"),
-			asm.LoadMem(asm.R7, asm.RFP, -8, asm.DWord),
-			asm.JEq.Imm(asm.R7, 0, "out"),
-		}
-	}
+// acceptRaw runs on every system call's exit as a raw tracepoint, where
+// every read is a helper call. r6: context, r7: the new sock, r8: the
+// reserved event, r9: the returned descriptor.
+func acceptRaw(l layout, ports, events, missed int) asm.Instructions {
 	insns := asm.Instructions{
 		// ctx: args[0] = struct pt_regs *, args[1] = the return value.
 		asm.Mov.Reg(asm.R6, asm.R1),
@@ -351,7 +378,48 @@ func program(l layout, ports, events, missed int) asm.Instructions {
 		asm.LoadMem(asm.R1, asm.RFP, -8, asm.DWord),
 		asm.JEq.Imm(asm.R1, l.accept4, "accepted"),
 		asm.JNE.Imm(asm.R1, l.accept, "out"),
-		// The new descriptor's socket: current->files->fdt->fd[ret]->private_data->sk.
+	}
+	return append(insns, acceptedSock(l, ports, events, missed)...)
+}
+
+// acceptTyped is acceptRaw as a typed (tp_btf) program: the pt_regs
+// argument is a BTF pointer, so the syscall number is one load, not a
+// helper call, on every system call of the host.
+func acceptTyped(l layout, ports, events, missed int) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R9, asm.R6, 8, asm.DWord),
+		asm.JSLT.Imm(asm.R9, 0, "out"),
+		asm.LoadMem(asm.R7, asm.R6, 0, asm.DWord),
+		asm.JEq.Imm(asm.R7, 0, "out"),
+		asm.LoadMem(asm.R1, asm.R7, int16(l.sysno), asm.DWord),
+		asm.JEq.Imm(asm.R1, l.accept4, "accepted"),
+		asm.JNE.Imm(asm.R1, l.accept, "out"),
+	}
+	return append(insns, acceptedSock(l, ports, events, missed)...)
+}
+
+// acceptedSock follows the descriptor accept returned (r9) to its sock
+// and reports it: current->files->fdt->fd[ret]->private_data->sk, each
+// step a probe read (an index into the descriptor array is not a typed
+// load the verifier takes).
+func acceptedSock(l layout, ports, events, missed int) asm.Instructions {
+	// deref: *(u64 *)(r7 + off) into r7, through the stack; a null or a
+	// failed read ends the program.
+	deref := func(off uint32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.RFP),
+			asm.Add.Imm(asm.R1, -8),
+			asm.Mov.Imm(asm.R2, 8),
+			asm.Mov.Reg(asm.R3, asm.R7),
+			asm.Add.Imm(asm.R3, int32(off)),
+			asm.FnProbeReadKernel.Call(),
+			asm.JNE.Imm(asm.R0, 0, "out"),
+			asm.LoadMem(asm.R7, asm.RFP, -8, asm.DWord),
+			asm.JEq.Imm(asm.R7, 0, "out"),
+		}
+	}
+	insns := asm.Instructions{
 		asm.FnGetCurrentTask.Call().WithSymbol("accepted"),
 		asm.Mov.Reg(asm.R7, asm.R0),
 	}
@@ -367,7 +435,7 @@ func program(l layout, ports, events, missed int) asm.Instructions {
 	insns = append(insns, deref(0)...)
 	insns = append(insns, deref(l.private)...)
 	insns = append(insns, deref(l.sk)...)
-	return append(insns, report(l, ports, events, missed, false)...)
+	return append(insns, report(l, ports, events, missed, reportAccept)...)
 }
 
 // headAt is where on the stack the programs keep the head of the
@@ -388,19 +456,36 @@ func (l layout) head() (lo, n uint32) {
 	return lo, hi - lo
 }
 
-// report ends both programs: for the sock in r7 on a watched server
-// port, it sends an event (with r9 as the byte count when sent is set)
-// through the ring, or counts one the ring had no room for. It reads
-// the sock once (twice for IPv6) and submits without a wake-up: the
-// reader looks when it needs an answer.
-func report(l layout, ports, events, missed int, sent bool) asm.Instructions {
+// What report writes: an accept (with the thread's command name), or a
+// send (the byte count in r9; the command name is left to user space,
+// which reads it once per thread: copying it costs more than the rest
+// of the event); typed says r7 is a BTF pointer the program may load
+// from directly (tp_btf), so the sock is read without helper calls.
+type reportKind struct{ sent, typed bool }
+
+var (
+	reportAccept    = reportKind{}
+	reportSendRaw   = reportKind{sent: true}
+	reportSendTyped = reportKind{sent: true, typed: true}
+)
+
+// report ends the programs: for the sock in r7 on a watched server port,
+// it sends an event through the ring, or counts one the ring had no room
+// for. Untyped, it reads the head of the sock in one probe read (twice
+// for IPv6); typed, it loads each field. It submits without a wake-up:
+// the reader looks when it needs an answer.
+func report(l layout, ports, events, missed int, k reportKind) asm.Instructions {
 	lo, n := l.head()
-	// field copies size bytes of the head at off into the event at dst.
-	field := func(dst int16, off uint32, size asm.Size) asm.Instructions {
-		return asm.Instructions{
-			asm.LoadMem(asm.R1, asm.RFP, int16(headAt+int32(off-lo)), size),
-			asm.StoreMem(asm.R8, dst, asm.R1, size),
+	// load reads size bytes of sock_common at off into r1.
+	load := func(off uint32, size asm.Size) asm.Instruction {
+		if k.typed {
+			return asm.LoadMem(asm.R1, asm.R7, int16(off), size)
 		}
+		return asm.LoadMem(asm.R1, asm.RFP, int16(headAt+int32(off-lo)), size)
+	}
+	// field copies size bytes of sock_common at off into the event at dst.
+	field := func(dst int16, off uint32, size asm.Size) asm.Instructions {
+		return asm.Instructions{load(off, size), asm.StoreMem(asm.R8, dst, asm.R1, size)}
 	}
 	read := func(dstOff int16, size int32, srcOff uint32) asm.Instructions {
 		return asm.Instructions{
@@ -412,18 +497,23 @@ func report(l layout, ports, events, missed int, sent bool) asm.Instructions {
 			asm.FnProbeReadKernel.Call(),
 		}
 	}
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R1, asm.RFP),
-		asm.Add.Imm(asm.R1, headAt),
-		asm.Mov.Imm(asm.R2, int32(n)),
-		asm.Mov.Reg(asm.R3, asm.R7),
-		asm.Add.Imm(asm.R3, int32(lo)),
-		asm.FnProbeReadKernel.Call(),
-		asm.JNE.Imm(asm.R0, 0, "out"),
+	var insns asm.Instructions
+	if !k.typed {
+		insns = asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.RFP),
+			asm.Add.Imm(asm.R1, headAt),
+			asm.Mov.Imm(asm.R2, int32(n)),
+			asm.Mov.Reg(asm.R3, asm.R7),
+			asm.Add.Imm(asm.R3, int32(lo)),
+			asm.FnProbeReadKernel.Call(),
+			asm.JNE.Imm(asm.R0, 0, "out"),
+		}
+	}
+	insns = append(insns,
 		// The server port (skc_num): is it watched?
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
-		asm.LoadMem(asm.R1, asm.RFP, int16(headAt+int32(l.num-lo)), asm.Half),
+		load(l.num, asm.Half),
 		asm.StoreMem(asm.RFP, -16, asm.R1, asm.Half),
 		asm.LoadMapPtr(asm.R1, ports),
 		asm.Mov.Reg(asm.R2, asm.RFP),
@@ -462,8 +552,8 @@ func report(l layout, ports, events, missed int, sent bool) asm.Instructions {
 		asm.StoreMem(asm.R8, offCPU, asm.R0, asm.Word),
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.R8, offLen, asm.R1, asm.DWord), // Len and the padding
-	}
-	if sent {
+	)
+	if k.sent {
 		insns = append(insns, asm.StoreMem(asm.R8, offLen, asm.R9, asm.Word))
 	}
 	insns = append(insns, field(offLPort, l.num, asm.Half)...)
@@ -481,18 +571,27 @@ func report(l layout, ports, events, missed int, sent bool) asm.Instructions {
 		insns = append(insns, read(offLAddr, 16, l.v6rcvSaddr)...)
 		insns = append(insns, read(offRAddr, 16, l.v6daddr)...)
 	}
-	insns = append(insns,
-		asm.Mov.Reg(asm.R1, asm.R8).WithSymbol("comm"),
-		asm.Add.Imm(asm.R1, int32(offComm)),
-		asm.Mov.Imm(asm.R2, 16),
-		asm.FnGetCurrentComm.Call(),
+	if k.sent {
+		// No command name: the first byte 0 tells user space to look.
+		insns = append(insns,
+			asm.Mov.Imm(asm.R1, 0).WithSymbol("comm"),
+			asm.StoreMem(asm.R8, offComm, asm.R1, asm.Byte),
+		)
+	} else {
+		insns = append(insns,
+			asm.Mov.Reg(asm.R1, asm.R8).WithSymbol("comm"),
+			asm.Add.Imm(asm.R1, int32(offComm)),
+			asm.Mov.Imm(asm.R2, 16),
+			asm.FnGetCurrentComm.Call(),
+		)
+	}
+	return append(insns,
 		asm.Mov.Reg(asm.R1, asm.R8),
 		asm.Mov.Imm(asm.R2, ringbufNoWakeup),
 		asm.FnRingbufSubmit.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
 	)
-	return insns
 }
 
 // ringbufNoWakeup is BPF_RB_NO_WAKEUP.
@@ -515,7 +614,9 @@ func (t *probe) decode(ev *event) (Tuple, Thread) {
 	}
 	rport := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&ev.RPort))[:])
 	comm, ok := t.comms[ev.Comm]
-	if !ok {
+	if ev.Comm[0] == 0 {
+		comm = t.threadComm(ev.PID, ev.TID)
+	} else if !ok {
 		b := ev.Comm[:]
 		if i := bytes.IndexByte(b, 0); i >= 0 {
 			b = b[:i]
@@ -525,6 +626,21 @@ func (t *probe) decode(ev *event) (Tuple, Thread) {
 	}
 	return Tuple{Client: netip.AddrPortFrom(ra, rport), Server: netip.AddrPortFrom(la, ev.LPort)},
 		Thread{PID: int(ev.PID), TID: int(ev.TID), Comm: comm, CPU: int(ev.CPU)}
+}
+
+// threadComm is thread tid's command name, from /proc the first time
+// it is asked for ("" if the thread is gone by then).
+func (t *probe) threadComm(pid, tid uint32) string {
+	if c, ok := t.tcomms[tid]; ok {
+		return c
+	}
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/task/" + strconv.FormatUint(uint64(tid), 10) + "/comm")
+	c := ""
+	if err == nil {
+		c = strings.TrimSuffix(string(b), "\n")
+	}
+	t.tcomms[tid] = c
+	return c
 }
 
 // Mono is a time in the kernel's monotonic nanoseconds, the clock of the
@@ -628,6 +744,10 @@ func (t *probe) Close() error {
 	}
 	return nil
 }
+
+// Typed says the program runs as tp_btf (typed loads), not as a raw
+// tracepoint.
+func (t *probe) Typed() bool { return t.typed }
 
 // Port is the first port watched.
 func (t *probe) Port() uint16 { return t.port }

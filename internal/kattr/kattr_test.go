@@ -17,7 +17,7 @@ func start(t *testing.T, ports ...uint16) *Tracer { return started(t, Start, por
 
 // started starts a program (Start, StartServing) on ports, skipped
 // without root, closed when the test ends.
-func started[T interface{ Close() error }](t *testing.T, start func(...uint16) (T, error), ports []uint16) T {
+func started[T interface{ Close() error }](t testing.TB, start func(...uint16) (T, error), ports []uint16) T {
 	t.Helper()
 	tr, err := start(ports...)
 	if errors.Is(err, ErrNoPrivilege) && os.Geteuid() != 0 {
@@ -32,7 +32,28 @@ func started[T interface{ Close() error }](t *testing.T, start func(...uint16) (
 
 // TestAcceptsAttributed: connections accepted on a watched port are
 // recorded with their 4-tuple and the accepting thread; others are not.
-func TestAcceptsAttributed(t *testing.T) {
+// Both programs: the typed one this kernel takes, and the raw one.
+func TestAcceptsAttributed(t *testing.T) { bothKinds(t, acceptsAttributed) }
+
+// bothKinds runs test with the typed programs (which this kernel, 6.3+
+// for the send hook, must take) and with the raw ones.
+func bothKinds(t *testing.T, test func(t *testing.T, typed bool)) {
+	t.Run("typed", func(t *testing.T) { test(t, true) })
+	t.Run("raw", func(t *testing.T) {
+		t.Setenv("LBBENCH_KATTR_RAW", "1")
+		test(t, false)
+	})
+}
+
+// wantKind fails the test when the program is not of the kind asked.
+func wantKind(t *testing.T, p interface{ Typed() bool }, typed bool) {
+	t.Helper()
+	if p.Typed() != typed {
+		t.Fatalf("typed program: %v, want %v", p.Typed(), typed)
+	}
+}
+
+func acceptsAttributed(t *testing.T, typed bool) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +66,7 @@ func TestAcceptsAttributed(t *testing.T) {
 	defer other.Close()
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	tr := start(t, port)
+	wantKind(t, tr, typed)
 
 	const n = 200
 	tids := make(chan int, 1)

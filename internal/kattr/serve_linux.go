@@ -72,7 +72,7 @@ type send struct {
 // StartServing loads the serving program and attaches it; ports are the
 // server ports watched.
 func StartServing(ports ...uint16) (*Sends, error) {
-	p, err := startProbe("serve", serveHook(), serveProgram, ports)
+	p, err := startProbe("serve", hook{serveHook(), serveTyped, serveRaw}, ports)
 	if errors.Is(err, ErrNoTracing) {
 		return nil, fmt.Errorf("%w: %v", ErrNoServeHook, err)
 	}
@@ -82,10 +82,24 @@ func StartServing(ports ...uint16) (*Sends, error) {
 	return &Sends{probe: p, table: map[Tuple]*sendLog{}}, nil
 }
 
-// serveProgram runs on every sock_send_length: r7 the sock, r9 the
-// bytes sent.
-func serveProgram(l layout, ports, events, missed int) asm.Instructions {
-	insns := asm.Instructions{
+// serveRaw runs on every sock_send_length as a raw tracepoint: r7 the
+// sock, r9 the bytes sent.
+func serveRaw(l layout, ports, events, missed int) asm.Instructions {
+	return append(serveArgs(), report(l, ports, events, missed, reportSendRaw)...)
+}
+
+// serveTyped is serveRaw as a typed (tp_btf) program: the sock is a BTF
+// pointer, so a send on a port not watched (every send of every other
+// program, the client's own among them) costs a few loads and one array
+// lookup, no helper call.
+func serveTyped(l layout, ports, events, missed int) asm.Instructions {
+	return append(serveArgs(), report(l, ports, events, missed, reportSendTyped)...)
+}
+
+// serveArgs loads the tracepoint's arguments: the sock into r7, the
+// count into r9; a failed send (<= 0) ends the program.
+func serveArgs() asm.Instructions {
+	return asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R7, asm.R6, 0, asm.DWord),
 		asm.JEq.Imm(asm.R7, 0, "out"),
@@ -95,7 +109,6 @@ func serveProgram(l layout, ports, events, missed int) asm.Instructions {
 		asm.ArSh.Imm(asm.R9, 32),
 		asm.JSLE.Imm(asm.R9, 0, "out"),
 	}
-	return append(insns, report(l, ports, events, missed, true)...)
 }
 
 // serveWait is how long Served waits for sends the ring has not

@@ -2,11 +2,13 @@ package kattr
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,11 +53,13 @@ func TestServedByTheSendingThread(t *testing.T) {
 		{"ipv6", "[::1]:0", "::1"},
 		{"v4-mapped", "[::]:0", "127.0.0.1"},
 	} {
-		t.Run(c.name, func(t *testing.T) { servedBySender(t, c.listen, c.dial) })
+		t.Run(c.name, func(t *testing.T) {
+			bothKinds(t, func(t *testing.T, typed bool) { servedBySender(t, c.listen, c.dial, typed) })
+		})
 	}
 }
 
-func servedBySender(t *testing.T, listen, dial string) {
+func servedBySender(t *testing.T, listen, dial string, typed bool) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Skipf("no %s here: %v", listen, err)
@@ -64,6 +68,7 @@ func servedBySender(t *testing.T, listen, dial string) {
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	server := netip.AddrPortFrom(netip.MustParseAddr(dial), port)
 	tr := startServing(t, port)
+	wantKind(t, tr, typed)
 	a, b := newWriter(), newWriter()
 	defer close(a.jobs)
 	defer close(b.jobs)
@@ -105,6 +110,9 @@ func servedBySender(t *testing.T, listen, dial string) {
 		who, ok := tr.Served(tu, tr.Mono(begin), through, i == 39)
 		if !ok || who.TID != w.tid || who.PID != os.Getpid() {
 			t.Fatalf("response %d: served by %+v (%v), want tid %d", i, who, ok, w.tid)
+		}
+		if want, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/comm", w.tid)); who.Comm != strings.TrimSpace(string(want)) {
+			t.Fatalf("response %d: command name %q, want %q", i, who.Comm, want)
 		}
 	}
 	if n := tr.pending(); n != 0 {

@@ -1,0 +1,94 @@
+package kattr
+
+import (
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkProbeCost is what the programs cost every other process on
+// the host, per system call: getppid(2), which only the accept program
+// (on every system call's exit) sees, and a UDP send on loopback from an
+// unwatched port (as every send of a client is) and from a watched one
+// (as a server's responses are), which the send program sees. Compare
+// the programs side by side:
+//
+//	go test -run - -bench ProbeCost -count 6 ./internal/kattr | benchstat -col /probe -
+func BenchmarkProbeCost(b *testing.B) {
+	udp := func(port int) (int, uint16) {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
+			b.Fatal(err)
+		}
+		sa, _ := unix.Getsockname(fd)
+		return fd, uint16(sa.(*unix.SockaddrInet4).Port)
+	}
+	// The sink's queue fills and the kernel drops what follows: the
+	// sends still succeed, and cost the same.
+	sink, sinkPort := udp(0)
+	watched, port := udp(0)
+	other, _ := udp(0)
+	for _, fd := range []int{sink, watched, other} {
+		defer unix.Close(fd)
+	}
+	to := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: int(sinkPort)}
+	msg := []byte("x")
+	ops := []struct {
+		name string
+		op   func()
+	}{
+		{"getppid", func() { unix.Getppid() }},
+		{"send-unwatched", func() { unix.Sendto(other, msg, 0, to) }},
+		{"send-watched", func() { unix.Sendto(watched, msg, 0, to) }},
+	}
+	probes := []struct {
+		name  string
+		start func() (interface{ Close() error }, func())
+	}{
+		{"none", func() (interface{ Close() error }, func()) { return nil, func() {} }},
+		{"accept", func() (interface{ Close() error }, func()) {
+			tr := started(b, Start, []uint16{port})
+			return tr, func() { tr.Drain(0) }
+		}},
+		{"serve", func() (interface{ Close() error }, func()) {
+			tr := started(b, StartServing, []uint16{port})
+			return tr, func() { tr.ReadSends() }
+		}},
+	}
+	// The raw programs, as a kernel without tp_btf runs them.
+	for _, p := range probes[1:] {
+		start := p.start
+		probes = append(probes, struct {
+			name  string
+			start func() (interface{ Close() error }, func())
+		}{p.name + "-raw", func() (interface{ Close() error }, func()) {
+			b.Setenv("LBBENCH_KATTR_RAW", "1")
+			defer os.Unsetenv("LBBENCH_KATTR_RAW")
+			return start()
+		}})
+	}
+	for _, op := range ops {
+		for _, p := range probes {
+			b.Run("op="+op.name+"/probe="+p.name, func(b *testing.B) {
+				c, drain := p.start()
+				if c != nil {
+					defer c.Close()
+				}
+				for i := 0; b.Loop(); i++ {
+					op.op()
+					if i%50000 == 49999 {
+						// The ring holds ~200k events: read it between
+						// rounds, outside the timing.
+						b.StopTimer()
+						drain()
+						b.StartTimer()
+					}
+				}
+			})
+		}
+	}
+}
