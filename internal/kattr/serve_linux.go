@@ -131,12 +131,12 @@ const blindMisses = 16
 func (t *Sends) Served(tu Tuple, notBefore, through int64, last bool) (Thread, bool) {
 	var deadline time.Time
 	for {
+		// Read the ring first: the response's last send is most often
+		// on it and not yet in the table, and looking at an empty ring
+		// is two loads.
 		t.mu.Lock()
+		t.drain()
 		who, ok := t.take(tu, notBefore, through)
-		if !ok {
-			t.drain()
-			who, ok = t.take(tu, notBefore, through)
-		}
 		if ok || t.recorded.Load() == 0 && t.misses.Load() >= blindMisses {
 			if last {
 				delete(t.table, tu)
