@@ -457,8 +457,9 @@ func runCell(ctx context.Context, f *matrixFlags, c Cell, round int, rate float6
 }
 
 // armCrash starts c.Crash's killer on srv once the warm-up is over; the
-// target it returns follows the restarts. Stop it before stopping that
-// target. Without c.Crash it does nothing.
+// target it returns follows the restarts. Stop it (it returns once the
+// killer has) before stopping that target. Without c.Crash it does
+// nothing.
 func armCrash(ctx context.Context, f *matrixFlags, c Cell, srv server, start func() (server, error), metricsAddr string) (*crasher, func() server, func()) {
 	if c.Crash == nil {
 		return nil, func() server { return srv }, func() {}
@@ -472,9 +473,12 @@ func armCrash(ctx context.Context, f *matrixFlags, c Cell, srv server, start fun
 	}
 	crash := &crasher{c: c.Crash, addr: metricsAddr, restart: restart, tg: srv.(targetServer).Target}
 	cctx, cancel := context.WithCancel(ctx)
-	go crash.run(cctx, time.Now().Add(f.Warmup))
+	done := make(chan struct{})
+	go func() { crash.run(cctx, time.Now().Add(f.Warmup)); close(done) }()
 	current := func() server { return targetServer{Target: crash.target()} }
-	return crash, current, func() { cancel(); time.Sleep(10 * time.Millisecond) }
+	// Stopping waits for the killer, so that a restart under way ends
+	// before the target it started is stopped.
+	return crash, current, func() { cancel(); <-done }
 }
 
 // armStall pauses one worker of srv (SIGSTOP) c.Stall.After into the

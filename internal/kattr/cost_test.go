@@ -1,7 +1,6 @@
 package kattr
 
 import (
-	"os"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -45,39 +44,34 @@ func BenchmarkProbeCost(b *testing.B) {
 		{"send-unwatched", func() { unix.Sendto(other, msg, 0, to) }},
 		{"send-watched", func() { unix.Sendto(watched, msg, 0, to) }},
 	}
-	probes := []struct {
-		name  string
-		start func() (interface{ Close() error }, func())
-	}{
-		{"none", func() (interface{ Close() error }, func()) { return nil, func() {} }},
-		{"accept", func() (interface{ Close() error }, func()) {
+	type probe struct {
+		name string
+		// start attaches the program for sub-benchmark b and returns
+		// what reads its ring.
+		start func(b *testing.B) func()
+	}
+	probes := []probe{
+		{"none", func(*testing.B) func() { return func() {} }},
+		{"accept", func(b *testing.B) func() {
 			tr := started(b, Start, []uint16{port})
-			return tr, func() { tr.Drain(0) }
+			return func() { tr.Drain(0) }
 		}},
-		{"serve", func() (interface{ Close() error }, func()) {
+		{"serve", func(b *testing.B) func() {
 			tr := started(b, StartServing, []uint16{port})
-			return tr, func() { tr.ReadSends() }
+			return func() { tr.ReadSends() }
 		}},
 	}
 	// The raw programs, as a kernel without tp_btf runs them.
 	for _, p := range probes[1:] {
-		start := p.start
-		probes = append(probes, struct {
-			name  string
-			start func() (interface{ Close() error }, func())
-		}{p.name + "-raw", func() (interface{ Close() error }, func()) {
+		probes = append(probes, probe{p.name + "-raw", func(b *testing.B) func() {
 			b.Setenv("LBBENCH_KATTR_RAW", "1")
-			defer os.Unsetenv("LBBENCH_KATTR_RAW")
-			return start()
+			return p.start(b)
 		}})
 	}
 	for _, op := range ops {
 		for _, p := range probes {
 			b.Run("op="+op.name+"/probe="+p.name, func(b *testing.B) {
-				c, drain := p.start()
-				if c != nil {
-					defer c.Close()
-				}
+				drain := p.start(b) // started closes the program when b ends
 				for i := 0; b.Loop(); i++ {
 					op.op()
 					if i%50000 == 49999 {

@@ -34,8 +34,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +44,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -89,7 +88,7 @@ type entry struct {
 	at int64
 }
 
-// probe is one program on one raw tracepoint, its maps and its ring,
+// probe is one program on one tracepoint (typed or raw), its maps and its ring,
 // and the clock that ties its events' timestamps to Go's.
 type probe struct {
 	objs struct {
@@ -110,8 +109,9 @@ type probe struct {
 	port     uint16 // the first port watched
 	typed    bool   // the program is tp_btf, not a raw tracepoint
 	// tcomms are the command names of the threads whose events carry
-	// none (sends), read from /proc once per thread.
-	tcomms map[uint32]string
+	// none (sends), by pid<<32|tid, read from proc once per thread.
+	tcomms map[uint64]string
+	proc   procfs.FS
 }
 
 // ringSize is the ring buffer's size: at 80 bytes an event, room for
@@ -165,7 +165,10 @@ func startProbe(name string, h hook, ports []uint16) (*probe, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &probe{comms: map[[16]byte]string{}, tcomms: map[uint32]string{}, port: ports[0]}
+	t := &probe{comms: map[[16]byte]string{}, tcomms: map[uint64]string{}, port: ports[0]}
+	if t.proc, err = procfs.NewDefaultFS(); err != nil {
+		return nil, err
+	}
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	t.baseTime, t.baseMono = time.Now(), ts.Nano()
@@ -269,8 +272,9 @@ func privilege(err error) error {
 // layout is where the program reads: the syscall number in pt_regs, the
 // way from the task to the socket, and struct sock_common's fields.
 type layout struct {
-	sysno                               uint32 // pt_regs: orig_ax (amd64), syscallno (arm64)
-	files, fdt, fdArray, private, sk    uint32 // task_struct.files, files_struct.fdt, fdtable.fd, file.private_data, socket.sk
+	sysno                               uint32   // pt_regs: orig_ax (amd64), syscallno (arm64)
+	sysnoSize                           asm.Size // its width: 8 bytes on amd64, 4 (s32) on arm64
+	files, fdt, fdArray, private, sk    uint32   // task_struct.files, files_struct.fdt, fdtable.fd, file.private_data, socket.sk
 	daddr, rcvSaddr, dport, num, family uint32
 	v6daddr, v6rcvSaddr                 uint32
 	hasV6                               bool
@@ -285,8 +289,13 @@ func kernelLayout() (layout, error) {
 		return layout{}, fmt.Errorf("%w: %v", ErrNoBTF, err)
 	}
 	l := layout{accept: unix.SYS_ACCEPT, accept4: unix.SYS_ACCEPT4}
-	sysno := map[string]string{"amd64": "orig_ax", "arm64": "syscallno"}[runtime.GOARCH]
-	if sysno == "" {
+	nr, ok := map[string]struct {
+		field string
+		size  asm.Size
+	}{"amd64": {"orig_ax", asm.DWord}, "arm64": {"syscallno", asm.Word}}[runtime.GOARCH]
+	sysno := nr.field
+	l.sysnoSize = nr.size
+	if !ok {
 		return layout{}, fmt.Errorf("kernel attribution: not written for %s", runtime.GOARCH)
 	}
 	for _, f := range []struct {
@@ -381,11 +390,11 @@ func acceptRaw(l layout, ports, events, missed int) asm.Instructions {
 		// The syscall number: accept or accept4?
 		asm.Mov.Reg(asm.R1, asm.RFP),
 		asm.Add.Imm(asm.R1, -8),
-		asm.Mov.Imm(asm.R2, 8),
+		asm.Mov.Imm(asm.R2, int32(l.sysnoSize.Sizeof())),
 		asm.Mov.Reg(asm.R3, asm.R7),
 		asm.Add.Imm(asm.R3, int32(l.sysno)),
 		asm.FnProbeReadKernel.Call(),
-		asm.LoadMem(asm.R1, asm.RFP, -8, asm.DWord),
+		asm.LoadMem(asm.R1, asm.RFP, -8, l.sysnoSize),
 		asm.JEq.Imm(asm.R1, l.accept4, "accepted"),
 		asm.JNE.Imm(asm.R1, l.accept, "out"),
 	}
@@ -402,7 +411,7 @@ func acceptTyped(l layout, ports, events, missed int) asm.Instructions {
 		asm.JSLT.Imm(asm.R9, 0, "out"),
 		asm.LoadMem(asm.R7, asm.R6, 0, asm.DWord),
 		asm.JEq.Imm(asm.R7, 0, "out"),
-		asm.LoadMem(asm.R1, asm.R7, int16(l.sysno), asm.DWord),
+		asm.LoadMem(asm.R1, asm.R7, int16(l.sysno), l.sysnoSize),
 		asm.JEq.Imm(asm.R1, l.accept4, "accepted"),
 		asm.JNE.Imm(asm.R1, l.accept, "out"),
 	}
@@ -623,10 +632,12 @@ func (t *probe) decode(ev *event) (Tuple, Thread) {
 		la, ra = netip.AddrFrom4([4]byte(ev.LAddr[:4])), netip.AddrFrom4([4]byte(ev.RAddr[:4]))
 	}
 	rport := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&ev.RPort))[:])
-	comm, ok := t.comms[ev.Comm]
+	var comm string
 	if ev.Comm[0] == 0 {
 		comm = t.threadComm(ev.PID, ev.TID)
-	} else if !ok {
+	} else if c, ok := t.comms[ev.Comm]; ok {
+		comm = c
+	} else {
 		b := ev.Comm[:]
 		if i := bytes.IndexByte(b, 0); i >= 0 {
 			b = b[:i]
@@ -638,20 +649,32 @@ func (t *probe) decode(ev *event) (Tuple, Thread) {
 		Thread{PID: int(ev.PID), TID: int(ev.TID), Comm: comm, CPU: int(ev.CPU)}
 }
 
-// threadComm is thread tid's command name, from /proc the first time
-// it is asked for ("" if the thread is gone by then).
+// threadComm is the command name of thread tid of process pid, read
+// through procfs the first time it is asked for (with the owner's lock
+// held: once per thread). A thread gone by then gets its process's name,
+// or "". The cache is emptied when it holds maxComms threads, so a long
+// watch, which sees thread ids come and go, stays bounded.
 func (t *probe) threadComm(pid, tid uint32) string {
-	if c, ok := t.tcomms[tid]; ok {
+	key := uint64(pid)<<32 | uint64(tid)
+	if c, ok := t.tcomms[key]; ok {
 		return c
 	}
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/task/" + strconv.FormatUint(uint64(tid), 10) + "/comm")
-	c := ""
-	if err == nil {
-		c = strings.TrimSuffix(string(b), "\n")
+	if len(t.tcomms) >= maxComms {
+		clear(t.tcomms)
 	}
-	t.tcomms[tid] = c
+	c := ""
+	if th, err := t.proc.Thread(int(pid), int(tid)); err == nil {
+		c, _ = th.Comm()
+	}
+	if p, err := t.proc.Proc(int(pid)); c == "" && err == nil {
+		c, _ = p.Comm()
+	}
+	t.tcomms[key] = c
 	return c
 }
+
+// maxComms bounds the cache of threads' command names.
+const maxComms = 1 << 16
 
 // Mono is a time in the kernel's monotonic nanoseconds, the clock of the
 // accepts' timestamps.
@@ -755,9 +778,9 @@ func (t *probe) Close() error {
 	return nil
 }
 
-// Typed says the program runs as tp_btf (typed loads), not as a raw
+// isTyped says the program runs as tp_btf (typed loads), not as a raw
 // tracepoint.
-func (t *probe) Typed() bool { return t.typed }
+func (t *probe) isTyped() bool { return t.typed }
 
 // Port is the first port watched.
 func (t *probe) Port() uint16 { return t.port }

@@ -46,10 +46,10 @@ func bothKinds(t *testing.T, test func(t *testing.T, typed bool)) {
 }
 
 // wantKind fails the test when the program is not of the kind asked.
-func wantKind(t *testing.T, p interface{ Typed() bool }, typed bool) {
+func wantKind(t *testing.T, p interface{ isTyped() bool }, typed bool) {
 	t.Helper()
-	if p.Typed() != typed {
-		t.Fatalf("typed program: %v, want %v", p.Typed(), typed)
+	if p.isTyped() != typed {
+		t.Fatalf("typed program: %v, want %v", p.isTyped(), typed)
 	}
 }
 

@@ -32,9 +32,9 @@ import (
 // attribution needs.
 var ErrNoServeHook = errors.New("serving attribution needs the sock_send_length tracepoint (Linux 6.3+)")
 
-// serveHook is the raw tracepoint the serving program attaches to;
-// LBBENCH_KATTR_SERVE_HOOK names another, so a test can see what a
-// kernel without it does.
+// serveHook is the tracepoint the serving program attaches to (typed or
+// raw); LBBENCH_KATTR_SERVE_HOOK names another, so a test can see what
+// a kernel without it does.
 func serveHook() string {
 	if h := os.Getenv("LBBENCH_KATTR_SERVE_HOOK"); h != "" {
 		return h

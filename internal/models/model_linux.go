@@ -16,10 +16,14 @@ type host interface {
 	allowedCPUs() []int
 	// ownSlot is the supervisor's own counter slot (its accepts).
 	ownSlot() *shm.Slot
-	// withWorkers runs fn with the supervisor's lock held, on the
-	// current process of each worker id (nil while one is replaced)
-	// and whether the supervisor is stopping. fn must not block.
-	withWorkers(fn func(procs []*proc, stopping bool))
+	// lockWorkers takes the supervisor's lock and returns the current
+	// process of each worker id (nil while one is replaced) and whether
+	// the supervisor is stopping; unlockWorkers gives the lock back.
+	// (A lock and an unlock rather than a callback: the single model
+	// calls them per connection, and a closure through an interface
+	// escapes to the heap.)
+	lockWorkers() (procs []*proc, stopping bool)
+	unlockWorkers()
 	// slot is worker process p's counter slot.
 	slot(p *proc) *shm.Slot
 }

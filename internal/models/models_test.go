@@ -142,11 +142,12 @@ type fakeHost struct {
 	logs   bytes.Buffer
 }
 
-func (h *fakeHost) logger() *log.Logger                { return log.New(&h.logs, "", 0) }
-func (h *fakeHost) allowedCPUs() []int                 { return []int{0} }
-func (h *fakeHost) ownSlot() *shm.Slot                 { return h.region.Slot(h.region.Slots() - 1) }
-func (h *fakeHost) slot(p *proc) *shm.Slot             { return h.region.Slot(p.slot) }
-func (h *fakeHost) withWorkers(fn func([]*proc, bool)) { fn(h.procs, false) }
+func (h *fakeHost) logger() *log.Logger          { return log.New(&h.logs, "", 0) }
+func (h *fakeHost) allowedCPUs() []int           { return []int{0} }
+func (h *fakeHost) ownSlot() *shm.Slot           { return h.region.Slot(h.region.Slots() - 1) }
+func (h *fakeHost) slot(p *proc) *shm.Slot       { return h.region.Slot(p.slot) }
+func (h *fakeHost) lockWorkers() ([]*proc, bool) { return h.procs, false }
+func (h *fakeHost) unlockWorkers()               {}
 
 // TestHandOffSkipsFullWorkers: the single model's dispatcher passes a
 // connection to the next worker with room, skipping one at its

@@ -143,16 +143,14 @@ func (m *single) acceptLoop(h host) {
 
 // roomFor reports whether some worker can take one more connection.
 func (m *single) roomFor(h host) bool {
-	room := false
-	h.withWorkers(func(procs []*proc, _ bool) {
-		for _, p := range procs {
-			if m.hasRoom(h, p) {
-				room = true
-				return
-			}
+	procs, _ := h.lockWorkers()
+	defer h.unlockWorkers()
+	for _, p := range procs {
+		if m.hasRoom(h, p) {
+			return true
 		}
-	})
-	return room
+	}
+	return false
 }
 
 // hasRoom says whether worker process p can take one more connection:
@@ -179,30 +177,39 @@ func (m *single) handOff(h host, fd int) {
 	oob := unix.UnixRights(fd)
 	data := []byte{0}
 	for attempt := 0; ; attempt++ {
-		sent, stopping := false, false
-		h.withWorkers(func(procs []*proc, stop bool) {
-			stopping = stop
-			for _, id := range m.dispatchOrder(h, procs) {
-				p := procs[id]
-				if !m.hasRoom(h, p) {
-					continue
-				}
-				err := unix.Sendmsg(p.ctl, data, oob, nil, unix.MSG_DONTWAIT)
-				if err == nil {
-					p.handed++
-					sent = true
-					return
-				}
-				if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNREFUSED) {
-					h.logger().Printf("pass connection to worker %d: %v", id, err)
-				}
-			}
-		})
-		if sent || stopping || attempt > 5000 {
-			return // unless sent, dropped: the connection closes with the caller's descriptor
+		if m.passTo(h, data, oob) {
+			return
+		}
+		_, stopping := h.lockWorkers()
+		h.unlockWorkers()
+		if stopping || attempt > 5000 {
+			return // dropped: the connection closes with the caller's descriptor
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// passTo sends the descriptor in oob to the first worker in dispatch
+// order with room, with the supervisor's lock held; it says whether one
+// took it.
+func (m *single) passTo(h host, data, oob []byte) bool {
+	procs, _ := h.lockWorkers()
+	defer h.unlockWorkers()
+	for _, id := range m.dispatchOrder(h, procs) {
+		p := procs[id]
+		if !m.hasRoom(h, p) {
+			continue
+		}
+		err := unix.Sendmsg(p.ctl, data, oob, nil, unix.MSG_DONTWAIT)
+		if err == nil {
+			p.handed++
+			return true
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNREFUSED) {
+			h.logger().Printf("pass connection to worker %d: %v", id, err)
+		}
+	}
+	return false
 }
 
 // dispatchOrder returns worker ids in the order to try: round-robin from

@@ -258,11 +258,11 @@ func (s *Supervisor) ownSlot() *shm.Slot { return s.region.Slot(s.region.Slots()
 func (s *Supervisor) logger() *log.Logger    { return s.log }
 func (s *Supervisor) allowedCPUs() []int     { return s.cpus }
 func (s *Supervisor) slot(p *proc) *shm.Slot { return s.region.Slot(p.slot) }
-func (s *Supervisor) withWorkers(fn func([]*proc, bool)) {
+func (s *Supervisor) lockWorkers() ([]*proc, bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	fn(s.procs, s.stopping)
+	return s.procs, s.stopping
 }
+func (s *Supervisor) unlockWorkers() { s.mu.Unlock() }
 
 // notifyReady writes the Ready document to -ready-fd and closes it.
 func (s *Supervisor) notifyReady() error {
