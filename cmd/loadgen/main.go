@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -244,7 +245,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	gen := &rundoc.Generator{StartAt: f.startAt.UTC(), Started: time.Now().UTC()}
+	gen := &rundoc.Generator{Run: rand.Text(), StartAt: f.startAt.UTC(), Started: time.Now().UTC()}
 	gen.Hostname, _ = os.Hostname()
 	start = time.Now()
 	before := kernel.Take()

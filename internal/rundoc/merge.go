@@ -125,15 +125,19 @@ func (m *merger) add(d *Doc, file string) error {
 		}
 		m.hists[n].Merge(h)
 	}
-	// Two generators never begin their measured parts at the same
-	// nanosecond, so an equal start is the same run read twice (the
-	// same file under two names, or a copy), which would double it.
-	key := d.StartTime.UTC().Format(time.RFC3339Nano)
-	if d.Generator != nil {
+	// A run's id names it alone; a document from before ids were drawn
+	// is named by its start and host (equal only for one run read twice,
+	// or for generators that read the clock at the same nanosecond).
+	start := d.StartTime.UTC().Format(time.RFC3339Nano)
+	key, why := start, "same start time "+start
+	switch {
+	case d.Generator != nil && d.Generator.Run != "":
+		key, why = "run "+d.Generator.Run, "same run id "+d.Generator.Run
+	case d.Generator != nil:
 		key += " " + d.Generator.Hostname
 	}
 	if prev, ok := m.seen[key]; ok {
-		return fmt.Errorf("merge: %s is the same run as %s (same start time %s): %w", file, prev, d.StartTime.UTC().Format(time.RFC3339Nano), ErrDuplicate)
+		return fmt.Errorf("merge: %s is the same run as %s (%s): %w", file, prev, why, ErrDuplicate)
 	}
 	m.seen[key] = file
 	if err := m.addCounts(d, file); err != nil {

@@ -3,6 +3,7 @@ package rundoc
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -117,6 +118,28 @@ func TestMergeRefuses(t *testing.T) {
 				t.Errorf("error %v, want one naming b.json and saying %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestMergeDuplicateByRunID: generators started together by -start-at
+// may read the clock at the same nanosecond (it happened in CI): runs
+// with their own ids merge however equal their starts; the same id
+// twice, or a document without ids read twice, is refused.
+func TestMergeDuplicateByRunID(t *testing.T) {
+	start := time.Now()
+	gen := func(id string) *Doc {
+		d := run(t, []int64{1e6}, map[uint64]int64{1: 1}, start)
+		d.Generator = &Generator{Run: id, Hostname: "h", Started: start}
+		return d
+	}
+	files := []string{"a.json", "b.json"}
+	if m, err := Merge("x", []*Doc{gen("A"), gen("B")}, files); err != nil || m.Requests != 2 {
+		t.Errorf("two runs started at the same nanosecond: %v (requests %v), want them merged", err, m)
+	}
+	for name, docs := range map[string][]*Doc{"same id": {gen("A"), gen("A")}, "no ids": {gen(""), gen("")}} {
+		if _, err := Merge("x", docs, files); !errors.Is(err, ErrDuplicate) || !strings.Contains(err.Error(), "b.json is the same run as a.json") {
+			t.Errorf("%s: %v, want b.json refused as a.json's run", name, err)
+		}
 	}
 }
 

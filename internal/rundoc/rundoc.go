@@ -366,6 +366,10 @@ type TLSDoc struct {
 // Generator says where and when a run was made, so runs from several
 // hosts can be lined up.
 type Generator struct {
+	// Run names this run alone (random, drawn when the process starts):
+	// a merge refuses a run given twice by it, as generators started
+	// together by -start-at can read the same clock to the nanosecond.
+	Run      string `json:"run,omitempty"`
 	Hostname string `json:"hostname"`
 	// StartAt is the -start-at time asked for (zero: start at once);
 	// Started is when this process began (its warm-up), by its clock.
