@@ -13,8 +13,9 @@ import (
 
 // What kernel attribution costs the client: loadgen against the target
 // at its maximum, counting by the target's header, by the kernel's
-// accepts only (the serving hook named away, as on a kernel without it)
-// and by who served each response (both programs), in turn.
+// accepts only (the serving hook named away, as on a kernel without it),
+// by who served each response (both programs, as -attribute kernel
+// does) and by who served alone (-acceptors=false), in turn.
 
 // attributionCells are the ways of attributing compared, the first the
 // base.
@@ -27,12 +28,13 @@ var attributionCells = []struct {
 	{"header", nil, nil, ""},
 	{"kernel-accepts", []string{"LBBENCH_KATTR_SERVE_HOOK=lbbench_none"}, []string{"-attribute", "kernel"}, load.CountsAccepts},
 	{"kernel-served", nil, []string{"-attribute", "kernel"}, load.CountsServed},
+	{"kernel-served-only", nil, []string{"-attribute", "kernel", "-acceptors=false"}, load.CountsServed},
 }
 
 var peerAttributionSection = results.Section{
 	Name: "PeerAttribution", Filter: "/side:client", Title: "What kernel attribution costs", Cols: "/impl", Rows: "/conn",
 	About: "loadgen against the target (reuseport) at its maximum, attributing each response by the target's X-Worker-Pid header, " +
-		"by the kernel's record of accepts only, and by the thread the kernel saw send it (accepts and sends both traced), in turn " +
+		"by the kernel's record of accepts only, by the thread the kernel saw send it (accepts and sends both traced) and by that thread alone (-acceptors=false: no program on every system call), in turn " +
 		"within each round; client CPU is loadgen's in the measured part (loading the programs, ~0.15 s once per run, is left out). The BPF programs run on every system call's exit and every socket send of the host, so the server pays " +
 		"too: the rate is the pair's.",
 	Metrics: []results.Metric{

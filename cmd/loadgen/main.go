@@ -59,6 +59,7 @@ type flags struct {
 	restartsURL string
 	hdrLogPath  string
 	startAt     time.Time
+	acceptors   bool // -attribute kernel|both: trace accepts too, not only who served
 }
 
 // maxStartAhead bounds -start-at: a time further away is a mistake.
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	o.FairBy = load.FairProcess
 	load.FairBys.Var(fs, &o.FairBy, "fair-by", "what the fairness figures count as a worker: process, thread (with -attribute kernel, the thread that served: threaded servers such as HAProxy) or worker (the -id-header the server sends: in-process workers that share a pid)")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "connect and response timeout (with https, the handshake too)")
+	fs.BoolVar(&f.acceptors, "acceptors", true, "with -attribute kernel or both: trace who accepted each connection too (the acceptors and handoff tables); false traces who served alone, without a program on every system call of the host (cheaper: see the README)")
 	fs.BoolVar(&o.TLS.Resume, "tls-resume", false, "https: resume TLS sessions when reconnecting (tickets, as wrk does); default a full handshake per connection, as ab does")
 	fs.BoolVar(&o.TLS.Insecure, "insecure", false, "https: do not verify the server's certificate")
 	fs.StringVar(&o.TLS.CACert, "cacert", "", "https: verify the server against the roots in this PEM file")
@@ -153,7 +155,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	udpOnly, tcpOnly := []string{"flows", "window", "rebind-every"}, []string{"c", "conn", "reqs-per-conn", "attribute", "pid-header", "id-header", "tls-resume", "insecure", "cacert", "tls-version"}
+	udpOnly, tcpOnly := []string{"flows", "window", "rebind-every"}, []string{"c", "conn", "reqs-per-conn", "attribute", "acceptors", "pid-header", "id-header", "tls-resume", "insecure", "cacert", "tls-version"}
 	for _, name := range tcpOnly {
 		if set[name] && o.Proto == load.ProtoUDP {
 			return nil, fmt.Errorf("-%s is TCP's; -proto udp has flows (-flows, -window)", name)
@@ -163,6 +165,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		if set[name] && o.Proto == load.ProtoTCP {
 			return nil, fmt.Errorf("-%s goes with -proto udp", name)
 		}
+	}
+	if set["acceptors"] && o.Attribute == load.AttrHeader {
+		return nil, errors.New("-acceptors goes with -attribute kernel or both")
 	}
 	if f.name == "" {
 		f.name = "Loadgen/conn=" + o.Mode
@@ -298,39 +303,53 @@ func startMetrics(f *flags) (live *metrics.Loadgen, stop func(), err error) {
 }
 
 // startAttribution starts kernel attribution when -attribute asks for
-// it: the accept tracer, and the serving one where the kernel has its
-// hook (else stderr says what is counted instead); stop ends them.
+// it: the accept tracer (unless -acceptors=false), and the serving one
+// where the kernel has its hook (else stderr says what is counted
+// instead); stop ends them.
 func startAttribution(f *flags, stderr io.Writer) (stop func(), err error) {
 	if f.opts.Attribute == load.AttrHeader {
 		return func() {}, nil
 	}
-	tr, err := startKernelAttribution(f.opts.URL, f.opts.NetNS)
+	port, err := watchedPort(f.opts.URL, f.opts.NetNS)
 	if err != nil {
 		return nil, err
 	}
-	f.opts.Kernel = tr
-	sv, err := kattr.StartServing(tr.Port())
+	var tr *kattr.Tracer
+	closeTracer := func() {}
+	if f.acceptors {
+		if tr, err = kattr.Start(port); err != nil {
+			return nil, fmt.Errorf("-attribute: %v", err)
+		}
+		f.opts.Kernel, closeTracer = tr, func() { tr.Close() }
+	}
+	sv, err := kattr.StartServing(port)
 	switch {
+	case errors.Is(err, kattr.ErrNoServeHook) && tr == nil:
+		return nil, fmt.Errorf("-acceptors=false: %v, and without it nothing would be counted", err)
 	case errors.Is(err, kattr.ErrNoServeHook):
 		fmt.Fprintf(stderr, "loadgen: %v: counting who accepted each connection instead (JSON attribution.counts \"accepts\")\n", err)
 	case err != nil:
-		tr.Close()
+		closeTracer()
 		return nil, fmt.Errorf("-attribute: %v", err)
 	default:
 		f.opts.Serving = sv
-		return func() { sv.Close(); tr.Close() }, nil
+		return func() { sv.Close(); closeTracer() }, nil
 	}
-	return func() { tr.Close() }, nil
+	return closeTracer, nil
 }
 
 // addAfterwards adds to doc what is known once the run is over: that
 // kernel attribution saw nothing, and the target's restarts.
 func addAfterwards(f *flags, doc *rundoc.Doc, res *load.Result) {
-	if f.opts.Attribute != load.AttrHeader && f.opts.NetNS == "" && doc.Requests > 0 && doc.Attribution.Recorded == 0 {
-		// The program sees accepts in every namespace, but the port's
-		// listener here is not the server that answered: a server in
-		// another namespace answered through a route or a veth.
-		doc.Problems = append(doc.Problems, fmt.Sprintf("kernel attribution saw no accepts on the port although %d responses came: is the server in another network namespace? (give -netns)", doc.Requests))
+	seen, what := doc.Attribution.Recorded, "accepts"
+	if doc.Attribution.AcceptsUntraced {
+		seen, what = doc.Attribution.ServingRecorded, "sends"
+	}
+	if f.opts.Attribute != load.AttrHeader && f.opts.NetNS == "" && doc.Requests > 0 && seen == 0 {
+		// The programs see every namespace, but the port's listener
+		// here is not the server that answered: a server in another
+		// namespace answered through a route or a veth.
+		doc.Problems = append(doc.Problems, fmt.Sprintf("kernel attribution saw no %s on the port although %d responses came: is the server in another network namespace? (give -netns)", what, doc.Requests))
 	}
 	if f.opts.Proto == load.ProtoTCP && !f.opts.TLS.Enabled && doc.Requests == 0 && doc.Errors > 0 && load.SpeaksTLS(&f.opts) {
 		doc.Problems = append(doc.Problems, fmt.Sprintf("the server at %s completes TLS handshakes: use https://%s/", f.opts.Addr(), f.opts.Addr()))
@@ -380,11 +399,11 @@ func writeOutputs(f *flags, doc *rundoc.Doc, stdout io.Writer) error {
 	return nil
 }
 
-// startKernelAttribution watches the target's port, which must have a
-// listening socket on this host: the kernel sees only this host's
-// accepts. With -netns the listener is in another namespace, which the
-// check cannot see; the program sees every namespace's accepts.
-func startKernelAttribution(rawURL, netns string) (*kattr.Tracer, error) {
+// watchedPort is the target's port, which must have a listening socket
+// on this host: the kernel sees only this host's accepts and sends.
+// With -netns the listener is in another namespace, which the check
+// cannot see; the programs see every namespace's.
+func watchedPort(rawURL, netns string) (uint16, error) {
 	u, _ := url.Parse(rawURL)
 	port := u.Port()
 	if port == "" {
@@ -392,20 +411,16 @@ func startKernelAttribution(rawURL, netns string) (*kattr.Tracer, error) {
 	}
 	ap, err := sockets.ParseAddr(net.JoinHostPort(u.Hostname(), port))
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	ls, err := sockets.Conflicts(ap)
 	if err != nil {
-		return nil, fmt.Errorf("kernel attribution: cannot list sockets: %v", err)
+		return 0, fmt.Errorf("kernel attribution: cannot list sockets: %v", err)
 	}
 	if len(ls) == 0 && netns == "" {
-		return nil, fmt.Errorf("kernel attribution: nothing listens on %v on this host (the kernel sees only this host's servers; for a server in another network namespace give -netns)", ap)
+		return 0, fmt.Errorf("kernel attribution: nothing listens on %v on this host (the kernel sees only this host's servers; for a server in another network namespace give -netns)", ap)
 	}
-	tr, err := kattr.Start(ap.Port())
-	if err != nil {
-		return nil, fmt.Errorf("-attribute: %v", err)
-	}
-	return tr, nil
+	return ap.Port(), nil
 }
 
 func isTerminal(w io.Writer) bool {

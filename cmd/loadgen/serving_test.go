@@ -114,3 +114,54 @@ func TestServingHookMissing(t *testing.T) {
 		t.Errorf("counts %q, acceptors %v, %d requests", d.Attribution.Counts, d.Attribution.Acceptors, d.Requests)
 	}
 }
+
+// TestServingWithoutAcceptors: -acceptors=false counts who served with
+// no accept program: in the single model, whose supervisor accepts every
+// connection and hands it to a worker, the kernel's senders are the
+// workers the X-Worker-Pid header names, response for response; the
+// JSON and the summary say accepts were not traced, and nothing is
+// counted as unresolved for want of an acceptor.
+func TestServingWithoutAcceptors(t *testing.T) {
+	needRoot(t)
+	tg := proctest.StartTarget(t, "-model", "single", "-workers", "3")
+	for _, conn := range []string{"close", "keepalive"} {
+		d, out := runLoadgen(t, "-attribute", "both", "-acceptors=false", "-workers", "3", "-c", "6", "-n", "900", "-conn", conn, "http://"+tg.Addr+"/")
+		a := d.Attribution
+		if d.Errors != 0 || d.Requests != 900 || a.Counts != "served" || !a.AcceptsUntraced || len(d.Problems) != 0 {
+			t.Fatalf("%s: %d errors, %d requests, attribution %+v, problems %v\n%s", conn, d.Errors, d.Requests, a, d.Problems, out)
+		}
+		if a.Acceptors != nil || len(a.Handoffs) != 0 || a.Recorded != 0 || a.Unresolved != 0 || a.UnresolvedResponses != 0 {
+			t.Errorf("%s: acceptors %v, handoffs %v, %d accepts recorded, %d connections and %d responses unresolved: want none", conn,
+				a.Acceptors, a.Handoffs, a.Recorded, a.Unresolved, a.UnresolvedResponses)
+		}
+		if a.Disagreements != 0 || a.DisagreeingResponses != 0 || len(d.PerPID) != 3 {
+			t.Errorf("%s: served by %v; kernel and header disagree on %d connections, %d responses", conn, keysOf(d.PerPID), a.Disagreements, a.DisagreeingResponses)
+		}
+		for pid, pc := range d.PerPID {
+			if h := a.HeaderPerPID[pid]; h == nil || h.Requests != pc.Requests || h.Connections != pc.Connections {
+				t.Errorf("%s: pid %s served %+v by the kernel, %+v by its header", conn, pid, pc, h)
+			}
+		}
+		if !strings.Contains(out, "accepts not traced") || strings.Contains(out, "accepts recorded") {
+			t.Errorf("%s: the summary does not say accepts were not traced:\n%s", conn, out)
+		}
+	}
+}
+
+// TestAcceptorsFlagRefused: -acceptors without kernel attribution, and
+// -acceptors=false on a kernel without the serving hook (nothing would
+// be counted), each get one line and a non-zero status before any load.
+func TestAcceptorsFlagRefused(t *testing.T) {
+	cmd := exec.Command(proctest.Bin(t, "loadgen"), "-acceptors=false", "-n", "1", "http://127.0.0.1:1/")
+	proctest.WantOneLine(t, cmd, 2, "-acceptors goes with -attribute kernel or both")
+	needRoot(t)
+	tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "1")
+	cmd = exec.Command(proctest.Bin(t, "loadgen"), "-attribute", "kernel", "-acceptors=false", "-n", "10", "http://"+tg.Addr+"/")
+	cmd.Env = append(os.Environ(), "LBBENCH_KATTR_SERVE_HOOK=lbbench_no_such_tracepoint")
+	proctest.WantOneLine(t, cmd, 1, "-acceptors=false: serving attribution needs the sock_send_length tracepoint")
+	for pid, n := range proctest.ByLabel(tg.Metrics(t)["lbbench_target_requests_total"], "pid") {
+		if n != 0 {
+			t.Errorf("a refused run sent load: worker %s served %v requests", pid, n)
+		}
+	}
+}

@@ -55,6 +55,8 @@ type Servers interface {
 	// that began at notBefore (Mono); last says it is the connection's
 	// last question.
 	Served(t kattr.Tuple, notBefore, through int64, last bool) (kattr.Thread, bool)
+	// Mono converts a time to the clock Served takes.
+	Mono(time.Time) int64
 	Drain(maxAge time.Duration)
 	Recorded() int64
 	Missed() int64
@@ -72,8 +74,10 @@ type TIDCount struct {
 type Attribution struct {
 	Mode string
 	// Counts says whom PerPID and PerTID count: CountsServed or
-	// CountsAccepts.
-	Counts string
+	// CountsAccepts. AcceptsUntraced: serving attribution alone (no
+	// Kernel), so nothing is known of acceptors or handoffs.
+	Counts          string
+	AcceptsUntraced bool
 	// Recorded accepts read from the kernel (on the watched port, by any
 	// client); Missed ones the kernel could not hand over (full ring);
 	// Unresolved this run's answered connections with no accept found.
@@ -116,10 +120,11 @@ type Disagreement struct {
 // maxExamples bounds the disagreements kept as examples.
 const maxExamples = 10
 
-// acceptor is what a slot learned of its connection's acceptor.
+// acceptor is what a slot learned of its connection's acceptor; traced
+// says accepts are traced at all (not serving attribution alone).
 type acceptor struct {
 	kattr.Acceptor
-	known, asked bool
+	known, asked, traced bool
 }
 
 // server is what a slot learned of who served its connection.
@@ -141,8 +146,11 @@ type served struct {
 // began resets what a slot knows of its connection, which began at at.
 func (s *slot) began(at time.Time) {
 	s.reqs, s.counted, s.acc, s.rx, s.srv = 0, false, acceptor{}, 0, server{}
-	if s.l.e.kernel {
-		s.connMono = s.l.e.o.Kernel.Mono(at)
+	switch o := &s.l.e.o; {
+	case o.Kernel != nil:
+		s.connMono = o.Kernel.Mono(at)
+	case o.Serving != nil:
+		s.connMono = o.Serving.Mono(at)
 	}
 }
 
@@ -202,6 +210,10 @@ func (s *slot) learn() {
 	}
 	s.acc.asked = true
 	k := s.l.e.o.Kernel
+	if k == nil {
+		return
+	}
+	s.acc.traced = true
 	if !s.tuple.Client.IsValid() {
 		return
 	}

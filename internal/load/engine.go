@@ -123,7 +123,7 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	if o.Attribute != AttrHeader && o.Kernel == nil {
+	if o.Attribute != AttrHeader && o.Kernel == nil && o.Serving == nil {
 		return nil, fmt.Errorf("-attribute %s: no kernel attribution running", o.Attribute)
 	}
 	e := &engine{o: o, kernel: o.Attribute != AttrHeader}
@@ -252,11 +252,11 @@ func (e *engine) measure(ctx context.Context, res *Result, allDone chan struct{}
 	for !res.Interrupted {
 		select {
 		case now := <-ticker.C:
-			if e.kernel {
+			if o.Kernel != nil {
 				o.Kernel.Drain(10 * time.Second) // other clients' accepts, and those never answered
-				if o.Serving != nil {
-					o.Serving.Drain(10 * time.Second)
-				}
+			}
+			if o.Serving != nil {
+				o.Serving.Drain(10 * time.Second)
 			}
 			sec := tick(shards, now.Sub(e.measureStart).Seconds(), merged, o.FairBy)
 			sec.At = now
@@ -358,8 +358,11 @@ func (e *engine) collect(res *Result, shards []*shard) {
 	}
 	if e.kernel {
 		res.PerTID = c.tids
-		a := &Attribution{Mode: e.o.Attribute, Counts: CountsAccepts, Recorded: e.o.Kernel.Recorded(), Missed: e.o.Kernel.Missed(),
+		a := &Attribution{Mode: e.o.Attribute, Counts: CountsAccepts, AcceptsUntraced: e.o.Kernel == nil,
 			Unresolved: c.unresolved, Disagreements: c.disagree, HeaderPerPID: c.header, Examples: c.examples}
+		if k := e.o.Kernel; k != nil {
+			a.Recorded, a.Missed = k.Recorded(), k.Missed()
+		}
 		if sv := e.o.Serving; sv != nil {
 			a.Counts, a.ServingRecorded, a.ServingMissed = CountsServed, sv.Recorded(), sv.Missed()
 			a.UnresolvedResponses, a.Unserved, a.Migrated, a.HandedToThread = c.unresolvedServed, c.unserved, c.migrated, c.handedTID

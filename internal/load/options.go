@@ -60,8 +60,10 @@ type Options struct {
 	Seed int64
 	// Attribute is AttrHeader (default), AttrKernel or AttrBoth; the
 	// kernel modes need Kernel, which names each connection's acceptor,
-	// and count who served each response when Serving is set (else who
-	// accepted its connection).
+	// or Serving, which names who served each response, or both. With
+	// Serving they count who served (and, with Kernel too, who accepted
+	// each connection and handed it to whom); with Kernel alone, who
+	// accepted.
 	Attribute string
 	Kernel    Acceptors `json:"-"`
 	Serving   Servers   `json:"-"`

@@ -320,7 +320,7 @@ func (s *shard) recordKernel(x *sample) {
 		if x.workerID > 0 { // fair-by worker: the header's worker id
 			addTo(c.workers, x.workerID-1, conns)
 		}
-		if !x.acc.known {
+		if x.acc.traced && !x.acc.known {
 			c.unresolved.Requests++
 			c.unresolved.Connections += conns
 		}

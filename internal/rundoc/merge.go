@@ -278,6 +278,8 @@ func compatible(a, b *Doc) error {
 		return fmt.Errorf("attributed otherwise (%s by %s, not %s by %s)", b.Attribution.Mode, b.Attribution.FairBy, a.Attribution.Mode, a.Attribution.FairBy)
 	case b.Attribution.Counts != a.Attribution.Counts:
 		return fmt.Errorf("attributed otherwise (counting %q, not %q)", b.Attribution.Counts, a.Attribution.Counts)
+	case b.Attribution.AcceptsUntraced != a.Attribution.AcceptsUntraced:
+		return errors.New("attributed otherwise (one run traced accepts, the other not: -acceptors)")
 	case len(b.Histograms) == 0:
 		return errors.New("no histograms in it (written by a loadgen older than merge)")
 	case b.StartTime.IsZero():
@@ -515,7 +517,7 @@ func tlsOf(d *Doc) string {
 // addServing adds a run's serving attribution (who accepted, handoffs,
 // what was missed) into attr.
 func addServing(attr *load.Attribution, a AttributionDoc) error {
-	attr.Counts = a.Counts
+	attr.Counts, attr.AcceptsUntraced = a.Counts, a.AcceptsUntraced
 	if a.Counts != load.CountsServed {
 		return nil
 	}

@@ -236,6 +236,10 @@ type AttributionDoc struct {
 	// "accepts" (the thread that accepted each connection: a kernel
 	// without the serving hook).
 	Counts string `json:"counts,omitempty"`
+	// AcceptsUntraced: serving attribution alone (loadgen -acceptors=false):
+	// accepts were not traced, so there are no acceptors, no handoffs and
+	// no accept counts.
+	AcceptsUntraced bool `json:"accepts_untraced,omitempty"`
 	// Serving attribution: sends read on the watched port and sends the
 	// kernel could not hand over; responses whose sender was not found
 	// (counted as unattributed); connections that got no response;
@@ -560,12 +564,15 @@ func attribution(r *load.Result, fairBy string) AttributionDoc {
 			a.HeaderPerPID[strconv.FormatUint(pid, 10)] = pc
 		}
 	}
-	a.Counts = ra.Counts
+	a.Counts, a.AcceptsUntraced = ra.Counts, ra.AcceptsUntraced
 	a.Incomplete = ra.Missed > 0 || ra.ServingMissed > 0
 	if ra.Counts == load.CountsServed {
 		a.ServingRecorded, a.ServingMissed = ra.ServingRecorded, ra.ServingMissed
 		a.UnresolvedResponses, a.Unserved, a.Migrated, a.HandedToThread = ra.UnresolvedResponses, ra.Unserved, ra.Migrated, ra.HandedToThread
 		a.DisagreeingResponses = ra.DisagreeingResponses
+		if ra.AcceptsUntraced {
+			return a
+		}
 		a.Acceptors = &Acceptors{PerPID: map[string]*load.PIDCount{}, PerTID: map[string]*load.TIDCount{}}
 		for pid, pc := range ra.AcceptorPIDs {
 			a.Acceptors.PerPID[strconv.FormatUint(pid, 10)] = pc

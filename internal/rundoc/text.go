@@ -327,11 +327,17 @@ func attributionText(w io.Writer, d *Doc) {
 	if a.Counts == load.CountsServed {
 		what = "who sent each response"
 	}
-	fmt.Fprintf(w, "  Attribution (%s, counting %s): %d accepts recorded, %d missed, %d connections unresolved",
-		a.Mode, what, a.Recorded, a.Missed, a.Unresolved)
+	sep := "; "
+	if a.AcceptsUntraced {
+		fmt.Fprintf(w, "  Attribution (%s, counting %s, accepts not traced)", a.Mode, what)
+		sep = ": "
+	} else {
+		fmt.Fprintf(w, "  Attribution (%s, counting %s): %d accepts recorded, %d missed, %d connections unresolved",
+			a.Mode, what, a.Recorded, a.Missed, a.Unresolved)
+	}
 	if a.Counts == load.CountsServed {
-		fmt.Fprintf(w, "; %d sends recorded, %d missed, %d responses unresolved, %d connections unserved, %d migrated",
-			a.ServingRecorded, a.ServingMissed, a.UnresolvedResponses, a.Unserved, a.Migrated)
+		fmt.Fprintf(w, "%s%d sends recorded, %d missed, %d responses unresolved, %d connections unserved, %d migrated",
+			sep, a.ServingRecorded, a.ServingMissed, a.UnresolvedResponses, a.Unserved, a.Migrated)
 	}
 	if a.Mode == load.AttrBoth {
 		fmt.Fprintf(w, ", %d connections where the kernel and the header disagree", a.Disagreements)
