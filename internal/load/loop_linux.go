@@ -329,17 +329,6 @@ func rawSockaddr(ap netip.AddrPort) (family int, sa unsafe.Pointer, size uintptr
 	return unix.AF_INET6, unsafe.Pointer(rsa), unix.SizeofSockaddrInet6
 }
 
-// addrPort is a socket address as a netip.AddrPort.
-func addrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
-}
-
 func sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	if ap.Addr().Is4() {
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
@@ -359,8 +348,8 @@ func (s *slot) ready(events uint32) {
 			// The kernel names acceptors by 4-tuple: learn the local
 			// port it chose.
 			s.tuple = kattr.Tuple{}
-			if sa, err := unix.Getsockname(s.fd); err == nil {
-				s.tuple = kattr.Tuple{Client: addrPort(sa), Server: s.l.e.remote}
+			if local, err := rawio.LocalAddr(s.fd); err == nil {
+				s.tuple = kattr.Tuple{Client: local, Server: s.l.e.remote}
 			}
 		}
 		s.send() // a refused connection fails the write with its error

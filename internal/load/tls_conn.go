@@ -16,6 +16,7 @@ import (
 
 	"github.com/lbbench/lbbench/internal/httpwire"
 	"github.com/lbbench/lbbench/internal/kattr"
+	"github.com/lbbench/lbbench/internal/rawio"
 )
 
 // tlsLoop drives a share of an https:// run's connections. crypto/tls
@@ -340,8 +341,8 @@ func (ts *tlsSlot) connected(nc net.Conn) error {
 		}
 		if ts.t.e.kernel {
 			ts.s.tuple = kattr.Tuple{}
-			if sa, err := unix.Getsockname(int(fd)); err == nil {
-				ts.s.tuple = kattr.Tuple{Client: addrPort(sa), Server: ts.t.e.remote}
+			if local, err := rawio.LocalAddr(int(fd)); err == nil {
+				ts.s.tuple = kattr.Tuple{Client: local, Server: ts.t.e.remote}
 			}
 		}
 		return true

@@ -3,6 +3,7 @@ package rawio
 import (
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -73,5 +74,41 @@ func TestConn(t *testing.T) {
 	}
 	if n, err := rw.Read(b); n != 0 || err != io.EOF {
 		t.Errorf("after the server closed: %d %v", n, err)
+	}
+}
+
+// TestLocalAddr: the address and port getsockname gives equal what the
+// net package says of the same socket, for IPv4 and IPv6 (where the
+// host has it); a socket of another family is refused.
+func TestLocalAddr(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		host := map[string]string{"tcp4": "127.0.0.1:0", "tcp6": "[::1]:0"}[network]
+		ln, err := net.Listen(network, host)
+		if err != nil {
+			t.Logf("%s: %v", network, err)
+			continue
+		}
+		defer ln.Close()
+		c, err := net.Dial(network, ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		rc, _ := c.(*net.TCPConn).SyscallConn()
+		var got netip.AddrPort
+		var gerr error
+		rc.Control(func(fd uintptr) { got, gerr = LocalAddr(int(fd)) })
+		if want := c.LocalAddr().(*net.TCPAddr).AddrPort(); gerr != nil || got != want {
+			t.Errorf("%s: LocalAddr %v, %v; the net package says %v", network, got, gerr, want)
+		}
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if ap, err := LocalAddr(fds[0]); err == nil {
+		t.Errorf("a unix socket: %v, want an error", ap)
 	}
 }
