@@ -173,7 +173,7 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer tlsPeer.stop()
 
 	p := peerRun{f: f, budget: split, m: m, res: res, config: fileConfig(), stderr: stderr}
-	cells := map[string]int{"": 12 + len(tlsClientCells) + 4 + 2*len(attributionCells), "tls": len(tlsClientCells) + 4, "attribution": 2 * len(attributionCells)}
+	cells := map[string]int{"": 12 + len(tlsClientCells) + 4 + 4*len(attributionCells), "tls": len(tlsClientCells) + 4, "attribution": 4 * len(attributionCells)}
 	p.progress = &progress{w: stderr, n: f.rounds * cells[f.only], start: time.Now()}
 	for round := range f.rounds {
 		if f.only == "" {
@@ -386,8 +386,6 @@ type loadgenRun struct {
 	pid int
 }
 
-// loadgen runs bin/loadgen pinned to the client CPUs with GOMAXPROCS =
-// client CPUs; rate > 0 is an open loop.
 // metered runs a client through run and returns what the server's
 // process tree (from root) used meanwhile.
 func metered[R any](m *budget.Meter, root int, run func() (R, error)) (r R, used budget.Usage, err error) {
@@ -405,6 +403,8 @@ func metered[R any](m *budget.Meter, root int, run func() (R, error)) (r R, used
 	return r, after.Sub(before), nil
 }
 
+// loadgen runs bin/loadgen pinned to the client CPUs with GOMAXPROCS =
+// client CPUs; rate > 0 is an open loop.
 func (p *peerRun) loadgen(ctx context.Context, url, conn string, rate float64) (*loadgenRun, error) {
 	return p.loadgenOn(ctx, p.budget.Clients, nil, url, conn, rate)
 }
@@ -484,7 +484,7 @@ var peerSections = []results.Section{
 	},
 	peerTLSSection,
 	peerTLSServerSection,
-	peerAttributionSection,
+	peerAttributionSections[0], peerAttributionSections[1],
 	peerKTLSSection,
 }
 

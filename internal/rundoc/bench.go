@@ -19,7 +19,7 @@ var units = []struct{ unit, better string }{
 	{"failed/restart", "lower"}, {"resets/1M-conn", "lower"}, {"p99-restart-sec", "lower"},
 	{"failed/crash", "lower"}, {"reset/crash", "lower"}, {"refused/crash", "lower"}, {"recovery-sec", "lower"},
 	{"moved-fraction", "lower"},
-	{"cpu-sec/req", "lower"}, {"syscalls/req", "lower"}, {"maxrss-B", "lower"},
+	{"cpu-sec/req", "lower"}, {"server-cpu-sec/req", "lower"}, {"syscalls/req", "lower"}, {"maxrss-B", "lower"},
 	{"loss-ratio", "lower"}, {"first-worker-share", "higher"}, {"multiworker-flows", "lower"}, {"hash-imbalance", "lower"},
 	// The binding scenario: 1 is the claim's outcome; claimed-* the claim.
 	{"bind-refused", "higher"}, {"rebind-ok", "higher"}, {"ipv4-bind-ok", "higher"}, {"specific-wins", "higher"},
