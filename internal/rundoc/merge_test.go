@@ -101,6 +101,7 @@ func TestMergeRefuses(t *testing.T) {
 		{"other target", func(d *Doc) { d.URL = "http://127.0.0.1:2/" }, "another target"},
 		{"other mode", func(d *Doc) { d.Mode = "keepalive" }, "another connection mode"},
 		{"other attribution", func(d *Doc) { d.Attribution.Mode = "kernel" }, "attributed otherwise"},
+		{"accepts not traced", func(d *Doc) { d.Attribution.AcceptsUntraced = true }, "-acceptors"},
 		{"old file", func(d *Doc) { d.Histograms = nil }, "no histograms"},
 		{"other histogram", func(d *Doc) {
 			h := hdrhistogram.New(1, 1e6, 2)
