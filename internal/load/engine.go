@@ -99,7 +99,7 @@ type engine struct {
 	nextDialer atomic.Uint64
 	reqKeep    []byte
 	reqClose   []byte
-	kernel     bool // attribution by the kernel's record of accepts
+	kernel     bool // attribution by the kernel's record of accepts, sends or both
 }
 
 // eventLoop is one of the engine's loops: a TCP loop (loop_linux.go) or

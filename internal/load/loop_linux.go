@@ -345,8 +345,8 @@ func (s *slot) ready(events uint32) {
 		}
 		s.x.connect = s.l.now.Sub(s.start)
 		if s.l.e.kernel {
-			// The kernel names acceptors by 4-tuple: learn the local
-			// port it chose.
+			// The kernel names acceptors and senders by 4-tuple: learn
+			// the local port it chose.
 			s.tuple = kattr.Tuple{}
 			if local, err := rawio.LocalAddr(s.fd); err == nil {
 				s.tuple = kattr.Tuple{Client: local, Server: s.l.e.remote}
