@@ -127,8 +127,9 @@ const blindMisses = 16
 // the connection. It waits up to serveWait for sends not on the ring
 // yet, and answers false if they do not come (or no send was ever seen:
 // the server sends by a path the tracepoint does not cover: after a few
-// misses with no send ever seen, it answers at once).
-func (t *Sends) Served(tu Tuple, notBefore, through int64, last bool) (Thread, bool) {
+// misses with no send ever seen, it answers at once). waited says it
+// slept for them: the caller's clock is then stale.
+func (t *Sends) Served(tu Tuple, notBefore, through int64, last bool) (who Thread, ok, waited bool) {
 	var deadline time.Time
 	for {
 		// Read the ring first: the response's last send is most often
@@ -136,13 +137,13 @@ func (t *Sends) Served(tu Tuple, notBefore, through int64, last bool) (Thread, b
 		// is two loads.
 		t.mu.Lock()
 		t.drain()
-		who, ok := t.take(tu, notBefore, through)
+		who, ok = t.take(tu, notBefore, through)
 		if ok || t.recorded.Load() == 0 && t.misses.Load() >= blindMisses {
 			if last {
 				delete(t.table, tu)
 			}
 			t.mu.Unlock()
-			return who, ok
+			return who, ok, !deadline.IsZero()
 		}
 		t.mu.Unlock()
 		now := time.Now()
@@ -157,7 +158,7 @@ func (t *Sends) Served(tu Tuple, notBefore, through int64, last bool) (Thread, b
 				delete(t.table, tu)
 				t.mu.Unlock()
 			}
-			return Thread{}, false
+			return Thread{}, false, true
 		}
 		time.Sleep(20 * time.Microsecond)
 	}

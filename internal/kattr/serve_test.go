@@ -107,7 +107,7 @@ func servedBySender(t *testing.T, listen, dial string, typed bool) {
 			t.Fatal(err)
 		}
 		through += want
-		who, ok := tr.Served(tu, tr.Mono(begin), through, i == 39)
+		who, ok, _ := tr.Served(tu, tr.Mono(begin), through, i == 39)
 		if !ok || who.TID != w.tid || who.PID != os.Getpid() {
 			t.Fatalf("response %d: served by %+v (%v), want tid %d", i, who, ok, w.tid)
 		}
@@ -120,7 +120,7 @@ func servedBySender(t *testing.T, listen, dial string, typed bool) {
 	}
 	// Nothing more was sent: asking past the end finds nothing, after the wait.
 	t0 := time.Now()
-	if _, ok := tr.Served(tu, tr.Mono(begin), through+1, true); ok {
+	if _, ok, _ := tr.Served(tu, tr.Mono(begin), through+1, true); ok {
 		t.Error("a byte never sent was attributed")
 	}
 	if d := time.Since(t0); d > 100*time.Millisecond {

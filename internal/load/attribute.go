@@ -53,8 +53,8 @@ type Acceptors interface {
 type Servers interface {
 	// Served returns who sent byte through (from 1) of the connection t
 	// that began at notBefore (Mono); last says it is the connection's
-	// last question.
-	Served(t kattr.Tuple, notBefore, through int64, last bool) (kattr.Thread, bool)
+	// last question; waited, that it slept for sends not yet delivered.
+	Served(t kattr.Tuple, notBefore, through int64, last bool) (who kattr.Thread, ok, waited bool)
 	// Mono converts a time to the clock Served takes.
 	Mono(time.Time) int64
 	Drain(maxAge time.Duration)
@@ -165,7 +165,15 @@ func (s *slot) attribute(last bool) {
 	if sv := s.l.e.o.Serving; sv != nil {
 		x.srv, x.serving = served{}, true
 		if s.tuple.Client.IsValid() {
-			x.srv.Thread, x.srv.known = sv.Served(s.tuple, s.connMono, s.rx, last)
+			var waited bool
+			x.srv.Thread, x.srv.known, waited = sv.Served(s.tuple, s.connMono, s.rx, last)
+			if waited && !s.l.e.o.TLS.Enabled {
+				// The epoll loop's clock is stale by the wait: the next
+				// request must not count it as its own latency. (TLS
+				// slots read the clock themselves and share their shell
+				// loop, whose clock they leave alone.)
+				s.l.now = time.Now()
+			}
 		}
 		switch {
 		case !x.srv.known:
