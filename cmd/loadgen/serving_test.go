@@ -148,12 +148,28 @@ func TestServingWithoutAcceptors(t *testing.T) {
 	}
 }
 
-// TestAcceptorsFlagRefused: -acceptors without kernel attribution, and
+// TestKernelAttributionMappedURL: a URL with an IPv4-mapped address
+// ([::ffff:127.0.0.1]) reaches an IPv4 listener; the kernel names the
+// connection unmapped, and every response is still attributed (it used
+// to leave all of them unresolved, each after a 20 ms wait).
+func TestKernelAttributionMappedURL(t *testing.T) {
+	needRoot(t)
+	tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "2")
+	_, port, _ := strings.Cut(tg.Addr, ":")
+	d, out := runLoadgen(t, "-attribute", "both", "-workers", "2", "-c", "2", "-n", "300", "-conn", "close", "http://[::ffff:127.0.0.1]:"+port+"/")
+	a := d.Attribution
+	if d.Requests != 300 || a.Unresolved != 0 || a.UnresolvedResponses != 0 || a.Disagreements != 0 || len(d.PerPID) != 2 {
+		t.Errorf("%d requests, %d connections and %d responses unresolved, %d disagreements, served by %v\n%s",
+			d.Requests, a.Unresolved, a.UnresolvedResponses, a.Disagreements, keysOf(d.PerPID), out)
+	}
+}
+
+// TestAcceptorsFlagRefused: -acceptors=false without kernel attribution, and
 // -acceptors=false on a kernel without the serving hook (nothing would
 // be counted), each get one line and a non-zero status before any load.
 func TestAcceptorsFlagRefused(t *testing.T) {
 	cmd := exec.Command(proctest.Bin(t, "loadgen"), "-acceptors=false", "-n", "1", "http://127.0.0.1:1/")
-	proctest.WantOneLine(t, cmd, 2, "-acceptors goes with -attribute kernel or both")
+	proctest.WantOneLine(t, cmd, 2, "-acceptors=false goes with -attribute kernel or both")
 	needRoot(t)
 	tg := proctest.StartTarget(t, "-model", "reuseport", "-workers", "1")
 	cmd = exec.Command(proctest.Bin(t, "loadgen"), "-attribute", "kernel", "-acceptors=false", "-n", "10", "http://"+tg.Addr+"/")

@@ -89,6 +89,7 @@ type engine struct {
 	tickets      atomic.Int64
 	stopped      atomic.Bool
 	remote       netip.AddrPort
+	tupleRemote  netip.AddrPort // remote as kernel attribution's 4-tuples name it (unmapped)
 	// UDP: the target's socket drops when the run began (udp_linux.go).
 	targetDropsBefore int64
 	targetDropsSeen   bool
@@ -130,6 +131,9 @@ func Run(ctx context.Context, o Options, onSecond func(Second)) (*Result, error)
 	e.buildRequests()
 	e.remote = netip.MustParseAddrPort(o.Addr())
 	e.family, e.remoteSA, e.remoteLen = rawSockaddr(e.remote)
+	// The kernel's events give a v4-mapped address (a URL's
+	// [::ffff:127.0.0.1]) unmapped, as the local one is read.
+	e.tupleRemote = netip.AddrPortFrom(e.remote.Addr().Unmap(), e.remote.Port())
 
 	start := time.Now()
 	e.measureStart = start.Add(o.Warmup)

@@ -349,7 +349,7 @@ func (s *slot) ready(events uint32) {
 			// the local port it chose.
 			s.tuple = kattr.Tuple{}
 			if local, err := rawio.LocalAddr(s.fd); err == nil {
-				s.tuple = kattr.Tuple{Client: local, Server: s.l.e.remote}
+				s.tuple = kattr.Tuple{Client: local, Server: s.l.e.tupleRemote}
 			}
 		}
 		s.send() // a refused connection fails the write with its error

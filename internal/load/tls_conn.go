@@ -342,7 +342,7 @@ func (ts *tlsSlot) connected(nc net.Conn) error {
 		if ts.t.e.kernel {
 			ts.s.tuple = kattr.Tuple{}
 			if local, err := rawio.LocalAddr(int(fd)); err == nil {
-				ts.s.tuple = kattr.Tuple{Client: local, Server: ts.t.e.remote}
+				ts.s.tuple = kattr.Tuple{Client: local, Server: ts.t.e.tupleRemote}
 			}
 		}
 		return true
