@@ -31,6 +31,10 @@ type Input struct {
 	RequestsPerSec float64   `json:"requests_per_second"`
 	P99            float64   `json:"p99_seconds"`
 	Bottleneck     bool      `json:"loadgen_bottleneck"`
+	// Runs are the ids of the runs the input holds: its own, or, for a
+	// merged document, those of its inputs (so a merge of it with one
+	// of them is refused).
+	Runs []string `json:"runs,omitempty"`
 }
 
 // Merge makes one document of runs made at the same time against the
@@ -128,18 +132,30 @@ func (m *merger) add(d *Doc, file string) error {
 	// A run's id names it alone; a document from before ids were drawn
 	// is named by its start and host (equal only for one run read twice,
 	// or for generators that read the clock at the same nanosecond).
-	start := d.StartTime.UTC().Format(time.RFC3339Nano)
-	key, why := start, "same start time "+start
-	switch {
-	case d.Generator != nil && d.Generator.Run != "":
-		key, why = "run "+d.Generator.Run, "same run id "+d.Generator.Run
-	case d.Generator != nil:
-		key += " " + d.Generator.Hostname
+	runs := runsOf(d)
+	keys := make([]string, 0, len(runs))
+	for _, r := range runs {
+		keys = append(keys, "run "+r)
 	}
-	if prev, ok := m.seen[key]; ok {
-		return fmt.Errorf("merge: %s is the same run as %s (%s): %w", file, prev, why, ErrDuplicate)
+	if len(keys) == 0 {
+		key := d.StartTime.UTC().Format(time.RFC3339Nano)
+		if d.Generator != nil {
+			key += " " + d.Generator.Hostname
+		}
+		keys = append(keys, key)
 	}
-	m.seen[key] = file
+	for _, key := range keys {
+		if prev, ok := m.seen[key]; ok {
+			why := "same start time " + d.StartTime.UTC().Format(time.RFC3339Nano)
+			if r, ok := strings.CutPrefix(key, "run "); ok {
+				why = "both hold run " + r
+			}
+			return fmt.Errorf("merge: %s is the same run as %s (%s): %w", file, prev, why, ErrDuplicate)
+		}
+	}
+	for _, key := range keys {
+		m.seen[key] = file
+	}
 	if err := m.addCounts(d, file); err != nil {
 		return err
 	}
@@ -243,7 +259,21 @@ func (m *merger) addRun(d *Doc, file string) {
 	if d.Generator != nil {
 		in.Hostname = d.Generator.Hostname
 	}
+	in.Runs = runsOf(d)
 	m.inputs = append(m.inputs, in)
+}
+
+// runsOf lists the ids of the runs d holds: its own, or its inputs'
+// when it is a merge (none for documents from before ids were drawn).
+func runsOf(d *Doc) []string {
+	var runs []string
+	for _, in := range d.Inputs {
+		runs = append(runs, in.Runs...)
+	}
+	if len(d.Inputs) == 0 && d.Generator != nil && d.Generator.Run != "" {
+		runs = append(runs, d.Generator.Run)
+	}
+	return runs
 }
 
 // looksLikeResult says whether d came from a loadgen -json file at all,

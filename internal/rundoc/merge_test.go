@@ -137,7 +137,13 @@ func TestMergeDuplicateByRunID(t *testing.T) {
 	if m, err := Merge("x", []*Doc{gen("A"), gen("B")}, files); err != nil || m.Requests != 2 {
 		t.Errorf("two runs started at the same nanosecond: %v (requests %v), want them merged", err, m)
 	}
-	for name, docs := range map[string][]*Doc{"same id": {gen("A"), gen("A")}, "no ids": {gen(""), gen("")}} {
+	// A merge holds its inputs' runs: merging it with one of them again
+	// would count that run twice.
+	ab, err := Merge("x", []*Doc{gen("A"), gen("B")}, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, docs := range map[string][]*Doc{"same id": {gen("A"), gen("A")}, "no ids": {gen(""), gen("")}, "a merge and one of its runs": {ab, gen("B")}} {
 		if _, err := Merge("x", docs, files); !errors.Is(err, ErrDuplicate) || !strings.Contains(err.Error(), "b.json is the same run as a.json") {
 			t.Errorf("%s: %v, want b.json refused as a.json's run", name, err)
 		}
