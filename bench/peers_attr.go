@@ -21,10 +21,10 @@ import (
 // attributionCells are the ways of attributing compared, the first the
 // base.
 var attributionCells = []attributionCell{
-	{"header", nil, nil, ""},
-	{"kernel-accepts", []string{"LBBENCH_KATTR_SERVE_HOOK=lbbench_none"}, []string{"-attribute", "kernel"}, load.CountsAccepts},
-	{"kernel-served", nil, []string{"-attribute", "kernel"}, load.CountsServed},
-	{"kernel-served-only", nil, []string{"-attribute", "kernel", "-acceptors=false"}, load.CountsServed},
+	{"header", nil, nil, "", false},
+	{"kernel-accepts", []string{"LBBENCH_KATTR_SERVE_HOOK=lbbench_none"}, []string{"-attribute", "kernel"}, load.CountsAccepts, false},
+	{"kernel-served", nil, []string{"-attribute", "kernel"}, load.CountsServed, false},
+	{"kernel-served-only", nil, []string{"-attribute", "kernel", "-acceptors=false"}, load.CountsServed, true},
 }
 
 var peerAttributionSections = []results.Section{
@@ -55,6 +55,7 @@ type attributionCell struct {
 	impl       string
 	env, extra []string
 	counts     string
+	untraced   bool // accepts not traced (-acceptors=false)
 }
 
 // attributionCosts runs every attribution cell once per connection mode
@@ -126,9 +127,9 @@ func (p *peerRun) attributionEqual(ctx context.Context, target peerServer, c att
 // thousand is.
 func checkAttribution(c attributionCell, d *rundoc.Doc) error {
 	a := d.Attribution
-	if limit := d.Requests / 1000; a.Counts != c.counts || a.Unresolved > limit || a.UnresolvedResponses > limit {
-		return fmt.Errorf("attribution %s: counted %q with %d connections and %d responses unresolved, want %q and at most %d",
-			c.impl, a.Counts, a.Unresolved, a.UnresolvedResponses, c.counts, limit)
+	if limit := d.Requests / 1000; a.Counts != c.counts || a.AcceptsUntraced != c.untraced || a.Unresolved > limit || a.UnresolvedResponses > limit {
+		return fmt.Errorf("attribution %s: counted %q (accepts untraced: %v) with %d connections and %d responses unresolved, want %q (%v) and at most %d",
+			c.impl, a.Counts, a.AcceptsUntraced, a.Unresolved, a.UnresolvedResponses, c.counts, c.untraced, limit)
 	}
 	return nil
 }

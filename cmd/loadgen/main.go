@@ -166,8 +166,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 			return nil, fmt.Errorf("-%s goes with -proto udp", name)
 		}
 	}
-	if set["acceptors"] && o.Attribute == load.AttrHeader {
-		return nil, errors.New("-acceptors goes with -attribute kernel or both")
+	if !f.acceptors && o.Attribute == load.AttrHeader {
+		return nil, errors.New("-acceptors=false goes with -attribute kernel or both")
 	}
 	if f.name == "" {
 		f.name = "Loadgen/conn=" + o.Mode
