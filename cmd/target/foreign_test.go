@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 		_ = fd // never accepts: its share of connections waits, as with a stray
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	proctest.Main(m)
 }
 
 func TestForeignListenerReported(t *testing.T) {

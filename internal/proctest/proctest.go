@@ -34,12 +34,47 @@ var (
 	buildErr  error
 )
 
+// binPrefix names the folders the binaries are built in; each holds an
+// owner file with the test process's pid.
+const binPrefix = "lbbench-bin-"
+
+// Main runs a package's tests and removes the binaries they built:
+// func TestMain(m *testing.M) { proctest.Main(m) }.
+func Main(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// sweepBins removes the binary folders of test processes that are gone
+// (killed before Main could clean up, or from before there was an owner
+// file and over an hour old); a running test process's folder stays.
+func sweepBins() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binPrefix+"*"))
+	for _, d := range dirs {
+		if b, err := os.ReadFile(filepath.Join(d, "owner")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && Alive(pid) {
+				continue
+			}
+		} else if fi, err := os.Stat(d); err != nil || time.Since(fi.ModTime()) < time.Hour {
+			continue
+		}
+		os.RemoveAll(d)
+	}
+}
+
 // Bin returns the path of a freshly built binary of cmd/<name>.
 func Bin(t testing.TB, name string) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "lbbench-bin-")
+		sweepBins()
+		binDir, buildErr = os.MkdirTemp("", binPrefix)
 		if buildErr != nil {
+			return
+		}
+		if buildErr = os.WriteFile(filepath.Join(binDir, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644); buildErr != nil {
 			return
 		}
 		_, file, _, _ := runtime.Caller(0)
